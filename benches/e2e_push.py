@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""End-to-end push benchmark against a virtual device.
+
+Pushes two generated projects — 20 files / ~100 KB and 200 files / ~2 MB of
+Python source — to one virtual device (MicroPython unix port running the uota
+runtime on a littlefs image, on 127.0.0.1), with uota's protocol and, in the
+same run, with micro-ota's `stream_ota` container (the peer: what micro-ota's
+own CLI sends) against the same device in legacy mode. Prints median wall
+times, payload bytes/s, bytes on the wire and the ratio.
+
+    cargo build --release --features cli && python3 benches/e2e_push.py [--runs 3]
+
+Only loopback traffic. Each push is followed by a device reboot; the next push
+starts once the device answers with the new version.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UOTA = os.environ.get("UOTA_BIN", os.path.join(ROOT, "target", "release", "uota"))
+HOST = "127.0.0.1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def make_project(path, files, size, port, seed):
+    rng = random.Random(seed)
+    words = ["sensor", "value", "reading", "update", "config", "buffer", "result", "state", "index", "count"]
+    os.makedirs(os.path.join(path, "config"))
+    os.makedirs(os.path.join(path, "app"))
+    with open(os.path.join(path, "config", "ota.json"), "w") as f:
+        json.dump({"version": "0.0.0", "hostname": HOST, "port": port,
+                   "fastOtaFiles": ["app/**", "main.py"], "fullOtaFiles": ["**"], "excludedFiles": []}, f)
+    with open(os.path.join(path, "main.py"), "w") as f:
+        f.write("async def run():\n    pass\n")
+    total = 0
+    for i in range(files - 1):
+        lines = []
+        n = 0
+        while n < size:
+            a, b = rng.choice(words), rng.choice(words)
+            line = f"def {a}_{i}_{len(lines)}({b}):\n    return {b} * {rng.randint(0, 999)} + {rng.randint(0, 99)}\n"
+            lines.append(line)
+            n += len(line)
+        text = "".join(lines)
+        total += len(text)
+        with open(os.path.join(path, "app", f"m{i:03d}.py"), "w") as f:
+            f.write(text)
+    return total
+
+
+def uota(*args, check=True):
+    return subprocess.run([UOTA, *args], capture_output=True, text=True, check=check)
+
+
+def wait_version(port, version, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = uota("version", "--host", HOST, "--port", str(port), check=False)
+        if r.returncode == 0 and r.stdout.strip() == version:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"device never reported {version}")
+
+
+def push(project, port, version, protocol):
+    t0 = time.perf_counter()
+    r = uota("--json", "full", "--project", project, "--host", HOST, "--port", str(port),
+             "--version", version, "--protocol", protocol, check=False)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"push failed: {r.stdout}{r.stderr}")
+    report = json.loads(r.stdout)
+    wait_version(port, version)
+    return wall, report
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    if not os.path.exists(UOTA):
+        raise SystemExit(f"{UOTA} not found: cargo build --release --features cli")
+    work = tempfile.mkdtemp(prefix="uota-bench-")
+    port = free_port()
+    sim = subprocess.Popen([UOTA, "sim", "--image", os.path.join(work, "flash.img"), "--image-size", "8M",
+                            "--host", HOST, "--port", str(port), "--legacy"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while uota("ping", "--host", HOST, "--port", str(port), check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise SystemExit("virtual device did not start")
+            time.sleep(0.1)
+        cases = [("A: 20 files / ~100 KB", 20, 5 * 1024), ("B: 200 files / ~2 MB", 200, 10 * 1024)]
+        counter = 0
+        print(f"{'case':24} {'method':14} {'median s':>9} {'payload B/s':>12} {'wire bytes':>11}")
+        for name, files, size in cases:
+            project = os.path.join(work, f"p{files}")
+            payload = make_project(project, files, size, port, seed=files)
+            results = {}
+            for method, protocol in (("uota", "uota"), ("micro-ota stream", "micro-ota")):
+                walls = []
+                wire = 0
+                for run in range(args.runs + 1):  # the first run warms up
+                    counter += 1
+                    wall, report = push(project, port, f"0.{counter}.0", protocol)
+                    wire = report["wire_bytes"]
+                    if run:
+                        walls.append(wall)
+                med = statistics.median(walls)
+                results[method] = med
+                print(f"{name:24} {method:14} {med:9.3f} {payload / med:12.0f} {wire:11d}")
+            ratio = results["micro-ota stream"] / results["uota"]
+            print(f"{name:24} uota is {ratio:.2f}x the micro-ota stream push (same device, same run)")
+    finally:
+        sim.terminate()
+        sim.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

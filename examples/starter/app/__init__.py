@@ -1,0 +1,1 @@
+# The starter app's package. Put your modules next to counter.py.

@@ -1,0 +1,454 @@
+//! The `uota` command line (feature `cli`).
+//!
+//! One implementation serves cargo users (`src/bin/uota.rs`) and pip users
+//! (the Python package's console script calls [`run`] through the extension).
+
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{Password, SigningKey};
+use crate::config::Project;
+use crate::device::{ConnectOptions, Device, LegacyMethod, ProtocolChoice, PushOptions};
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, PushMode};
+use crate::sim::{self, SimOptions, Storage};
+use output::Output;
+
+/// Deploy MicroPython applications to devices, over the air and over USB.
+#[derive(Debug, Parser)]
+#[command(name = "uota", disable_version_flag = true, about, long_about = None)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a starter project (config/ota.json, main.py, app/) in the project folder.
+    Init {
+        /// Project folder (default: the current folder).
+        #[arg(long)]
+        project: Option<PathBuf>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run a virtual device: the MicroPython unix port running the uota runtime.
+    Sim(SimArgs),
+    /// Push the fast set (fastOtaFiles) without removing other files.
+    Fast(PushArgs),
+    /// Push the full release (fastOtaFiles + fullOtaFiles) and remove files that left it.
+    Full(PushArgs),
+    /// Show the version of the device's active release.
+    Version(Target),
+    /// Show what the device reports about itself.
+    Info(Target),
+    /// Check that the device answers.
+    Ping(Target),
+    /// List a device folder.
+    Ls {
+        #[command(flatten)]
+        target: Target,
+        /// Device folder.
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Copy a device file to a local file (or stdout with `-`).
+    Get {
+        #[command(flatten)]
+        target: Target,
+        /// Device path.
+        path: String,
+        /// Local destination (default: the file's name in the current folder).
+        dest: Option<PathBuf>,
+    },
+    /// Remove a device file.
+    Rm {
+        #[command(flatten)]
+        target: Target,
+        /// Device path.
+        path: String,
+    },
+    /// Reset the device.
+    Reset(Target),
+    /// Remove the app from the device, keeping the runtime, /config and /data.
+    Wipe(Target),
+    /// Change the device's OTA password and store it in config/.ota.secrets.json.
+    Passwd {
+        #[command(flatten)]
+        target: Target,
+        /// The new password (read from stdin when omitted; empty clears it).
+        new_password: Option<String>,
+    },
+}
+
+/// Which device to talk to and how.
+#[derive(Debug, Args)]
+struct Target {
+    /// Device address (default: `hostname` from config/ota.json).
+    #[arg(long)]
+    host: Option<String>,
+    /// OTA port (default: `port` from config/ota.json, else 2018).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Project folder (default: the current folder).
+    #[arg(long)]
+    project: Option<PathBuf>,
+    /// OTA password (default: `otaPassword` from config/.ota.secrets.json).
+    #[arg(long, env = "UOTA_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Seconds to wait for each reply.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Protocol: auto, uota or micro-ota.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "uota", "micro-ota"])]
+    protocol: String,
+}
+
+#[derive(Debug, Args)]
+struct PushArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Release version (default: `version` from config/ota.json).
+    #[arg(long = "version")]
+    release_version: Option<String>,
+    /// Do not reset the device after the commit.
+    #[arg(long)]
+    no_reset: bool,
+    /// Allow replacing the device runtime (boot.py, lib/uota/).
+    #[arg(long)]
+    runtime: bool,
+    /// For micro-ota devices: use the older start_ota session instead of stream_ota.
+    #[arg(long)]
+    legacy_session: bool,
+}
+
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// Host folder that is the device's filesystem.
+    #[arg(long, required_unless_present = "image")]
+    root: Option<PathBuf>,
+    /// A littlefs2 image file to use as the filesystem instead of a folder.
+    #[arg(long, conflicts_with = "root")]
+    image: Option<PathBuf>,
+    /// Image size in bytes for a new image (suffixes k and M allowed).
+    #[arg(long, default_value = "1441792")]
+    image_size: String,
+    /// Loopback address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// OTA port.
+    #[arg(long, default_value_t = 2018)]
+    port: u16,
+    /// Password to install on a new device.
+    #[arg(long)]
+    password: Option<String>,
+    /// Signing key to install on a new device.
+    #[arg(long)]
+    signing_key: Option<String>,
+    /// Accept micro-ota's legacy push sessions.
+    #[arg(long)]
+    legacy: bool,
+    /// MicroPython heap size, e.g. 256k.
+    #[arg(long)]
+    heap: Option<String>,
+}
+
+/// Parse `args` (including the program name) and run the command; returns the exit code.
+pub fn run<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    init_tracing(cli.verbose);
+    let out = Output::new(cli.json);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            out.error(&Error::io("<tokio runtime>", e));
+            return 1;
+        }
+    };
+    match rt.block_on(execute(cli.command, &out)) {
+        Ok(()) => 0,
+        Err(e) => {
+            out.error(&e);
+            exit_code(&e)
+        }
+    }
+}
+
+fn exit_code(e: &Error) -> i32 {
+    use crate::error::ErrorKind::*;
+    match e.kind() {
+        Auth => 3,
+        SignatureMismatch | HashMismatch => 4,
+        Timeout | Transport => 5,
+        InterpreterMissing => 6,
+        _ => 1,
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UOTA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn project_root(p: &Option<PathBuf>) -> PathBuf {
+    p.clone().unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The project, when the folder has one; commands that only talk to a device work without.
+fn try_project(root: &Path) -> Result<Option<Project>> {
+    if root.join("config/ota.json").is_file() {
+        Project::load(root).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+async fn connect(target: &Target) -> Result<(Device, Option<Project>)> {
+    let project = try_project(&project_root(&target.project))?;
+    let host = match (&target.host, &project) {
+        (Some(h), _) => h.clone(),
+        (None, Some(p)) if !p.config.hostname.is_empty() => p.config.hostname.clone(),
+        _ => {
+            return Err(Error::InvalidArgument(
+                "no device address: pass --host or set hostname in config/ota.json".into(),
+            ))
+        }
+    };
+    let port = target
+        .port
+        .or(project.as_ref().map(|p| p.config.port))
+        .unwrap_or(2018);
+    let password = match &target.password {
+        Some(p) if !p.is_empty() => Some(Password::new(p.clone())),
+        Some(_) => None,
+        None => project
+            .as_ref()
+            .and_then(|p| p.secrets.ota_password.clone()),
+    };
+    if !(target.timeout > 0.0 && target.timeout.is_finite()) {
+        return Err(Error::InvalidArgument(
+            "--timeout must be a positive number of seconds".into(),
+        ));
+    }
+    let opts = ConnectOptions {
+        timeout: Duration::from_secs_f64(target.timeout),
+        password,
+        protocol: match target.protocol.as_str() {
+            "uota" => ProtocolChoice::Uota,
+            "micro-ota" => ProtocolChoice::MicroOta,
+            _ => ProtocolChoice::Auto,
+        },
+        ..ConnectOptions::default()
+    };
+    let dev = Device::connect_tcp(&host, port, opts).await?;
+    Ok((dev, project))
+}
+
+async fn execute(command: Command, out: &Output) -> Result<()> {
+    match command {
+        Command::Init { project, force } => {
+            let root = project_root(&project);
+            let written = Project::init(&root, force)?;
+            out.list("created", written.iter().map(|p| p.display().to_string()));
+            Ok(())
+        }
+        Command::Sim(args) => run_sim(args, out).await,
+        Command::Fast(args) => push(args, PushMode::Fast, out).await,
+        Command::Full(args) => push(args, PushMode::Full, out).await,
+        Command::Version(t) => {
+            let (mut dev, _) = connect(&t).await?;
+            let v = dev.version().await?;
+            out.value("version", &v);
+            Ok(())
+        }
+        Command::Info(t) => {
+            let (mut dev, _) = connect(&t).await?;
+            let info = dev.info().await?;
+            out.json_or_lines(&info);
+            Ok(())
+        }
+        Command::Ping(t) => {
+            let (mut dev, _) = connect(&t).await?;
+            let rtt = dev.ping().await?;
+            out.value("pong_ms", &format!("{:.1}", rtt.as_secs_f64() * 1000.0));
+            Ok(())
+        }
+        Command::Ls { target, path } => {
+            let (mut dev, _) = connect(&target).await?;
+            let entries = dev.ls(&path).await?;
+            out.entries(&entries);
+            Ok(())
+        }
+        Command::Get { target, path, dest } => {
+            let (mut dev, _) = connect(&target).await?;
+            let data = dev.get(&path).await?;
+            let dest = dest.unwrap_or_else(|| {
+                PathBuf::from(
+                    path.rsplit('/')
+                        .next()
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or("out"),
+                )
+            });
+            if dest.as_os_str() == "-" {
+                use std::io::Write;
+                std::io::stdout()
+                    .write_all(&data)
+                    .map_err(|e| Error::io("<stdout>", e))?;
+            } else {
+                std::fs::write(&dest, &data).map_err(|e| Error::io(&dest, e))?;
+                out.value(
+                    "written",
+                    &format!("{} ({} bytes)", dest.display(), data.len()),
+                );
+            }
+            Ok(())
+        }
+        Command::Rm { target, path } => {
+            let (mut dev, _) = connect(&target).await?;
+            dev.rm(&path).await?;
+            out.value("removed", &path);
+            Ok(())
+        }
+        Command::Reset(t) => {
+            let (mut dev, _) = connect(&t).await?;
+            dev.reset().await?;
+            out.value("reset", "ok");
+            Ok(())
+        }
+        Command::Wipe(t) => {
+            let (mut dev, _) = connect(&t).await?;
+            dev.wipe().await?;
+            out.value("wiped", "ok");
+            Ok(())
+        }
+        Command::Passwd {
+            target,
+            new_password,
+        } => {
+            let new = match new_password {
+                Some(p) => p,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| Error::io("<stdin>", e))?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            let (mut dev, project) = connect(&target).await?;
+            let new_pw = (!new.is_empty()).then(|| Password::new(new.clone()));
+            dev.passwd(new_pw.as_ref()).await?;
+            if let Some(p) = project {
+                p.store_password(&new)?;
+            }
+            out.value(
+                "password",
+                if new.is_empty() { "cleared" } else { "changed" },
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
+    let root = project_root(&args.target.project);
+    let project = Project::load(&root)?;
+    let mut manifest = Manifest::for_project(&project, mode)?;
+    if let Some(v) = &args.release_version {
+        manifest.version = v.clone();
+    }
+    let (mut dev, _) = connect(&args.target).await?;
+    let opts = PushOptions {
+        mode,
+        reset: !args.no_reset,
+        runtime: args.runtime,
+        signing_key: project.secrets.signing_key.clone(),
+        legacy_method: if args.legacy_session {
+            LegacyMethod::Session
+        } else {
+            LegacyMethod::Stream
+        },
+    };
+    let mut bar = out.progress();
+    let report = dev
+        .push(&project.root, &manifest, &opts, &mut |ev| bar.update(ev))
+        .await;
+    bar.finish();
+    let report = report?;
+    out.push_report(&report);
+    Ok(())
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1024),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| Error::InvalidArgument(format!("bad size {s:?}")))?;
+    let bytes = (n * mult as f64) as u64;
+    Ok(bytes / 4096 * 4096)
+}
+
+async fn run_sim(args: SimArgs, out: &Output) -> Result<()> {
+    let storage = match (&args.root, &args.image) {
+        (_, Some(img)) => Storage::Image {
+            path: img.clone(),
+            size: parse_size(&args.image_size)?,
+        },
+        (Some(root), None) => Storage::Folder(root.clone()),
+        (None, None) => unreachable!("clap requires --root or --image"),
+    };
+    let mut opts = SimOptions::folder(".", &args.host, args.port);
+    opts.storage = storage;
+    opts.password = args.password.filter(|p| !p.is_empty()).map(Password::new);
+    opts.signing_key = args
+        .signing_key
+        .filter(|k| !k.is_empty())
+        .map(SigningKey::new);
+    opts.legacy = args.legacy;
+    opts.heap_size = args.heap;
+    out.value(
+        "listening",
+        &format!("{}:{} (Ctrl-C to stop)", args.host, args.port),
+    );
+    sim::run_foreground(opts).await
+}

@@ -1,0 +1,145 @@
+//! How the command line prints results: text for people, `--json` for machines.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::device::{DirEntry, PushEvent, PushReport};
+use crate::error::Error;
+
+/// Prints results as text or JSON.
+pub(crate) struct Output {
+    json: bool,
+}
+
+impl Output {
+    pub(crate) fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    fn print_json(&self, v: &serde_json::Value) {
+        println!("{v}");
+    }
+
+    pub(crate) fn error(&self, e: &Error) {
+        if self.json {
+            self.print_json(&json!({"ok": false, "error": {"kind": format!("{:?}", e.kind()), "message": e.to_string()}}));
+        } else {
+            eprintln!("error: {e}");
+        }
+    }
+
+    pub(crate) fn value(&self, key: &str, value: &str) {
+        if self.json {
+            self.print_json(&json!({"ok": true, key: value}));
+        } else {
+            println!("{value}");
+        }
+    }
+
+    pub(crate) fn list(&self, key: &str, items: impl Iterator<Item = String>) {
+        let items: Vec<String> = items.collect();
+        if self.json {
+            self.print_json(&json!({"ok": true, key: items}));
+        } else {
+            for i in items {
+                println!("{key} {i}");
+            }
+        }
+    }
+
+    pub(crate) fn json_or_lines<T: Serialize>(&self, value: &T) {
+        let v = serde_json::to_value(value).unwrap_or_default();
+        if self.json {
+            let mut obj = json!({"ok": true});
+            if let (Some(o), serde_json::Value::Object(m)) = (obj.as_object_mut(), v) {
+                o.extend(m);
+            }
+            self.print_json(&obj);
+        } else if let serde_json::Value::Object(m) = v {
+            for (k, v) in m {
+                match v {
+                    serde_json::Value::String(s) => println!("{k}: {s}"),
+                    other => println!("{k}: {other}"),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn entries(&self, entries: &[DirEntry]) {
+        if self.json {
+            self.print_json(&json!({"ok": true, "entries": entries}));
+        } else {
+            for e in entries {
+                if e.is_dir {
+                    println!("{}/", e.name);
+                } else {
+                    println!("{:>9}  {}", e.size, e.name);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn push_report(&self, r: &PushReport) {
+        if self.json {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["ok"] = true.into();
+            self.print_json(&v);
+        } else {
+            let secs = r.elapsed.as_secs_f64();
+            println!(
+                "committed {} — {} files, {} bytes ({} on the wire) in {:.2} s ({:.0} B/s)",
+                r.version,
+                r.files_sent,
+                r.file_bytes,
+                r.wire_bytes,
+                secs,
+                r.file_bytes as f64 / secs.max(1e-9)
+            );
+        }
+    }
+
+    /// A progress bar on stderr when it is a terminal and JSON is off.
+    pub(crate) fn progress(&self) -> Progress {
+        let show = !self.json && std::io::stderr().is_terminal();
+        Progress {
+            bar: show.then(|| {
+                let bar = ProgressBar::new(0);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} {msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar
+            }),
+        }
+    }
+}
+
+/// The progress bar of one push.
+pub(crate) struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub(crate) fn update(&mut self, ev: &PushEvent) {
+        let Some(bar) = &self.bar else { return };
+        match ev {
+            PushEvent::Started { bytes, .. } => bar.set_length(*bytes),
+            PushEvent::File { path, .. } => bar.set_message(path.clone()),
+            PushEvent::Progress { sent, .. } => bar.set_position(*sent),
+            PushEvent::Committing => bar.set_message("committing"),
+            PushEvent::Committed { version } => bar.set_message(format!("committed {version}")),
+        }
+    }
+
+    pub(crate) fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The high-level client: connect to a device, run commands, push releases.
+//!
+//! [`Device`] is async (tokio) and works over any [`Transport`];
+//! [`BlockingDevice`] wraps it for synchronous callers. Every command has a
+//! timeout ([`ConnectOptions::timeout`]). A device that runs micro-ota's
+//! runtime instead of uota's is detected and driven with micro-ota's own
+//! protocol (see `docs/protocol.md` §6).
+
+mod blocking;
+mod legacy;
+mod push;
+
+pub use blocking::BlockingDevice;
+pub use push::{LegacyMethod, PushEvent, PushOptions, PushReport};
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::auth::{self, Password};
+use crate::error::{Error, Result};
+use crate::protocol::{
+    self, frame, line, Connection, Event, Frame, FrameType, Hello, Mode, Request, Response,
+};
+use crate::transport::tcp::TcpTransport;
+use crate::transport::BoxTransport;
+
+/// Which protocol to speak with a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtocolChoice {
+    /// Probe: uota's protocol when the device answers the hello, else micro-ota's.
+    #[default]
+    Auto,
+    /// Only uota's protocol; a device that does not answer the hello is an error.
+    Uota,
+    /// Only micro-ota's line protocol (for devices running micro-ota's runtime).
+    MicroOta,
+}
+
+/// How to connect and how long to wait.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Time allowed to open the connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for each command's reply.
+    pub timeout: Duration,
+    /// Time allowed for a commit (staged files moved into place).
+    pub commit_timeout: Duration,
+    /// The device's OTA password, if it has one.
+    pub password: Option<Password>,
+    /// Protocol selection.
+    pub protocol: ProtocolChoice,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            commit_timeout: Duration::from_secs(120),
+            password: None,
+            protocol: ProtocolChoice::Auto,
+        }
+    }
+}
+
+/// The protocol the connected device speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A uota device; its hello.
+    Uota(Hello),
+    /// A device running micro-ota's runtime.
+    MicroOta,
+}
+
+/// One entry of a device folder listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// Name within the folder.
+    pub name: String,
+    /// Whether it is a folder.
+    pub is_dir: bool,
+    /// Size in bytes (0 for folders, and when the device does not say).
+    pub size: u64,
+}
+
+/// What a device reports about itself and its release.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Version of the active release.
+    #[serde(default)]
+    pub version: String,
+    /// Every other field the device reported (platform, mpy, memory, boot state …).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+enum Handshake {
+    Done(Device),
+    WantsLegacyPassword,
+}
+
+fn missing_password() -> Error {
+    Error::Auth(
+        "the device requires a password: set otaPassword in config/.ota.secrets.json or pass --password".into(),
+    )
+}
+
+/// A connection to one device.
+pub struct Device {
+    io: BoxTransport,
+    conn: Connection,
+    peer: Peer,
+    opts: ConnectOptions,
+    target: String,
+    closed: bool,
+    read_buf: Vec<u8>,
+    bytes_out: u64,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("target", &self.target)
+            .field("peer", &self.peer)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device {
+    /// Connect over WiFi TCP to `host:port` and perform the handshake.
+    pub async fn connect_tcp(host: &str, port: u16, opts: ConnectOptions) -> Result<Device> {
+        let io = TcpTransport::connect(host, port, opts.connect_timeout).await?;
+        match Self::try_handshake(Box::new(io), opts.clone()).await? {
+            Handshake::Done(dev) => Ok(dev),
+            Handshake::WantsLegacyPassword if opts.password.is_some() => {
+                // micro-ota closes after a first line that is not its password:
+                // reconnect and lead with the password.
+                let io = TcpTransport::connect(host, port, opts.connect_timeout).await?;
+                let opts = ConnectOptions {
+                    protocol: ProtocolChoice::MicroOta,
+                    ..opts
+                };
+                Self::handshake(Box::new(io), opts).await
+            }
+            Handshake::WantsLegacyPassword => Err(missing_password()),
+        }
+    }
+
+    /// Perform the handshake over an already open transport.
+    pub async fn handshake(io: BoxTransport, opts: ConnectOptions) -> Result<Device> {
+        match Self::try_handshake(io, opts).await? {
+            Handshake::Done(dev) => Ok(dev),
+            Handshake::WantsLegacyPassword => Err(Error::Auth(
+                "the device expects micro-ota's password line first: reconnect with ProtocolChoice::MicroOta and a password".into(),
+            )),
+        }
+    }
+
+    async fn try_handshake(io: BoxTransport, opts: ConnectOptions) -> Result<Handshake> {
+        let target = io.peer();
+        let mut dev = Device {
+            io,
+            conn: Connection::new(),
+            peer: Peer::MicroOta,
+            opts,
+            target,
+            closed: false,
+            read_buf: vec![0; 64 * 1024],
+            bytes_out: 0,
+        };
+        if dev.opts.protocol == ProtocolChoice::MicroOta {
+            dev.legacy_login().await?;
+            return Ok(Handshake::Done(dev));
+        }
+        dev.send(&line::encode(protocol::HELLO_LINE)).await?;
+        dev.flush().await?;
+        let reply = dev.read_line("hello").await?;
+        match Hello::parse(&reply)? {
+            Some(hello) => {
+                dev.conn.set_mode(Mode::Frames);
+                let needs_auth = hello.auth;
+                let nonce = hello.nonce.clone();
+                dev.peer = Peer::Uota(hello);
+                if needs_auth {
+                    dev.authenticate(&nonce).await?;
+                }
+                Ok(Handshake::Done(dev))
+            }
+            None if dev.opts.protocol == ProtocolChoice::Uota => Err(Error::Protocol(format!(
+                "{} did not answer the uota hello (it said {reply:?})",
+                dev.target
+            ))),
+            None if reply == "denied" => Ok(Handshake::WantsLegacyPassword),
+            None => {
+                tracing::info!(target = %dev.target, %reply, "not a uota device; using micro-ota's protocol");
+                dev.peer = Peer::MicroOta;
+                Ok(Handshake::Done(dev))
+            }
+        }
+    }
+
+    async fn authenticate(&mut self, nonce: &str) -> Result<()> {
+        let Some(password) = self.opts.password.clone() else {
+            return Err(missing_password());
+        };
+        let mac = auth::challenge_response(&password.verifier(), nonce)?;
+        self.request(&Request::Auth { mac }).await?;
+        Ok(())
+    }
+
+    /// The protocol the device speaks.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The address or port name of the device.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Bytes written to the device so far on this connection.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_out
+    }
+
+    /// Check that the device answers; returns the round-trip time.
+    pub async fn ping(&mut self) -> Result<Duration> {
+        let start = Instant::now();
+        match self.peer {
+            Peer::Uota(_) => {
+                self.request(&Request::Ping).await?;
+            }
+            Peer::MicroOta => self.legacy_command("ping", "pong").await?,
+        }
+        Ok(start.elapsed())
+    }
+
+    /// The version of the device's active release.
+    pub async fn version(&mut self) -> Result<String> {
+        match self.peer {
+            Peer::Uota(_) => Ok(self.info().await?.version),
+            Peer::MicroOta => self.legacy_version().await,
+        }
+    }
+
+    /// Device and release information.
+    pub async fn info(&mut self) -> Result<DeviceInfo> {
+        match self.peer {
+            Peer::Uota(_) => self.request(&Request::Info).await?.into_typed("info"),
+            Peer::MicroOta => Ok(DeviceInfo {
+                version: self.legacy_version().await?,
+                extra: Default::default(),
+            }),
+        }
+    }
+
+    /// List a device folder.
+    pub async fn ls(&mut self, path: &str) -> Result<Vec<DirEntry>> {
+        match self.peer {
+            Peer::Uota(_) => {
+                let res = self
+                    .request(&Request::Ls {
+                        path: path.to_string(),
+                    })
+                    .await?;
+                #[derive(Deserialize)]
+                struct Ls {
+                    entries: Vec<(String, String, u64)>,
+                }
+                let ls: Ls = res.into_typed("ls")?;
+                Ok(ls
+                    .entries
+                    .into_iter()
+                    .map(|(name, kind, size)| DirEntry {
+                        name,
+                        is_dir: kind == "d",
+                        size,
+                    })
+                    .collect())
+            }
+            Peer::MicroOta => self.legacy_ls(path).await,
+        }
+    }
+
+    /// Read a whole device file.
+    pub async fn get(&mut self, path: &str) -> Result<Vec<u8>> {
+        match self.peer {
+            Peer::Uota(_) => {
+                let res = self
+                    .request(&Request::Get {
+                        path: path.to_string(),
+                    })
+                    .await?;
+                let size = res.u64_field("size").unwrap_or(0);
+                let data = self.read_data_stream("get").await?;
+                if data.len() as u64 != size {
+                    return Err(Error::Protocol(format!(
+                        "get {path}: device announced {size} bytes but sent {}",
+                        data.len()
+                    )));
+                }
+                Ok(data)
+            }
+            Peer::MicroOta => self.legacy_get(path).await,
+        }
+    }
+
+    /// Remove a device file.
+    pub async fn rm(&mut self, path: &str) -> Result<()> {
+        match self.peer {
+            Peer::Uota(_) => {
+                self.request(&Request::Rm {
+                    path: path.to_string(),
+                })
+                .await?;
+                Ok(())
+            }
+            Peer::MicroOta => self.legacy_command(&format!("rm {path}"), "ok").await,
+        }
+    }
+
+    /// Remove the app, keeping the runtime, `/config` and `/data`.
+    pub async fn wipe(&mut self) -> Result<()> {
+        match self.peer {
+            Peer::Uota(_) => {
+                self.request(&Request::Wipe).await?;
+                Ok(())
+            }
+            Peer::MicroOta => Err(Error::InvalidArgument(
+                "refusing micro-ota's wipe: it deletes /data; push the uota runtime first".into(),
+            )),
+        }
+    }
+
+    /// Set the device's password (`None` clears it). Only the verifier is sent.
+    pub async fn passwd(&mut self, new_password: Option<&Password>) -> Result<()> {
+        match self.peer {
+            Peer::Uota(_) => {
+                let verifier = new_password.map(|p| p.verifier()).unwrap_or_default();
+                self.request(&Request::Passwd { verifier }).await?;
+                Ok(())
+            }
+            Peer::MicroOta => Err(Error::InvalidArgument(
+                "micro-ota devices have no passwd command".into(),
+            )),
+        }
+    }
+
+    /// Reset the device. The connection is closed afterwards.
+    pub async fn reset(&mut self) -> Result<()> {
+        match self.peer {
+            Peer::Uota(_) => {
+                self.request(&Request::Reset).await?;
+            }
+            Peer::MicroOta => self.legacy_command("reset", "ok").await?,
+        }
+        self.closed = true;
+        Ok(())
+    }
+
+    // ----- plumbing -----
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.closed {
+            Err(Error::ConnectionClosed {
+                during: "a command after the device reset".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        self.ensure_open()?;
+        let after = self.opts.timeout;
+        let target = self.target.clone();
+        tokio::time::timeout(after, self.io.write_all(bytes))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "writing to the device".into(),
+                after,
+            })?
+            .map_err(|source| Error::Transport { target, source })?;
+        self.bytes_out += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        let target = self.target.clone();
+        self.io
+            .flush()
+            .await
+            .map_err(|source| Error::Transport { target, source })
+    }
+
+    pub(crate) async fn send_frame(&mut self, kind: FrameType, payload: &[u8]) -> Result<()> {
+        let bytes = frame::encode_to_vec(kind, payload);
+        self.send(&bytes).await
+    }
+
+    async fn next_event(&mut self, what: &str, wait: Duration) -> Result<Event> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(ev) = self.conn.poll_event()? {
+                return Ok(ev);
+            }
+            let n = tokio::time::timeout_at(deadline, self.io.read(&mut self.read_buf))
+                .await
+                .map_err(|_| Error::Timeout {
+                    what: what.to_string(),
+                    after: wait,
+                })?
+                .map_err(|source| Error::Transport {
+                    target: self.target.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                self.closed = true;
+                return Err(Error::ConnectionClosed {
+                    during: what.to_string(),
+                });
+            }
+            self.conn.feed(&self.read_buf[..n]);
+        }
+    }
+
+    pub(crate) async fn read_line(&mut self, what: &str) -> Result<String> {
+        match self.next_event(what, self.opts.timeout).await? {
+            Event::Line(l) => Ok(l),
+            other => Err(Error::Protocol(format!(
+                "expected a line during {what}, got {other:?}"
+            ))),
+        }
+    }
+
+    pub(crate) async fn read_raw(&mut self, n: usize, what: &str) -> Result<Vec<u8>> {
+        self.conn.set_mode(Mode::Raw(n));
+        match self.next_event(what, self.opts.timeout).await? {
+            Event::Raw(b) => Ok(b),
+            other => Err(Error::Protocol(format!(
+                "expected raw bytes during {what}, got {other:?}"
+            ))),
+        }
+    }
+
+    async fn read_frame(&mut self, what: &str, wait: Duration) -> Result<Frame> {
+        match self.next_event(what, wait).await? {
+            Event::Frame(f) => Ok(f),
+            other => Err(Error::Protocol(format!(
+                "expected a frame during {what}, got {other:?}"
+            ))),
+        }
+    }
+
+    pub(crate) async fn read_response(&mut self, op: &str, wait: Duration) -> Result<Response> {
+        let f = self.read_frame(op, wait).await?;
+        if f.kind != FrameType::Response {
+            return Err(Error::Protocol(format!(
+                "expected a reply to {op}, got a {:?} frame",
+                f.kind
+            )));
+        }
+        Response::parse(op, &f.payload)
+    }
+
+    /// Send a request and wait for its reply.
+    pub(crate) async fn request(&mut self, req: &Request) -> Result<Response> {
+        self.send_frame(FrameType::Request, &req.to_json()).await?;
+        self.flush().await?;
+        let res = self.read_response(req.op(), self.opts.timeout).await;
+        if let Err(Error::Auth(_)) = &res {
+            self.closed = true;
+        }
+        res
+    }
+
+    async fn read_data_stream(&mut self, op: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let f = self.read_frame(op, self.opts.timeout).await?;
+            match f.kind {
+                FrameType::Data if f.payload.is_empty() => return Ok(out),
+                FrameType::Data => out.extend_from_slice(&f.payload),
+                FrameType::Response => {
+                    Response::parse(op, &f.payload)?;
+                    return Err(Error::Protocol(format!(
+                        "unexpected reply inside {op} data"
+                    )));
+                }
+                FrameType::Request => {
+                    return Err(Error::Protocol(format!(
+                        "device sent a request during {op}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// After a failed write, the device has usually said why before closing:
+    /// read that reply if it is there, else keep the original error.
+    pub(crate) async fn explain_failure(&mut self, op: &str, original: Error) -> Error {
+        self.closed = false;
+        let res = self.read_response(op, Duration::from_secs(2)).await;
+        self.closed = true;
+        match res {
+            Err(
+                e @ (Error::Device { .. }
+                | Error::SignatureMismatch(_)
+                | Error::HashMismatch { .. }
+                | Error::InvalidPath { .. }
+                | Error::Auth(_)),
+            ) => e,
+            _ => original,
+        }
+    }
+
+    pub(crate) fn hello(&self) -> Option<&Hello> {
+        match &self.peer {
+            Peer::Uota(h) => Some(h),
+            Peer::MicroOta => None,
+        }
+    }
+
+    pub(crate) fn options(&self) -> &ConnectOptions {
+        &self.opts
+    }
+
+    pub(crate) fn mark_closed(&mut self) {
+        self.closed = true;
+    }
+}

@@ -1,0 +1,409 @@
+//! Pushing a release: uota's streamed, signed push, and micro-ota's sessions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+
+use super::{Device, Peer};
+use crate::auth::SigningKey;
+use crate::error::{Error, Result};
+use crate::manifest::{FileEntry, Manifest, PushMode};
+use crate::protocol::message::WireMode;
+use crate::protocol::{microota, FrameType, Request};
+
+/// How to send a release to a device running micro-ota's runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LegacyMethod {
+    /// micro-ota's `stream_ota` binary container (what its own CLI uses).
+    #[default]
+    Stream,
+    /// micro-ota's older `start_ota` session, one `file` command per file.
+    Session,
+}
+
+/// Options of a push.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Full release or fast (partial) update.
+    pub mode: PushMode,
+    /// Reset into the new release after the commit.
+    pub reset: bool,
+    /// Allow the release to replace the device runtime (`boot.py`, `lib/uota/`).
+    pub runtime: bool,
+    /// Key to sign the release with; it must match the device's `signingKey`.
+    pub signing_key: Option<SigningKey>,
+    /// Push method for micro-ota devices.
+    pub legacy_method: LegacyMethod,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        Self {
+            mode: PushMode::Full,
+            reset: true,
+            runtime: false,
+            signing_key: None,
+            legacy_method: LegacyMethod::Stream,
+        }
+    }
+}
+
+/// Progress of a push, as typed events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PushEvent {
+    /// The release was accepted for staging.
+    Started {
+        /// Files to send.
+        files: usize,
+        /// File bytes to send.
+        bytes: u64,
+    },
+    /// A file starts.
+    File {
+        /// Device path.
+        path: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// File bytes sent so far, of the total.
+    Progress {
+        /// Bytes sent.
+        sent: u64,
+        /// Bytes in all.
+        total: u64,
+    },
+    /// Everything is staged; the device is committing.
+    Committing,
+    /// The release is active.
+    Committed {
+        /// Its version.
+        version: String,
+    },
+}
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PushReport {
+    /// Version of the committed release.
+    pub version: String,
+    /// Files sent.
+    pub files_sent: usize,
+    /// File bytes sent.
+    pub file_bytes: u64,
+    /// Bytes written to the link in all (framing and manifest included).
+    pub wire_bytes: u64,
+    /// Wall time of the push.
+    #[serde(serialize_with = "secs")]
+    pub elapsed: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+const READ_CHUNK: usize = 32 * 1024;
+
+impl Device {
+    /// Push the files of `manifest`, read from `root`, and commit them as one release.
+    ///
+    /// `progress` is called with [`PushEvent`]s as the push goes on. After a
+    /// successful push with `reset` the device restarts and this connection is closed.
+    pub async fn push(
+        &mut self,
+        root: &Path,
+        manifest: &Manifest,
+        opts: &PushOptions,
+        progress: &mut (dyn FnMut(&PushEvent) + Send),
+    ) -> Result<PushReport> {
+        let start = Instant::now();
+        let wire_before = self.bytes_sent();
+        let mut manifest = manifest.clone();
+        if let Some(key) = &opts.signing_key {
+            manifest.sign(key);
+        }
+        let total: u64 = manifest.files.iter().map(|f| f.size).sum();
+        match self.peer() {
+            Peer::Uota(_) => {
+                self.push_uota(root, &manifest, opts, total, progress)
+                    .await?
+            }
+            Peer::MicroOta => match opts.legacy_method {
+                LegacyMethod::Stream => {
+                    self.push_stream_ota(root, &manifest, opts, total, progress)
+                        .await?
+                }
+                LegacyMethod::Session => {
+                    self.push_start_ota(root, &manifest, total, progress)
+                        .await?
+                }
+            },
+        }
+        progress(&PushEvent::Committed {
+            version: manifest.version.clone(),
+        });
+        Ok(PushReport {
+            version: manifest.version.clone(),
+            files_sent: manifest.files.len(),
+            file_bytes: total,
+            wire_bytes: self.bytes_sent() - wire_before,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    async fn push_uota(
+        &mut self,
+        root: &Path,
+        manifest: &Manifest,
+        opts: &PushOptions,
+        total: u64,
+        progress: &mut (dyn FnMut(&PushEvent) + Send),
+    ) -> Result<()> {
+        let max_frame = self.hello().map(|h| h.max_frame).unwrap_or(4096);
+        let begin = Request::Begin {
+            version: manifest.version.clone(),
+            mode: match opts.mode {
+                PushMode::Full => WireMode::Full,
+                PushMode::Fast => WireMode::Fast,
+            },
+            count: manifest.files.len(),
+            sig: manifest.sig.clone(),
+            runtime: opts.runtime,
+        };
+        let staged = async {
+            self.send_frame(FrameType::Request, &begin.to_json())
+                .await?;
+            for chunk in line_chunks(&manifest.manifest_lines(), max_frame) {
+                self.send_frame(FrameType::Data, chunk).await?;
+            }
+            self.send_frame(FrameType::Data, &[]).await?;
+            self.flush().await?;
+            let wait = self.options().timeout;
+            self.read_response("begin", wait).await
+        }
+        .await;
+        staged?;
+        progress(&PushEvent::Started {
+            files: manifest.files.len(),
+            bytes: total,
+        });
+
+        let chunk_size = max_frame.min(READ_CHUNK);
+        let mut buf = vec![0u8; chunk_size];
+        let mut sent = 0u64;
+        for entry in &manifest.files {
+            progress(&PushEvent::File {
+                path: entry.path.clone(),
+                size: entry.size,
+            });
+            let req = Request::File {
+                path: entry.path.clone(),
+                size: entry.size,
+                sha256: entry.sha256_hex(),
+            };
+            let result = async {
+                self.send_frame(FrameType::Request, &req.to_json()).await?;
+                let mut file = open_source(root, entry).await?;
+                loop {
+                    let n = file
+                        .read(&mut buf)
+                        .await
+                        .map_err(|e| Error::io(root.join(&entry.path), e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    self.send_frame(FrameType::Data, &buf[..n]).await?;
+                    sent += n as u64;
+                    progress(&PushEvent::Progress { sent, total });
+                }
+                self.send_frame(FrameType::Data, &[]).await
+            }
+            .await;
+            if let Err(e) = result {
+                return Err(match e {
+                    Error::Transport { .. } | Error::Timeout { .. } => {
+                        self.explain_failure("file", e).await
+                    }
+                    other => other,
+                });
+            }
+        }
+        progress(&PushEvent::Committing);
+        let commit = Request::Commit { reset: opts.reset };
+        self.send_frame(FrameType::Request, &commit.to_json())
+            .await?;
+        self.flush().await?;
+        let wait = self.options().commit_timeout;
+        self.read_response("commit", wait).await?;
+        if opts.reset {
+            self.mark_closed();
+        }
+        Ok(())
+    }
+
+    async fn push_stream_ota(
+        &mut self,
+        root: &Path,
+        manifest: &Manifest,
+        opts: &PushOptions,
+        total: u64,
+        progress: &mut (dyn FnMut(&PushEvent) + Send),
+    ) -> Result<()> {
+        let len = microota::container_len(&manifest.version, &manifest.files)?;
+        self.send(microota::stream_ota_line(len).as_bytes()).await?;
+        self.flush().await?;
+        expect_line(self, "stream_ota", "ready").await?;
+        progress(&PushEvent::Started {
+            files: manifest.files.len(),
+            bytes: total,
+        });
+        let count = u16::try_from(manifest.files.len()).map_err(|_| {
+            Error::InvalidArgument("micro-ota streams hold at most 65535 files".into())
+        })?;
+        let mut enc = microota::OtasEncoder::new(opts.signing_key.as_ref());
+        let header = enc.header(&manifest.version, count)?;
+        self.send(&header).await?;
+        let mut buf = vec![0u8; 4096];
+        let mut sent = 0u64;
+        for entry in &manifest.files {
+            progress(&PushEvent::File {
+                path: entry.path.clone(),
+                size: entry.size,
+            });
+            let fh = enc.file_header(entry)?;
+            self.send(&fh).await?;
+            let mut file = open_source(root, entry).await?;
+            loop {
+                let n = file
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| Error::io(root.join(&entry.path), e))?;
+                if n == 0 {
+                    break;
+                }
+                enc.data(&buf[..n]);
+                self.send(&buf[..n]).await?;
+                sent += n as u64;
+                progress(&PushEvent::Progress { sent, total });
+            }
+        }
+        let trailer = enc.trailer();
+        self.send(&trailer).await?;
+        self.flush().await?;
+        progress(&PushEvent::Committing);
+        let wait = self.options().commit_timeout;
+        let reply = self.read_line_within("stream_ota commit", wait).await?;
+        microota::parse_reply(&reply)?;
+        self.mark_closed();
+        Ok(())
+    }
+
+    async fn push_start_ota(
+        &mut self,
+        root: &Path,
+        manifest: &Manifest,
+        total: u64,
+        progress: &mut (dyn FnMut(&PushEvent) + Send),
+    ) -> Result<()> {
+        self.send(microota::start_ota_line().as_bytes()).await?;
+        self.flush().await?;
+        expect_line(self, "start_ota", "ready").await?;
+        let json = manifest.to_json();
+        self.send(microota::manifest_header(json.len()).as_bytes())
+            .await?;
+        self.send(json.as_bytes()).await?;
+        self.flush().await?;
+        expect_line(self, "manifest", "ok").await?;
+        progress(&PushEvent::Started {
+            files: manifest.files.len(),
+            bytes: total,
+        });
+        let mut sent = 0u64;
+        for entry in &manifest.files {
+            progress(&PushEvent::File {
+                path: entry.path.clone(),
+                size: entry.size,
+            });
+            self.send(microota::file_line(entry)?.as_bytes()).await?;
+            let data = tokio::fs::read(root.join(&entry.path))
+                .await
+                .map_err(|e| Error::io(root.join(&entry.path), e))?;
+            self.send(&data).await?;
+            self.flush().await?;
+            expect_line(self, "file", "ok").await?;
+            sent += data.len() as u64;
+            progress(&PushEvent::Progress { sent, total });
+        }
+        progress(&PushEvent::Committing);
+        self.send(microota::end_ota_line().as_bytes()).await?;
+        self.flush().await?;
+        let wait = self.options().commit_timeout;
+        let reply = self.read_line_within("end_ota", wait).await?;
+        microota::parse_reply(&reply)?;
+        self.mark_closed();
+        Ok(())
+    }
+
+    async fn read_line_within(&mut self, what: &str, wait: Duration) -> Result<String> {
+        let saved = self.opts.timeout;
+        self.opts.timeout = wait;
+        let r = self.read_line(what).await;
+        self.opts.timeout = saved;
+        r
+    }
+}
+
+async fn expect_line(dev: &mut Device, what: &str, expect: &str) -> Result<()> {
+    let reply = dev.read_line(what).await?;
+    if reply == expect {
+        return Ok(());
+    }
+    microota::parse_reply(&reply)?;
+    Err(Error::Protocol(format!(
+        "expected {expect:?} after {what}, got {reply:?}"
+    )))
+}
+
+async fn open_source(root: &Path, entry: &FileEntry) -> Result<tokio::fs::File> {
+    let path = root.join(&entry.path);
+    tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Split manifest lines into chunks of at most `max` bytes, on line boundaries.
+fn line_chunks(lines: &[u8], max: usize) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut end = 0;
+    for (i, b) in lines.iter().enumerate() {
+        if *b == b'\n' {
+            if i + 1 - start > max && end > start {
+                out.push(&lines[start..end]);
+                start = end;
+            }
+            end = i + 1;
+        }
+    }
+    if end > start {
+        out.push(&lines[start..end]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_chunks;
+
+    #[test]
+    fn chunks_keep_whole_lines() {
+        let lines = b"aaaa\nbbbb\ncc\ndddddd\n";
+        let chunks = line_chunks(lines, 10);
+        assert_eq!(chunks, vec![&b"aaaa\nbbbb\n"[..], &b"cc\ndddddd\n"[..]]);
+        assert_eq!(chunks.concat(), lines.to_vec());
+        assert!(line_chunks(b"", 10).is_empty());
+    }
+}

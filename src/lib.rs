@@ -1,0 +1,29 @@
+//! # uota
+//!
+//! Deploy MicroPython applications to devices and fleets, over the air and over USB.
+//!
+//! The crate is layered: [`protocol`] holds the sans-IO wire protocol (bytes in,
+//! events out), [`transport`] the byte streams it runs over, [`device`] the
+//! high-level client that combines them, and [`manifest`], [`config`] and [`auth`]
+//! the pieces a push is built from. [`templates`] renders the MicroPython device
+//! runtime and [`sim`] runs it as a virtual device on the MicroPython unix port.
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod manifest;
+pub mod protocol;
+pub mod sim;
+pub mod templates;
+pub mod transport;
+
+#[cfg(feature = "cli")]
+pub mod cli;
+#[cfg(feature = "python")]
+mod python;
+
+pub use device::{BlockingDevice, Device};
+pub use error::{Error, ErrorKind, Result};
+pub use manifest::Manifest;

@@ -1,0 +1,271 @@
+//! Typed requests and replies carried in REQ and RES frames (JSON payloads).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// What a uota device says about itself in reply to the hello line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version the device speaks.
+    pub proto: u32,
+    /// Largest frame payload the device accepts.
+    pub max_frame: usize,
+    /// Whether the device requires `auth` before other requests.
+    #[serde(default)]
+    pub auth: bool,
+    /// Fresh per-connection nonce for challenge-response authentication.
+    #[serde(default)]
+    pub nonce: String,
+    /// Optional capabilities (`deflate`, …).
+    #[serde(default)]
+    pub caps: Vec<String>,
+    /// Version of the device runtime.
+    #[serde(default)]
+    pub runtime: String,
+    /// Whether the device accepts micro-ota's legacy push sessions.
+    #[serde(default)]
+    pub legacy: bool,
+}
+
+impl Hello {
+    /// Parse the device's reply to the hello line: `uota <proto> <json>`.
+    ///
+    /// Returns `Ok(None)` when the line is not a uota hello at all (for
+    /// example micro-ota's `unknown`), and an error when it claims to be one
+    /// but is malformed.
+    pub fn parse(line: &str) -> Result<Option<Hello>> {
+        let Some(rest) = line.strip_prefix("uota ") else {
+            return Ok(None);
+        };
+        let (_, json) = rest
+            .split_once(' ')
+            .ok_or_else(|| Error::Protocol(format!("malformed hello reply: {line:?}")))?;
+        let hello: Hello = serde_json::from_str(json)
+            .map_err(|e| Error::Protocol(format!("malformed hello reply: {e}")))?;
+        if hello.max_frame < 256 {
+            return Err(Error::Protocol(format!(
+                "device advertises a max frame of {} bytes, below the minimum of 256",
+                hello.max_frame
+            )));
+        }
+        Ok(Some(hello))
+    }
+
+    /// Whether the device advertised capability `cap`.
+    pub fn has_cap(&self, cap: &str) -> bool {
+        self.caps.iter().any(|c| c == cap)
+    }
+}
+
+/// Push mode as carried in `begin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireMode {
+    /// A complete release: files of the old release not in it are removed.
+    Full,
+    /// A partial update: files are added or replaced, nothing is removed.
+    Fast,
+}
+
+/// A request (REQ frame).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Prove knowledge of the password verifier.
+    Auth {
+        /// Hex HMAC over the hello nonce.
+        mac: String,
+    },
+    /// Liveness check.
+    Ping,
+    /// Device and release information.
+    Info,
+    /// List a folder.
+    Ls {
+        /// Device path.
+        path: String,
+    },
+    /// Read a file (reply followed by a DATA stream).
+    Get {
+        /// Device path.
+        path: String,
+    },
+    /// Remove a file or empty folder.
+    Rm {
+        /// Device path.
+        path: String,
+    },
+    /// Reset the device.
+    Reset,
+    /// Remove the app, keeping runtime, config and data.
+    Wipe,
+    /// Set (or clear, with an empty string) the password verifier.
+    Passwd {
+        /// SHA-256 hex of the new password.
+        verifier: String,
+    },
+    /// Open a push session (followed by a DATA stream of manifest lines).
+    Begin {
+        /// Release version.
+        version: String,
+        /// Full or fast.
+        mode: WireMode,
+        /// Number of manifest entries.
+        count: usize,
+        /// Hex HMAC-SHA256 of the signing payload, if signed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sig: Option<String>,
+        /// Whether the release may replace the runtime (`boot.py`, `lib/uota/`).
+        runtime: bool,
+    },
+    /// Send one file (followed by a DATA stream of its bytes).
+    File {
+        /// Device path.
+        path: String,
+        /// Size in bytes.
+        size: u64,
+        /// SHA-256 hex.
+        sha256: String,
+    },
+    /// Commit the staged release.
+    Commit {
+        /// Reset into the new release after committing.
+        reset: bool,
+    },
+    /// Abandon the push session.
+    Abort,
+}
+
+impl Request {
+    /// The `op` name, for error messages.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Auth { .. } => "auth",
+            Request::Ping => "ping",
+            Request::Info => "info",
+            Request::Ls { .. } => "ls",
+            Request::Get { .. } => "get",
+            Request::Rm { .. } => "rm",
+            Request::Reset => "reset",
+            Request::Wipe => "wipe",
+            Request::Passwd { .. } => "passwd",
+            Request::Begin { .. } => "begin",
+            Request::File { .. } => "file",
+            Request::Commit { .. } => "commit",
+            Request::Abort => "abort",
+        }
+    }
+
+    /// The JSON payload of this request.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("requests always serialize")
+    }
+}
+
+/// A successful reply: the JSON object without its `ok` flag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The reply's fields.
+    pub fields: serde_json::Map<String, Value>,
+}
+
+impl Response {
+    /// Parse a RES payload for request `op`; an error reply becomes an [`Error`].
+    pub fn parse(op: &str, payload: &[u8]) -> Result<Response> {
+        let value: Value = serde_json::from_slice(payload)
+            .map_err(|e| Error::Protocol(format!("malformed reply to {op}: {e}")))?;
+        let Value::Object(mut fields) = value else {
+            return Err(Error::Protocol(format!("reply to {op} is not an object")));
+        };
+        match fields.remove("ok") {
+            Some(Value::Bool(true)) => Ok(Response { fields }),
+            Some(Value::Bool(false)) => {
+                let code = fields.get("err").and_then(Value::as_str).unwrap_or("error");
+                let msg = fields.get("msg").and_then(Value::as_str).unwrap_or("");
+                Err(Error::from_device(op, code, msg))
+            }
+            _ => Err(Error::Protocol(format!("reply to {op} has no ok flag"))),
+        }
+    }
+
+    /// Deserialize the reply's fields into a typed struct.
+    pub fn into_typed<T: serde::de::DeserializeOwned>(self, op: &str) -> Result<T> {
+        serde_json::from_value(Value::Object(self.fields))
+            .map_err(|e| Error::Protocol(format!("unexpected reply to {op}: {e}")))
+    }
+
+    /// A string field.
+    pub fn str_field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).and_then(Value::as_str)
+    }
+
+    /// An unsigned integer field.
+    pub fn u64_field(&self, name: &str) -> Option<u64> {
+        self.fields.get(name).and_then(Value::as_u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hello_parses() {
+        let h = Hello::parse(r#"uota 1 {"proto":1,"max_frame":8192,"auth":true,"nonce":"ab","caps":["deflate"],"runtime":"0.1.0"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.max_frame, 8192);
+        assert!(h.auth && h.has_cap("deflate") && !h.legacy);
+        assert_eq!(Hello::parse("unknown").unwrap(), None);
+        assert!(Hello::parse("uota 1 {").is_err());
+        assert!(Hello::parse(r#"uota 1 {"proto":1,"max_frame":3}"#).is_err());
+    }
+
+    #[test]
+    fn requests_serialize_with_op_tag() {
+        let r = Request::Begin {
+            version: "1.0".into(),
+            mode: WireMode::Full,
+            count: 2,
+            sig: None,
+            runtime: false,
+        };
+        let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
+        assert_eq!(v["op"], "begin");
+        assert_eq!(v["mode"], "full");
+        assert!(v.get("sig").is_none());
+        assert_eq!(
+            String::from_utf8(Request::Ping.to_json()).unwrap(),
+            r#"{"op":"ping"}"#
+        );
+    }
+
+    #[test]
+    fn error_replies_map_to_typed_errors() {
+        let e =
+            Response::parse("begin", br#"{"ok":false,"err":"sig_mismatch","msg":""}"#).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::SignatureMismatch);
+        let e = Response::parse(
+            "file",
+            br#"{"ok":false,"err":"sha256_mismatch","msg":"app/a.py"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::HashMismatch);
+        let e =
+            Response::parse("x", br#"{"ok":false,"err":"busy","msg":"another push"}"#).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Device);
+        assert!(Response::parse("x", b"[1]").is_err());
+        assert!(Response::parse("x", br#"{"v":1}"#).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_replies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Response::parse("x", &bytes);
+            if let Ok(s) = std::str::from_utf8(&bytes) { let _ = Hello::parse(s); }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The OTA wire protocol, sans-IO.
+//!
+//! Nothing here touches a socket: callers feed received bytes into a
+//! [`Connection`], pull decoded [`Event`]s out of it, and send the bytes the
+//! encoding functions return. The exchange is described in `docs/protocol.md`.
+//!
+//! - [`frame`]: the binary frames of frame mode (type, length, payload), with a size limit.
+//! - [`line`]: `\n`-terminated lines of line mode (micro-ota compatible).
+//! - [`message`]: the typed requests and replies carried in frames.
+//! - [`microota`]: the host side of micro-ota's own push protocol.
+
+pub mod frame;
+pub mod line;
+pub mod message;
+pub mod microota;
+
+pub use frame::{Frame, FrameDecoder, FrameType};
+pub use line::LineDecoder;
+pub use message::{Hello, Request, Response};
+
+use crate::error::Result;
+
+/// The line a uota host sends first to switch a uota device into frame mode.
+pub const HELLO_LINE: &str = "uota 1";
+
+/// Protocol version spoken by this crate.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Which framing a [`Connection`] currently decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `\n`-terminated text lines.
+    Line,
+    /// Binary frames.
+    Frames,
+    /// A fixed number of raw bytes (the body of a line-mode `get`).
+    Raw(usize),
+}
+
+/// Something decoded from the device's byte stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete line (line mode), without its terminator.
+    Line(String),
+    /// A complete frame (frame mode).
+    Frame(Frame),
+    /// A block of raw bytes requested with [`Mode::Raw`].
+    Raw(Vec<u8>),
+}
+
+/// Client-side decoding state for one connection: bytes in, events out.
+#[derive(Debug)]
+pub struct Connection {
+    buf: Vec<u8>,
+    mode: Mode,
+    lines: LineDecoder,
+    frames: FrameDecoder,
+}
+
+impl Default for Connection {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Connection {
+    /// A new connection in line mode.
+    pub fn new() -> Self {
+        Self {
+            buf: Vec::new(),
+            mode: Mode::Line,
+            lines: LineDecoder::new(line::DEFAULT_MAX_LINE),
+            frames: FrameDecoder::new(frame::DEFAULT_MAX_FRAME),
+        }
+    }
+
+    /// The current decoding mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Switch decoding mode; bytes already buffered are decoded in the new mode.
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+    }
+
+    /// Hand received bytes to the decoder.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Number of received bytes not yet decoded.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Decode the next complete event, if enough bytes have arrived.
+    ///
+    /// A [`Mode::Raw`] read returns to line mode once its bytes are delivered.
+    pub fn poll_event(&mut self) -> Result<Option<Event>> {
+        match self.mode {
+            Mode::Line => Ok(self.lines.decode(&mut self.buf)?.map(Event::Line)),
+            Mode::Frames => Ok(self.frames.decode(&mut self.buf)?.map(Event::Frame)),
+            Mode::Raw(n) => {
+                if self.buf.len() < n {
+                    return Ok(None);
+                }
+                let rest = self.buf.split_off(n);
+                let raw = std::mem::replace(&mut self.buf, rest);
+                self.mode = Mode::Line;
+                Ok(Some(Event::Raw(raw)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switches_from_lines_to_frames_mid_buffer() {
+        let mut c = Connection::new();
+        let mut bytes = b"uota 1 {}\n".to_vec();
+        frame::encode(FrameType::Response, br#"{"ok":true}"#, &mut bytes);
+        c.feed(&bytes);
+        assert_eq!(
+            c.poll_event().unwrap(),
+            Some(Event::Line("uota 1 {}".into()))
+        );
+        c.set_mode(Mode::Frames);
+        let Some(Event::Frame(f)) = c.poll_event().unwrap() else {
+            panic!("expected a frame")
+        };
+        assert_eq!(f.kind, FrameType::Response);
+        assert_eq!(f.payload, br#"{"ok":true}"#);
+        assert_eq!(c.poll_event().unwrap(), None);
+    }
+
+    #[test]
+    fn raw_read_then_back_to_lines() {
+        let mut c = Connection::new();
+        c.feed(b"5\nhello");
+        c.feed(b"ok\n");
+        assert_eq!(c.poll_event().unwrap(), Some(Event::Line("5".into())));
+        c.set_mode(Mode::Raw(5));
+        assert_eq!(c.poll_event().unwrap(), Some(Event::Raw(b"hello".to_vec())));
+        assert_eq!(c.poll_event().unwrap(), Some(Event::Line("ok".into())));
+    }
+}

@@ -1,0 +1,292 @@
+//! Shared helpers for integration tests: virtual devices and starter projects.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use uota::auth::{Password, SigningKey};
+use uota::device::{ConnectOptions, Device};
+use uota::sim::{SimOptions, Storage, VirtualDevice};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A loopback address and free port unique to this test.
+pub fn unique_addr() -> (String, u16) {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let bin = std::process::id() % 200;
+    let host = format!("127.0.{}.{}", 20 + bin, 2 + n % 250);
+    let port = std::net::TcpListener::bind((host.as_str(), 0))
+        .expect("bind loopback")
+        .local_addr()
+        .unwrap()
+        .port();
+    (host, port)
+}
+
+/// A virtual device plus the temp folders it lives in.
+pub struct TestDevice {
+    pub dev: VirtualDevice,
+    pub root: PathBuf,
+    pub project: PathBuf,
+    pub password: Option<Password>,
+    pub key: Option<SigningKey>,
+    _tmp: tempfile::TempDir,
+}
+
+/// What a test device is set up with.
+#[derive(Default, Clone)]
+pub struct Setup {
+    pub password: Option<&'static str>,
+    pub key: Option<&'static str>,
+    pub legacy: bool,
+    pub image: bool,
+}
+
+pub async fn start(setup: Setup) -> TestDevice {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("device");
+    let (host, port) = unique_addr();
+    let mut opts = SimOptions::folder(&root, &host, port);
+    if setup.image {
+        opts.storage = Storage::Image {
+            path: tmp.path().join("flash.img"),
+            size: uota::sim::DEFAULT_IMAGE_SIZE,
+        };
+    }
+    opts.password = setup.password.map(Password::new);
+    opts.signing_key = setup.key.map(SigningKey::new);
+    opts.legacy = setup.legacy;
+    opts.log = Some(tmp.path().join("device.log"));
+    let dev = VirtualDevice::start(opts)
+        .await
+        .expect("virtual device starts");
+    let project = tmp.path().join("project");
+    copy_tree(&repo().join("examples/starter"), &project);
+    let cfg_path = project.join("config/ota.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["hostname"] = host.clone().into();
+    cfg["port"] = port.into();
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    std::fs::write(
+        project.join("config/.ota.secrets.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "otaPassword": setup.password.unwrap_or(""),
+            "signingKey": setup.key.unwrap_or(""),
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    TestDevice {
+        dev,
+        root,
+        project,
+        password: setup.password.map(Password::new),
+        key: setup.key.map(SigningKey::new),
+        _tmp: tmp,
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    for entry in walk(from) {
+        let rel = entry.strip_prefix(from).unwrap();
+        let dest = to.join(rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &dest).unwrap();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+impl TestDevice {
+    pub fn host(&self) -> &str {
+        self.dev.host()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.dev.port()
+    }
+
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions {
+            password: self.password.clone(),
+            timeout: Duration::from_secs(10),
+            ..ConnectOptions::default()
+        }
+    }
+
+    /// Connect, retrying while the device reboots.
+    pub async fn connect(&self) -> Device {
+        self.connect_with(self.options()).await.expect("connect")
+    }
+
+    pub async fn connect_with(&self, opts: ConnectOptions) -> uota::Result<Device> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match Device::connect_tcp(self.host(), self.port(), opts.clone()).await {
+                Ok(d) => return Ok(d),
+                Err(e)
+                    if tokio::time::Instant::now() < deadline
+                        && matches!(
+                            e.kind(),
+                            uota::ErrorKind::Transport | uota::ErrorKind::Timeout
+                        ) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Wait until the device reports `version` (it reboots after a push).
+    pub async fn wait_version(&self, version: &str) -> Device {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut d = self.connect().await;
+            match d.version().await {
+                Ok(v) if v == version => return d,
+                _ if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => panic!("device never reported version {version}: {other:?}"),
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._tmp.path().join("device.log")).unwrap_or_default()
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    uota::auth::sha256_hex(data)
+}
+
+/// A raw protocol client for sending malformed or partial sessions.
+pub struct RawClient {
+    pub stream: tokio::net::TcpStream,
+    conn: uota::protocol::Connection,
+}
+
+impl RawClient {
+    /// Connect and (optionally) send the hello line and switch to frames.
+    pub async fn connect(t: &TestDevice, hello: bool) -> RawClient {
+        let stream = tokio::net::TcpStream::connect((t.host(), t.port()))
+            .await
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut c = RawClient {
+            stream,
+            conn: uota::protocol::Connection::new(),
+        };
+        if hello {
+            c.send_line("uota 1").await;
+            let reply = c.line().await;
+            let h = uota::protocol::Hello::parse(&reply)
+                .unwrap()
+                .expect("uota hello");
+            c.conn.set_mode(uota::protocol::Mode::Frames);
+            if h.auth {
+                let pw = t.password.as_ref().expect("device wants a password");
+                let mac = uota::auth::challenge_response(&pw.verifier(), &h.nonce).unwrap();
+                let r = c
+                    .request(serde_json::json!({"op": "auth", "mac": mac}))
+                    .await;
+                assert_eq!(r["ok"], true, "{r}");
+            }
+        }
+        c
+    }
+
+    /// Decode frames from now on (after a hello sent by hand).
+    pub fn enter_frames(&mut self) {
+        self.conn.set_mode(uota::protocol::Mode::Frames);
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await
+    }
+
+    pub async fn send_line(&mut self, line: &str) {
+        self.send(format!("{line}\n").as_bytes()).await.unwrap();
+    }
+
+    async fn event(&mut self) -> Option<uota::protocol::Event> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            if let Some(ev) = self.conn.poll_event().expect("decodable reply") {
+                return Some(ev);
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf))
+                .await
+                .expect("reply within 10 s")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.conn.feed(&buf[..n]);
+        }
+    }
+
+    pub async fn line(&mut self) -> String {
+        match self.event().await {
+            Some(uota::protocol::Event::Line(l)) => l,
+            other => panic!("expected a line, got {other:?}"),
+        }
+    }
+
+    pub async fn frame(
+        &mut self,
+        kind: uota::protocol::FrameType,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
+        let bytes = uota::protocol::frame::encode_to_vec(kind, payload);
+        self.send(&bytes).await
+    }
+
+    pub async fn req(&mut self, v: serde_json::Value) {
+        self.frame(uota::protocol::FrameType::Request, v.to_string().as_bytes())
+            .await
+            .unwrap();
+    }
+
+    pub async fn data(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.frame(uota::protocol::FrameType::Data, bytes).await
+    }
+
+    /// The next reply, or `None` when the device closed the connection.
+    pub async fn response(&mut self) -> Option<serde_json::Value> {
+        match self.event().await {
+            Some(uota::protocol::Event::Frame(f)) => {
+                assert_eq!(f.kind, uota::protocol::FrameType::Response);
+                Some(serde_json::from_slice(&f.payload).unwrap())
+            }
+            None => None,
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    pub async fn request(&mut self, v: serde_json::Value) -> serde_json::Value {
+        self.req(v).await;
+        self.response().await.expect("a reply")
+    }
+}

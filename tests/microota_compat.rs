@@ -1,0 +1,122 @@
+//! micro-ota compatibility: a uota host speaks micro-ota's protocol, and a uota
+//! device answers micro-ota's line commands (and its push sessions when enabled).
+
+mod common;
+
+use common::{sha256_hex, start, RawClient, Setup, TestDevice};
+use uota::config::Project;
+use uota::device::{ConnectOptions, LegacyMethod, Peer, ProtocolChoice, PushOptions};
+use uota::manifest::{Manifest, PushMode};
+use uota::ErrorKind;
+
+fn legacy_opts(t: &TestDevice) -> ConnectOptions {
+    ConnectOptions {
+        protocol: ProtocolChoice::MicroOta,
+        ..t.options()
+    }
+}
+
+async fn legacy_push(t: &TestDevice, method: LegacyMethod, version: &str) {
+    let project = Project::load(&t.project).unwrap();
+    let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
+    m.version = version.into();
+    let mut dev = t.connect_with(legacy_opts(t)).await.unwrap();
+    assert_eq!(dev.peer(), &Peer::MicroOta);
+    let opts = PushOptions {
+        legacy_method: method,
+        signing_key: project.secrets.signing_key.clone(),
+        ..PushOptions::default()
+    };
+    dev.push(&project.root, &m, &opts, &mut |_| {})
+        .await
+        .expect("legacy push");
+    let mut dev = t.wait_version(version).await;
+    for f in m.files.iter().filter(|f| f.path != "config/ota.json") {
+        assert_eq!(
+            sha256_hex(&dev.get(&f.path).await.unwrap()),
+            f.sha256_hex(),
+            "{}",
+            f.path
+        );
+    }
+}
+
+#[tokio::test]
+async fn stream_ota_session_with_password_and_key() {
+    let t = start(Setup {
+        legacy: true,
+        password: Some("pw"),
+        key: Some("k3y"),
+        ..Setup::default()
+    })
+    .await;
+    legacy_push(&t, LegacyMethod::Stream, "1.0.0").await;
+}
+
+#[tokio::test]
+async fn start_ota_session_with_signed_manifest() {
+    let t = start(Setup {
+        legacy: true,
+        key: Some("k3y"),
+        ..Setup::default()
+    })
+    .await;
+    legacy_push(&t, LegacyMethod::Session, "1.0.1").await;
+}
+
+#[tokio::test]
+async fn legacy_stream_with_wrong_key_changes_nothing() {
+    let t = start(Setup {
+        legacy: true,
+        key: Some("right"),
+        ..Setup::default()
+    })
+    .await;
+    legacy_push(&t, LegacyMethod::Stream, "1.0.0").await;
+    let project = Project::load(&t.project).unwrap();
+    let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
+    m.version = "9.9.9".into();
+    let mut dev = t.connect_with(legacy_opts(&t)).await.unwrap();
+    let opts = PushOptions {
+        signing_key: Some(uota::auth::SigningKey::new("wrong")),
+        ..PushOptions::default()
+    };
+    let err = dev
+        .push(&project.root, &m, &opts, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SignatureMismatch, "{err}");
+    let mut dev = t.connect().await;
+    assert_eq!(dev.version().await.unwrap(), "1.0.0");
+}
+
+#[tokio::test]
+async fn line_commands_answer_like_micro_ota() {
+    let t = start(Setup::default()).await;
+    let mut dev = t.connect_with(legacy_opts(&t)).await.unwrap();
+    dev.ping().await.unwrap();
+    assert!(!dev.version().await.unwrap().is_empty());
+    let names: Vec<_> = dev
+        .ls("/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.contains(&"lib".to_string()), "{names:?}");
+    let boot = dev.get("boot.py").await.unwrap();
+    assert!(!boot.is_empty());
+    // Secrets are never readable.
+    let err = dev.get("config/.ota.secrets.json").await.unwrap_err();
+    assert!(
+        err.to_string().contains("error") || err.kind() == ErrorKind::Device,
+        "{err}"
+    );
+    // Legacy pushes are refused unless enabled.
+    let mut c = RawClient::connect(&t, false).await;
+    c.send_line("stream_ota 10").await;
+    assert!(
+        c.line().await.starts_with("error"),
+        "legacy push accepted without legacy mode"
+    );
+}
