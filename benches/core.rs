@@ -55,5 +55,55 @@ fn manifest_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, manifest_benches);
+/// Frame encoding and decoding of a 2 MB push's worth of 8 KiB DATA frames.
+fn codec_benches(c: &mut Criterion) {
+    use uota::protocol::frame::{self, FrameDecoder, FrameType};
+    use uota::protocol::{Connection, Event, Mode};
+
+    let chunk = vec![0x5au8; 8192];
+    let frames = 256; // 2 MiB
+    let mut group = c.benchmark_group("codec");
+    group.throughput(Throughput::Bytes((chunk.len() * frames) as u64));
+    group.bench_function("encode_2mib_8k_frames", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity((chunk.len() + 5) * frames);
+            for _ in 0..frames {
+                frame::encode(FrameType::Data, &chunk, &mut out);
+            }
+            out
+        })
+    });
+    let mut wire = Vec::new();
+    for _ in 0..frames {
+        frame::encode(FrameType::Data, &chunk, &mut wire);
+    }
+    group.bench_function("decode_2mib_8k_frames_fed_in_16k_reads", |b| {
+        b.iter(|| {
+            let mut conn = Connection::new();
+            conn.set_mode(Mode::Frames);
+            let mut n = 0;
+            for piece in wire.chunks(16 * 1024) {
+                conn.feed(piece);
+                while let Some(Event::Frame(f)) = conn.poll_event().unwrap() {
+                    n += f.payload.len();
+                }
+            }
+            assert_eq!(n, chunk.len() * frames);
+        })
+    });
+    group.bench_function("decode_whole_buffer_at_once", |b| {
+        b.iter(|| {
+            let mut dec = FrameDecoder::new(frame::DEFAULT_MAX_FRAME);
+            let (mut pos, mut n) = (0, 0);
+            while let Some((f, used)) = dec.decode_slice(&wire[pos..]).unwrap() {
+                n += f.payload.len();
+                pos += used;
+            }
+            n
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, manifest_benches, codec_benches);
 criterion_main!(benches);

@@ -237,16 +237,17 @@ async fn unknown_commands_get_clear_errors() {
     // A frame of an unknown type is refused and the connection closed.
     let mut c = RawClient::connect(&t, true).await;
     c.send(&[0x7f, 0, 0, 0, 0]).await.unwrap();
-    match c.response().await {
-        Some(r) => assert_eq!(r["err"], "bad_frame", "{r}"),
-        None => {}
-    }
+    let r = c.response().await.expect("an error reply before the close");
+    assert_eq!(r["err"], "bad_frame", "{r}");
+    assert!(
+        c.response().await.is_none(),
+        "connection closed after a bad frame"
+    );
     // An oversized frame is refused from its header.
     let mut c = RawClient::connect(&t, true).await;
     c.send(&[0x01, 0x7f, 0xff, 0xff, 0xff]).await.unwrap();
-    if let Some(r) = c.response().await {
-        assert_eq!(r["err"], "too_large", "{r}");
-    }
+    let r = c.response().await.expect("an error reply before the close");
+    assert_eq!(r["err"], "too_large", "{r}");
     still_good(&t, &before).await;
 }
 

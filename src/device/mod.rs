@@ -98,7 +98,7 @@ pub struct DeviceInfo {
 }
 
 enum Handshake {
-    Done(Device),
+    Done(Box<Device>),
     WantsLegacyPassword,
 }
 
@@ -135,7 +135,7 @@ impl Device {
     pub async fn connect_tcp(host: &str, port: u16, opts: ConnectOptions) -> Result<Device> {
         let io = TcpTransport::connect(host, port, opts.connect_timeout).await?;
         match Self::try_handshake(Box::new(io), opts.clone()).await? {
-            Handshake::Done(dev) => Ok(dev),
+            Handshake::Done(dev) => Ok(*dev),
             Handshake::WantsLegacyPassword if opts.password.is_some() => {
                 // micro-ota closes after a first line that is not its password:
                 // reconnect and lead with the password.
@@ -153,7 +153,7 @@ impl Device {
     /// Perform the handshake over an already open transport.
     pub async fn handshake(io: BoxTransport, opts: ConnectOptions) -> Result<Device> {
         match Self::try_handshake(io, opts).await? {
-            Handshake::Done(dev) => Ok(dev),
+            Handshake::Done(dev) => Ok(*dev),
             Handshake::WantsLegacyPassword => Err(Error::Auth(
                 "the device expects micro-ota's password line first: reconnect with ProtocolChoice::MicroOta and a password".into(),
             )),
@@ -174,7 +174,7 @@ impl Device {
         };
         if dev.opts.protocol == ProtocolChoice::MicroOta {
             dev.legacy_login().await?;
-            return Ok(Handshake::Done(dev));
+            return Ok(Handshake::Done(Box::new(dev)));
         }
         dev.send(&line::encode(protocol::HELLO_LINE)).await?;
         dev.flush().await?;
@@ -188,7 +188,7 @@ impl Device {
                 if needs_auth {
                     dev.authenticate(&nonce).await?;
                 }
-                Ok(Handshake::Done(dev))
+                Ok(Handshake::Done(Box::new(dev)))
             }
             None if dev.opts.protocol == ProtocolChoice::Uota => Err(Error::Protocol(format!(
                 "{} did not answer the uota hello (it said {reply:?})",
@@ -198,7 +198,7 @@ impl Device {
             None => {
                 tracing::info!(target = %dev.target, %reply, "not a uota device; using micro-ota's protocol");
                 dev.peer = Peer::MicroOta;
-                Ok(Handshake::Done(dev))
+                Ok(Handshake::Done(Box::new(dev)))
             }
         }
     }

@@ -77,24 +77,33 @@ impl FrameDecoder {
     /// An unknown type byte or an oversized length is an error as soon as the
     /// header has arrived; the buffer is then left as it was.
     pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Frame>> {
-        if buf.len() < HEADER_LEN {
+        let decoded = self.decode_slice(buf)?;
+        Ok(decoded.map(|(frame, used)| {
+            buf.drain(..used);
+            frame
+        }))
+    }
+
+    /// Decode one frame from the front of `bytes` without consuming them:
+    /// returns the frame and how many bytes it took.
+    pub fn decode_slice(&mut self, bytes: &[u8]) -> Result<Option<(Frame, usize)>> {
+        if bytes.len() < HEADER_LEN {
             return Ok(None);
         }
-        let kind = FrameType::from_byte(buf[0])
-            .ok_or_else(|| Error::Protocol(format!("unknown frame type 0x{:02x}", buf[0])))?;
-        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        let kind = FrameType::from_byte(bytes[0])
+            .ok_or_else(|| Error::Protocol(format!("unknown frame type 0x{:02x}", bytes[0])))?;
+        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
         if len > self.max_payload {
             return Err(Error::Protocol(format!(
                 "frame of {len} bytes exceeds the limit of {} bytes",
                 self.max_payload
             )));
         }
-        if buf.len() < HEADER_LEN + len {
+        if bytes.len() < HEADER_LEN + len {
             return Ok(None);
         }
-        let payload = buf[HEADER_LEN..HEADER_LEN + len].to_vec();
-        buf.drain(..HEADER_LEN + len);
-        Ok(Some(Frame { kind, payload }))
+        let payload = bytes[HEADER_LEN..HEADER_LEN + len].to_vec();
+        Ok(Some((Frame { kind, payload }, HEADER_LEN + len)))
     }
 }
 

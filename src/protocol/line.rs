@@ -19,29 +19,34 @@ impl LineDecoder {
 
     /// Take one complete line off the front of `buf`, if there is one.
     pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<String>> {
-        let Some(pos) = buf.iter().position(|&b| b == b'\n') else {
-            if buf.len() > self.max_len {
-                return Err(Error::Protocol(format!(
-                    "line longer than {} bytes",
-                    self.max_len
-                )));
-            }
-            return Ok(None);
+        let decoded = self.decode_slice(buf)?;
+        Ok(decoded.map(|(line, used)| {
+            buf.drain(..used);
+            line
+        }))
+    }
+
+    /// Decode one line from the front of `bytes` without consuming them:
+    /// returns the line and how many bytes it took (terminator included).
+    pub fn decode_slice(&mut self, bytes: &[u8]) -> Result<Option<(String, usize)>> {
+        let too_long = || Error::Protocol(format!("line longer than {} bytes", self.max_len));
+        let Some(pos) = bytes.iter().position(|&b| b == b'\n') else {
+            return if bytes.len() > self.max_len {
+                Err(too_long())
+            } else {
+                Ok(None)
+            };
         };
         if pos > self.max_len {
-            return Err(Error::Protocol(format!(
-                "line longer than {} bytes",
-                self.max_len
-            )));
+            return Err(too_long());
         }
-        let mut line: Vec<u8> = buf.drain(..=pos).collect();
-        line.pop();
+        let mut line = &bytes[..pos];
         if line.last() == Some(&b'\r') {
-            line.pop();
+            line = &line[..line.len() - 1];
         }
-        String::from_utf8(line)
-            .map(Some)
-            .map_err(|_| Error::Protocol("line is not valid UTF-8".into()))
+        let text = std::str::from_utf8(line)
+            .map_err(|_| Error::Protocol("line is not valid UTF-8".into()))?;
+        Ok(Some((text.to_string(), pos + 1)))
     }
 }
 

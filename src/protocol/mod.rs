@@ -52,6 +52,8 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Connection {
     buf: Vec<u8>,
+    /// Bytes of `buf` before this offset are already decoded.
+    pos: usize,
     mode: Mode,
     lines: LineDecoder,
     frames: FrameDecoder,
@@ -68,6 +70,7 @@ impl Connection {
     pub fn new() -> Self {
         Self {
             buf: Vec::new(),
+            pos: 0,
             mode: Mode::Line,
             lines: LineDecoder::new(line::DEFAULT_MAX_LINE),
             frames: FrameDecoder::new(frame::DEFAULT_MAX_FRAME),
@@ -86,31 +89,44 @@ impl Connection {
 
     /// Hand received bytes to the decoder.
     pub fn feed(&mut self, bytes: &[u8]) {
+        // Drop decoded bytes once they are the larger part, so that
+        // decoding stays linear in the bytes received.
+        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Number of received bytes not yet decoded.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.pos
     }
 
     /// Decode the next complete event, if enough bytes have arrived.
     ///
     /// A [`Mode::Raw`] read returns to line mode once its bytes are delivered.
     pub fn poll_event(&mut self) -> Result<Option<Event>> {
-        match self.mode {
-            Mode::Line => Ok(self.lines.decode(&mut self.buf)?.map(Event::Line)),
-            Mode::Frames => Ok(self.frames.decode(&mut self.buf)?.map(Event::Frame)),
+        let pending = &self.buf[self.pos..];
+        let (event, used) = match self.mode {
+            Mode::Line => match self.lines.decode_slice(pending)? {
+                Some((line, used)) => (Event::Line(line), used),
+                None => return Ok(None),
+            },
+            Mode::Frames => match self.frames.decode_slice(pending)? {
+                Some((frame, used)) => (Event::Frame(frame), used),
+                None => return Ok(None),
+            },
             Mode::Raw(n) => {
-                if self.buf.len() < n {
+                if pending.len() < n {
                     return Ok(None);
                 }
-                let rest = self.buf.split_off(n);
-                let raw = std::mem::replace(&mut self.buf, rest);
                 self.mode = Mode::Line;
-                Ok(Some(Event::Raw(raw)))
+                (Event::Raw(pending[..n].to_vec()), n)
             }
-        }
+        };
+        self.pos += used;
+        Ok(Some(event))
     }
 }
 

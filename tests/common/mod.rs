@@ -68,6 +68,10 @@ pub async fn start(setup: Setup) -> TestDevice {
         serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
     cfg["hostname"] = host.clone().into();
     cfg["port"] = port.into();
+    if setup.legacy {
+        // The pushed config keeps the device in legacy mode for later pushes.
+        cfg["legacy"] = true.into();
+    }
     std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     std::fs::write(
         project.join("config/.ota.secrets.json"),

@@ -1,0 +1,39 @@
+# uota boot: start the OTA runtime, which starts the app (see main.py).
+# Installed by uota; your code goes in main.py and app/.
+import sys
+
+if "/lib" not in sys.path:
+    sys.path.append("/lib")
+
+try:
+    from uota import boot_guard
+
+    boot_guard.boot()
+except Exception as e:
+    print("[uota] E boot guard:", repr(e))
+
+try:
+    from uota import runtime
+
+    runtime.main()
+    print("[uota] E runtime returned")
+except Exception as e:
+    # KeyboardInterrupt and SystemExit pass through: Ctrl-C gives a REPL, and
+    # the unix port's reset is a SystemExit.
+    print("[uota] E fatal:", repr(e))
+    sys.print_exception(e)
+
+import time
+
+time.sleep(3)
+try:
+    from uota import hal
+
+    hal.reset()
+except ImportError:
+    try:
+        import machine
+
+        machine.reset()
+    except (ImportError, AttributeError):
+        sys.exit(75)  # unix port: the sim supervisor restarts the device

@@ -1,0 +1,251 @@
+# micro-ota's push sessions, loaded only when /config/ota.json has
+# "legacy": true (docs/protocol.md section 6).
+#
+# Both are received like a uota push: every path is checked before a byte is
+# written, files go to the staging area only, the signature (when the device
+# has a signingKey) is verified before anything is committed, and the commit
+# is the same all-or-nothing journal. Legacy releases are committed like a
+# "fast" push (files added or replaced, nothing deleted), because micro-ota
+# hosts push partial file sets too. Paths a uota push may not touch (boot.py,
+# lib/uota/, data/, state and secret files) are received and skipped, so a
+# micro-ota project that carries its own boot.py cannot replace the runtime.
+import binascii
+import hashlib
+import json
+
+from uota import crypto, log, paths, release, wire
+from uota import manifest as mf
+from uota.release import PushError
+
+
+class _Stop(Exception):
+    """Ends a legacy session with a reply line."""
+
+    def __init__(self, *lines):
+        super().__init__(lines[-1])
+        self.lines = lines
+
+
+def _u(b):
+    n = 0
+    for x in b:
+        n = (n << 8) | x
+    return n
+
+
+def _check(path):
+    """The checked path, or None when it is to be skipped (protected)."""
+    try:
+        path = paths.check(path)
+    except paths.PathError:
+        raise _Stop("error: bad path %s" % path)
+    if paths.protected(path) or paths.stage_reserved(path):
+        log.warn("legacy push: skipping protected %s" % path)
+        return None
+    return path
+
+
+async def _receive(conn, f, size, h, mac=None):
+    """Copy size raw bytes from the connection into f (None: discard)."""
+    left = size
+    while left:
+        p = await conn.piece(left)
+        left -= len(p)
+        if mac is not None:
+            mac.update(p)
+        if f is not None:
+            h.update(p)
+            f.write(p)
+
+
+def _stage_entries(push, entries):
+    """Write the collected (sha, size, path) entries as the staged manifest."""
+    entries.sort(key=lambda e: e[2] + ":")
+    for sha, size, path in entries:
+        push.add(sha, size, path)
+    push.close_manifest()
+    push.ready = True
+
+
+async def _commit_and_reset(srv, conn, push):
+    try:
+        push.commit()
+    except PushError as e:
+        raise _Stop("error: %s %s" % (e.code, e.msg))
+    release.finish(conn)
+    log.info("legacy release %s installed" % push.version)
+    srv.stop_serving(conn)
+    await conn.send_line("ok")
+    await srv._reset(conn)
+
+
+async def _end(conn, stop):
+    release.abandon(conn)
+    for line in stop.lines:
+        await conn.send_line(line)
+    return False
+
+
+async def stream_ota(srv, conn):
+    """stream_ota <n>: the OTAS container, then an HMAC-SHA256 trailer."""
+    try:
+        push = release.start(conn, "unknown", "fast")
+    except PushError as e:
+        await conn.send_line("error: " + (e.msg or e.code))
+        return False
+    await conn.send_line("ready")
+    key = srv.cfg.signing_key
+    mac = crypto.HmacSha256(key) if key else None
+
+    async def field(n):
+        b = await conn.read_payload(n)
+        if mac is not None:
+            mac.update(b)
+        return b
+
+    try:
+        if await conn.take(4) != b"OTAS":
+            raise _Stop("error: bad magic")
+        version = (await field(_u(await field(2)))).decode()
+        count = _u(await field(2))
+        entries = []
+        seen = set()
+        for _ in range(count):
+            raw_path = (await field(_u(await field(2)))).decode()
+            size = _u(await field(4))
+            digest = await field(32)
+            path = _check(raw_path)
+            if path is not None and path in seen:
+                raise _Stop("error: path repeated %s" % path)
+            f = push.file_target(path) if path is not None else None
+            h = hashlib.sha256()
+            try:
+                await _receive(conn, f, size, h, mac)
+            finally:
+                if f is not None:
+                    f.close()
+            if path is None:
+                continue
+            if h.digest() != digest:
+                raise _Stop("sha256_mismatch %s" % path)
+            seen.add(path)
+            entries.append((binascii.hexlify(digest).decode(), size, path))
+        trailer = await conn.take(32)
+        if mac is not None and not crypto.equal(mac.digest(), trailer):
+            raise _Stop("sig_mismatch")
+        push.version = version
+        _stage_entries(push, entries)
+        await _commit_and_reset(srv, conn, push)
+    except _Stop as s:
+        return await _end(conn, s)
+    except UnicodeError:
+        return await _end(conn, _Stop("error: path or version is not UTF-8"))
+    except PushError as e:
+        return await _end(conn, _Stop("error: %s %s" % (e.code, e.msg)))
+    except OSError as e:
+        return await _end(conn, _Stop("error: %s" % (e,)))
+    return False
+
+
+def _signing_payload(version, files):
+    """micro-ota's signing payload: version, newline, sorted "path:sha256"
+    joined by newlines."""
+    items = sorted("%s:%s" % (p, files[p].get("sha256", "")) for p in files)
+    return version + "\n" + "\n".join(items)
+
+
+async def start_ota(srv, conn):
+    """start_ota: manifest <n> + JSON, file <path>;<size>;<sha256> + bytes,
+    end_ota (commit) or abort."""
+    await conn.send_line("ready")
+    push = None
+    try:
+        while True:
+            raw = await conn.read_line(1024)
+            text = raw.decode()
+            parts = text.split(" ", 1)
+            cmd = parts[0]
+            arg = parts[1] if len(parts) > 1 else ""
+            if cmd == "manifest":
+                push = await _manifest(srv, conn, arg)
+                await conn.send_line("ok")
+            elif cmd == "file":
+                if push is None:
+                    raise _Stop("error: manifest first")
+                await _file(conn, push, arg)
+                await conn.send_line("ok")
+            elif cmd == "end_ota":
+                if push is None:
+                    raise _Stop("error: manifest first")
+                await _commit_and_reset(srv, conn, push)
+                return False
+            elif cmd == "abort":
+                release.abandon(conn)
+                await conn.send_line("aborted")
+                return True
+            else:
+                await conn.send_line("unknown")
+    except _Stop as s:
+        return await _end(conn, s)
+    except (UnicodeError, ValueError, KeyError, TypeError, AttributeError):
+        return await _end(conn, _Stop("error: malformed request"))
+    except PushError as e:
+        return await _end(conn, _Stop("error: %s %s" % (e.code, e.msg)))
+    except OSError as e:
+        return await _end(conn, _Stop("error: %s" % (e,)))
+
+
+async def _manifest(srv, conn, arg):
+    n = int(arg.strip())
+    if n < 0 or n > 65536:
+        raise _Stop("error: manifest too large")
+    doc = json.loads(await conn.read_payload(n))
+    version = doc.get("version") or "unknown"
+    files = doc.get("files") or {}
+    if not isinstance(version, str) or not isinstance(files, dict):
+        raise _Stop("error: malformed manifest")
+    key = srv.cfg.signing_key
+    if key:
+        sig = doc.get("sig")
+        mac = crypto.HmacSha256(key)
+        mac.update(_signing_payload(version, files).encode())
+        if not isinstance(sig, str) or not crypto.equal(mac.hexdigest(), sig.lower()):
+            raise _Stop("sig_mismatch")
+    push = release.start(conn, version, "fast")
+    entries = []
+    for p in files:
+        meta = files[p]
+        path = _check(p)
+        if path is None:
+            continue
+        sha = meta.get("sha256", "")
+        size = meta.get("size")
+        if not isinstance(sha, str) or len(sha) != 64 or not isinstance(size, int) or size < 0:
+            raise _Stop("error: malformed manifest entry %s" % p)
+        entries.append((sha.lower(), size, path))
+    _stage_entries(push, entries)
+    return push
+
+
+async def _file(conn, push, arg):
+    bits = arg.rsplit(";", 2)
+    if len(bits) != 3:
+        raise _Stop("error: file needs <path>;<size>;<sha256>")
+    raw_path, size, sha = bits[0], int(bits[1]), bits[2].strip().lower()
+    if size < 0:
+        raise _Stop("error: bad size")
+    path = _check(raw_path)
+    if path is None:
+        await conn.skip(size)
+        return
+    if not push.find(sha, size, path):
+        await conn.skip(size)
+        raise _Stop("error: not in manifest %s" % path)
+    h = hashlib.sha256()
+    f = push.file_target(path)
+    try:
+        await _receive(conn, f, size, h)
+    finally:
+        f.close()
+    if binascii.hexlify(h.digest()).decode() != sha:
+        raise _Stop("sha256_mismatch %s" % path, "error: SHA256 mismatch: %s" % path)

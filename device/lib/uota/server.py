@@ -1,0 +1,511 @@
+# The OTA server: one coroutine per connection (docs/protocol.md).
+#
+# A connection starts in line mode (micro-ota compatible commands); the hello
+# line "uota 1" switches it to frame mode. A watchdog drops any connection
+# that makes no progress for sessionTimeout seconds, so an idle or slow client
+# never holds up another one.
+import asyncio
+import hashlib
+import json
+import os
+
+from uota import hal, log, paths, fs, release, crypto, wire, settings
+from uota import manifest as mf
+from uota.release import PushError
+
+try:
+    import deflate
+except ImportError:
+    deflate = None
+
+_DIR = 0x4000
+LINE_BUFFER = 600  # line mode: lines are at most 512 bytes
+
+
+def hex64(s):
+    if not isinstance(s, str) or len(s) != 64:
+        return None
+    s = s.lower()
+    return s if _is_hex(s) else None
+
+
+def _is_hex(s):
+    for c in s:
+        if c not in "0123456789abcdef":
+            return False
+    return True
+
+
+def _line_error(e):
+    """A line-mode error reply: "error: <code>: <detail>"."""
+    return "error: %s: %s" % (e.code, e.msg) if e.msg else "error: " + e.code
+
+
+def non_negative_int(v):
+    """A non-negative int from JSON, or None."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        return None
+    return v
+
+
+class Server:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.conns = []
+        self.max_frame = cfg.max_frame
+        self.bufsize = cfg.max_frame if cfg.max_frame > 1024 else 1024
+        self.timeout_ms = cfg.session_timeout * 1000
+        self.caps = ["deflate"] if deflate is not None else []
+        self._zbuf = None
+        self.listeners = []  # asyncio servers of the transports
+        self.stopping = False
+
+    def start(self):
+        asyncio.create_task(self._watchdog())
+
+    async def _watchdog(self):
+        while True:
+            await asyncio.sleep_ms(500)
+            now = hal.ticks_ms()
+            for c in self.conns:
+                if c.task is not None and hal.ticks_diff(now, c.last) > self.timeout_ms:
+                    log.debug("dropping an idle connection")
+                    t = c.task
+                    c.task = None
+                    t.cancel()
+
+    # --- connections --------------------------------------------------------
+
+    async def handle(self, reader, writer):
+        """asyncio.start_server callback (reader and writer are one Stream)."""
+        await self.serve(reader)
+
+    async def serve(self, stream):
+        """Serve one connection on any stream with async readinto/write/drain."""
+        sock = getattr(stream, "s", None)
+        if self.stopping:
+            try:
+                await stream.wait_closed()
+            except Exception:
+                pass
+            return
+        if len(self.conns) >= self.cfg.max_conns:
+            self._evict()
+        if sock is not None:
+            try:
+                sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY
+            except Exception:
+                pass
+        conn = wire.Conn(stream, LINE_BUFFER)
+        conn.task = asyncio.current_task()
+        self.conns.append(conn)
+        try:
+            await self._lines(conn)
+        except wire.Closed:
+            pass
+        except asyncio.CancelledError:
+            log.debug("connection timed out")
+        except wire.FrameError as e:
+            try:
+                await conn.send_line("error: " + e.msg)
+            except Exception:
+                pass
+        except OSError as e:
+            log.debug("connection error: %s" % (e,))
+        except Exception as e:
+            log.error("connection failed", e)
+        finally:
+            conn.task = None
+            self.conns.remove(conn)
+            release.abandon(conn)
+            await conn.close()
+
+    def _evict(self):
+        """At the connection limit, drop the least recently active connection
+        that holds no push session, so idle clients cannot lock others out."""
+        victim = None
+        now = hal.ticks_ms()
+        for c in self.conns:
+            if c.task is None:
+                continue
+            s = release.session
+            if s is not None and s.owner is c:
+                continue
+            if victim is None or hal.ticks_diff(now, c.last) > hal.ticks_diff(now, victim.last):
+                victim = c
+        if victim is not None:
+            log.debug("connection limit: dropping the idlest one")
+            t = victim.task
+            victim.task = None
+            t.cancel()
+
+    async def _linger(self, conn, ms=1000):
+        """Before closing after an error: swallow what the peer still sends for
+        a moment, so that it reads the error instead of a reset."""
+        deadline = hal.ticks_add(hal.ticks_ms(), ms)
+        try:
+            while True:
+                left = hal.ticks_diff(deadline, hal.ticks_ms())
+                if left <= 0:
+                    return
+                await asyncio.wait_for_ms(conn.piece(4096), left)
+        except Exception:
+            return
+
+    # --- line mode ----------------------------------------------------------
+
+    async def _lines(self, conn):
+        cfg = self.cfg
+        while True:
+            raw = await conn.read_line()
+            try:
+                text = raw.decode()
+            except UnicodeError:
+                await conn.send_line("unknown")
+                continue
+            parts = text.split(" ", 1)
+            cmd = parts[0]
+            arg = parts[1].strip() if len(parts) > 1 else ""
+            if cmd == "uota":
+                await self._hello(conn)
+                conn.grow(self.bufsize)
+                await self._frames(conn)
+                return
+            if text == "ping":
+                await conn.send_line("pong")
+                continue
+            if cfg.verifier and not conn.authed:
+                # micro-ota sends its plaintext password as the first line.
+                if cfg.legacy and crypto.equal(hashlib.sha256(raw).digest(), cfg.verifier_bytes()):
+                    conn.authed = True
+                    await conn.send_line("ok")
+                    continue
+                await asyncio.sleep_ms(500)
+                await conn.send_line("denied")
+                return
+            if not await self._line_command(conn, cmd, arg):
+                return
+
+    async def _line_command(self, conn, cmd, arg):
+        """Run one micro-ota line command; False closes the connection."""
+        if cmd == "version":
+            await conn.send_line(release.version_json())
+        elif cmd == "ls":
+            try:
+                entries = self.list_dir(arg or "/")
+            except PushError as e:
+                await conn.send_line(_line_error(e))
+                return True
+            for name, kind, size in entries:
+                await conn.send_line(name + "/" if kind == "d" else name)
+            await conn.send_line("")
+        elif cmd == "get":
+            try:
+                f, size = self.open_check(arg)
+            except PushError as e:
+                await conn.send_line(_line_error(e))
+                return True
+            try:
+                await conn.send_line(str(size))
+            except BaseException:
+                f.close()
+                raise
+            await self._send_file(conn, f, raw=True)
+        elif cmd == "rm":
+            try:
+                self.remove(arg)
+            except PushError as e:
+                await conn.send_line(_line_error(e))
+                return True
+            await conn.send_line("ok")
+        elif cmd == "reset":
+            self.stop_serving(conn)
+            await conn.send_line("ok")
+            await self._reset(conn)
+        elif cmd in ("stream_ota", "start_ota"):
+            if not self.cfg.legacy:
+                await conn.send_line("error: legacy disabled")
+                return True
+            from uota import legacy
+
+            conn.grow(self.bufsize)
+            if cmd == "stream_ota":
+                return await legacy.stream_ota(self, conn)
+            return await legacy.start_ota(self, conn)
+        else:
+            await conn.send_line("unknown")
+        return True
+
+    async def _hello(self, conn):
+        conn.nonce = crypto.random_hex(16)
+        info = {
+            "proto": 1,
+            "max_frame": self.max_frame,
+            "auth": bool(self.cfg.verifier),
+            "nonce": conn.nonce,
+            "caps": self.caps,
+            "runtime": settings.RUNTIME_VERSION,
+            "legacy": self.cfg.legacy,
+        }
+        await conn.send_line("uota 1 " + json.dumps(info))
+
+    # --- frame mode ---------------------------------------------------------
+
+    async def _frames(self, conn):
+        while True:
+            t, n = await conn.read_header()
+            if t != wire.REQ:
+                if t in (wire.RES, wire.DATA):
+                    msg = "expected a request frame"
+                else:
+                    msg = "unknown frame type %d" % t
+                await conn.send_err("bad_frame", msg)
+                await self._linger(conn)
+                return
+            if n > self.max_frame:
+                await conn.send_err("too_large", "frame of %d bytes; max_frame is %d" % (n, self.max_frame))
+                await self._linger(conn)
+                return
+            payload = await conn.read_payload(n)
+            try:
+                req = json.loads(payload)
+            except (ValueError, UnicodeError):
+                req = None
+            if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+                await conn.send_err("bad_request", "a request is a JSON object with an op")
+                continue
+            op = req["op"]
+            handler = getattr(self, "op_" + op, None) if op.isalpha() else None
+            if handler is None:
+                await conn.send_err("unknown_op", op)
+                continue
+            if self.cfg.verifier and not conn.authed and op not in ("auth", "ping"):
+                await conn.send_err("auth_required", "authenticate first")
+                continue
+            try:
+                keep = await handler(conn, req)
+            except PushError as e:
+                await conn.send_err(e.code, e.msg)
+                keep = True
+            except OSError as e:
+                # A filesystem error; if the link itself failed, sending
+                # the reply raises again and ends the connection.
+                pe = release.os_error(e)
+                await conn.send_err(pe.code, pe.msg)
+                keep = True
+            if keep is False:
+                return
+
+    # --- simple requests ----------------------------------------------------
+
+    async def op_ping(self, conn, req):
+        await conn.send_ok()
+
+    async def op_auth(self, conn, req):
+        v = self.cfg.verifier_bytes()
+        if not v:
+            conn.authed = True
+            await conn.send_ok()
+            return True
+        mac = crypto.HmacSha256(v)
+        mac.update(b"uota-auth:")
+        mac.update(conn.nonce.encode())
+        got = req.get("mac")
+        if isinstance(got, str) and conn.nonce and crypto.equal(mac.hexdigest(), got.lower()):
+            conn.authed = True
+            await conn.send_ok()
+            return True
+        await asyncio.sleep_ms(500)
+        await conn.send_err("auth_failed", "wrong password")
+        await self._linger(conn, 200)
+        return False
+
+    async def op_info(self, conn, req):
+        from uota import boot_guard
+
+        await conn.send_ok(
+            version=release.read_version(),
+            files=mf.count(),
+            platform=hal.platform(),
+            mpy=hal.mpy_version(),
+            mem_free=hal.mem_free(),
+            fs_free=hal.fs_free(),
+            runtime=settings.RUNTIME_VERSION,
+            uptime_ms=hal.uptime_ms(),
+            boot=boot_guard.state(),
+            id=hal.unique_id(),
+            legacy=self.cfg.legacy,
+        )
+
+    def list_dir(self, path):
+        try:
+            path = paths.check(path, allow_root=True)
+        except paths.PathError as e:
+            raise PushError(e.code, e.msg)
+        full = "/" + path
+        if not fs.is_dir(full):
+            if fs.exists(full):
+                raise PushError("bad_request", "not a folder: " + path)
+            raise PushError("not_found", path)
+        out = []
+        for e in os.ilistdir(full):
+            name = e[0]
+            child = full.rstrip("/") + "/" + name
+            kind = e[1]
+            if not kind:
+                kind = _DIR if fs.is_dir(child) else 0x8000
+            if kind & _DIR:
+                out.append([name, "d", 0])
+            else:
+                size = e[3] if len(e) > 3 and e[3] >= 0 else fs.stat_size(child)
+                out.append([name, "f", size or 0])
+        out.sort()
+        return out
+
+    async def op_ls(self, conn, req):
+        await conn.send_ok(entries=self.list_dir(req.get("path", "/")))
+
+    def open_check(self, path):
+        """(open file, size) of a readable file, or PushError."""
+        try:
+            path = paths.check(path, allow_root=True)
+        except paths.PathError as e:
+            raise PushError(e.code, e.msg)
+        if paths.is_secret(path):
+            raise PushError("protected", path)
+        size = fs.stat_size("/" + path)
+        if size is None or path == "":
+            raise PushError("not_found", path)
+        try:
+            return open("/" + path, "rb"), size
+        except OSError:
+            raise PushError("not_found", path)
+
+    async def _send_file(self, conn, f, raw=False):
+        """Stream an open file (closed here): raw bytes, or DATA frames and
+        the empty DATA frame that ends the stream. Never the whole file in RAM."""
+        n = self.max_frame if self.max_frame < 4096 else 4096
+        buf = bytearray(n)
+        mv = memoryview(buf)
+        try:
+            while True:
+                k = f.readinto(buf)
+                if not k:
+                    break
+                if raw:
+                    await conn.send(mv[:k])
+                else:
+                    await conn.send_frame(wire.DATA, mv[:k])
+        finally:
+            f.close()
+        if not raw:
+            await conn.send_frame(wire.DATA)
+
+    async def op_get(self, conn, req):
+        f, size = self.open_check(req.get("path"))
+        try:
+            await conn.send_ok(size=size)
+        except BaseException:
+            f.close()
+            raise
+        await self._send_file(conn, f)
+
+    def remove(self, path):
+        try:
+            path = paths.check(path, allow_root=True)
+        except paths.PathError as e:
+            raise PushError(e.code, e.msg)
+        if paths.holds_protected(path) or paths.is_secret(path):
+            raise PushError("protected", path)
+        full = "/" + path
+        if fs.is_dir(full):
+            try:
+                os.rmdir(full)
+            except OSError:
+                raise PushError("bad_request", "folder not empty: " + path)
+        elif fs.exists(full):
+            os.remove(full)
+        else:
+            raise PushError("not_found", path)
+        mf.remove_entries(path)
+
+    async def op_rm(self, conn, req):
+        self.remove(req.get("path"))
+        await conn.send_ok()
+
+    def stop_serving(self, keep=None):
+        """A reset is coming: stop listening and drop every connection but
+        keep, so that no client talks to this boot after the point of no
+        return (a host waiting for the new release must reach the next boot)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for lst in self.listeners:
+            try:
+                lst.close()
+            except Exception:
+                pass
+        for c in self.conns:
+            if c is not keep and c.task is not None:
+                t = c.task
+                c.task = None
+                t.cancel()
+
+    async def _reset(self, conn):
+        """Close conn (its last reply already sent) and reset the board."""
+        self.stop_serving(conn)
+        await conn.close()
+        if not hal.UNIX:
+            await asyncio.sleep_ms(300)  # let the network stack send the reply
+        log.info("reset")
+        hal.reset()
+
+    async def op_reset(self, conn, req):
+        self.stop_serving(conn)
+        await conn.send_ok()
+        await self._reset(conn)
+
+    def _check_no_other_session(self, conn):
+        s = release.session
+        if s is not None and s.owner is not conn:
+            raise PushError("busy", "another push is in progress")
+
+    async def op_wipe(self, conn, req):
+        self._check_no_other_session(conn)
+        release.abandon(conn)
+        release.wipe()
+        await conn.send_ok()
+
+    async def op_passwd(self, conn, req):
+        v = req.get("verifier")
+        if v != "":
+            v = hex64(v)
+            if v is None:
+                raise PushError("bad_request", "verifier must be sha256 hex or empty")
+        self.cfg.set_verifier(v)
+        await conn.send_ok()
+
+    async def op_abort(self, conn, req):
+        self._check_no_other_session(conn)
+        if release.session is not None:
+            release.abandon(conn)
+        else:
+            release.discard()
+        await conn.send_ok()
+
+    # --- a push (uota/push.py, loaded on first use) -------------------------
+
+    async def op_begin(self, conn, req):
+        from uota import push
+
+        return await push.begin(self, conn, req)
+
+    async def op_file(self, conn, req):
+        from uota import push
+
+        return await push.file(self, conn, req)
+
+    async def op_commit(self, conn, req):
+        from uota import push
+
+        return await push.commit(self, conn, req)

@@ -1,0 +1,197 @@
+# One connection's byte stream: a fixed receive buffer shared by line mode and
+# frame mode, and the writers for lines and frames (docs/protocol.md 1-2).
+#
+# Reads never allocate per byte: data lands in one preallocated buffer with
+# readinto, and stream payloads are handed out as memoryview slices of it.
+import gc
+import json
+
+from uota import hal
+
+REQ = 1
+RES = 2
+DATA = 3
+
+MAX_LINE = 512
+
+
+class Closed(Exception):
+    """The peer closed the connection."""
+
+
+class FrameError(Exception):
+    def __init__(self, code, msg):
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+class Conn:
+    def __init__(self, stream, bufsize):
+        self.s = stream
+        self.buf = bytearray(bufsize)
+        self.mv = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+        self.last = hal.ticks_ms()  # last progress, for the idle watchdog
+        self.task = None
+        self.authed = False
+        self.nonce = ""
+        self._readinto = getattr(stream, "readinto", None)
+
+    # --- reading ----------------------------------------------------------------
+
+    def avail(self):
+        return self.end - self.start
+
+    def grow(self, size):
+        """Switch to a bigger receive buffer (line mode starts with a small
+        one; frame mode and pushes need max_frame)."""
+        if size <= len(self.buf):
+            return
+        try:
+            buf = bytearray(size)
+        except MemoryError:
+            gc.collect()
+            buf = bytearray(size)
+        n = self.end - self.start
+        buf[0:n] = self.mv[self.start : self.end]
+        self.buf = buf
+        self.mv = memoryview(buf)
+        self.start, self.end = 0, n
+
+    async def _fill(self):
+        """Receive more bytes at the end of the buffer (compacting it first
+        when the tail is full)."""
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.end == len(self.buf):
+            n = self.end - self.start
+            self.buf[0:n] = self.mv[self.start : self.end]
+            self.start, self.end = 0, n
+        if self._readinto is not None:
+            k = await self._readinto(self.mv[self.end :])
+        else:  # streams without readinto
+            data = await self.s.read(len(self.buf) - self.end)
+            k = len(data) if data else 0
+            if k:
+                self.buf[self.end : self.end + k] = data
+        if not k:
+            raise Closed()
+        self.end += k
+        self.last = hal.ticks_ms()
+
+    async def need(self, n):
+        """Make n bytes available contiguously at buf[start:start+n]."""
+        if len(self.buf) - self.start < n:
+            k = self.end - self.start
+            self.buf[0:k] = self.mv[self.start : self.end]
+            self.start, self.end = 0, k
+        while self.end - self.start < n:
+            await self._fill()
+
+    async def take(self, n):
+        """The next n bytes (n <= buffer size) as a new bytes object."""
+        await self.need(n)
+        b = bytes(self.mv[self.start : self.start + n])
+        self.start += n
+        return b
+
+    async def ready(self):
+        """Wait until at least one byte is buffered at buf[start:end]."""
+        if self.start == self.end:
+            await self._fill()
+
+    async def piece(self, n):
+        """A memoryview of the next 1..n bytes; valid until the next read."""
+        if self.start == self.end:
+            await self._fill()
+        k = self.end - self.start
+        if k > n:
+            k = n
+        v = self.mv[self.start : self.start + k]
+        self.start += k
+        return v
+
+    async def skip(self, n):
+        while n:
+            n -= len(await self.piece(n))
+
+    async def read_line(self, maxlen=MAX_LINE):
+        """One line as bytes, without \\n and a trailing \\r."""
+        scanned = self.start
+        while True:
+            i = self.buf.find(b"\n", scanned, self.end)
+            if i >= 0:
+                line = bytes(self.mv[self.start : i])
+                self.start = i + 1
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                return line
+            if self.end - self.start > maxlen:
+                raise FrameError("bad_request", "line longer than %d bytes" % maxlen)
+            scanned = self.end
+            before = self.start
+            await self._fill()
+            scanned -= before - self.start  # the buffer may have moved
+
+    async def read_header(self):
+        """(type, length) of the next frame."""
+        await self.need(5)
+        b = self.buf
+        i = self.start
+        t = b[i]
+        n = (b[i + 1] << 24) | (b[i + 2] << 16) | (b[i + 3] << 8) | b[i + 4]
+        self.start = i + 5
+        return t, n
+
+    async def read_payload(self, n):
+        if n <= len(self.buf):
+            return await self.take(n)
+        out = bytearray(n)
+        got = 0
+        while got < n:
+            p = await self.piece(n - got)
+            out[got : got + len(p)] = p
+            got += len(p)
+        return out
+
+    # --- writing ------------------------------------------------------------
+
+    async def send(self, data):
+        self.s.write(data)
+        await self.s.drain()
+        self.last = hal.ticks_ms()
+
+    async def send_line(self, text):
+        if isinstance(text, str):
+            text = text.encode()
+        await self.send(text + b"\n")
+
+    async def send_frame(self, kind, payload=b""):
+        n = len(payload)
+        hdr = bytes((kind, (n >> 24) & 0xFF, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF))
+        if n and n <= 512:
+            await self.send(hdr + bytes(payload))
+            return
+        self.s.write(hdr)
+        if n:
+            self.s.write(payload)
+        await self.s.drain()
+        self.last = hal.ticks_ms()
+
+    async def send_res(self, obj):
+        await self.send_frame(RES, json.dumps(obj).encode())
+
+    async def send_ok(self, **fields):
+        fields["ok"] = True
+        await self.send_res(fields)
+
+    async def send_err(self, code, msg=""):
+        await self.send_res({"ok": False, "err": code, "msg": msg})
+
+    async def close(self):
+        try:
+            await self.s.wait_closed()
+        except Exception:
+            pass

@@ -1,0 +1,211 @@
+# uota virtual device: boots the device runtime on the MicroPython unix port.
+# NOT installed on devices; the `uota sim` supervisor runs
+#     micropython [-X heapsize=N] simboot.py
+# and starts it again whenever it exits with code 75 (a device reset).
+#
+# Environment:
+#   UOTA_SIM_ROOT=<host folder>    the device filesystem is this folder, OR
+#   UOTA_SIM_IMAGE=<file>          the device filesystem is this littlefs2
+#                                  image (created and formatted when missing
+#                                  or blank; a damaged image is an error)
+#   UOTA_SIM_IMAGE_SIZE=<bytes>    image size, default 1441792 (4096-byte blocks)
+#   UOTA_SIM_HOST=<address>        address the OTA server listens on (a
+#                                  loopback address such as 127.0.0.5)
+#   UOTA_SIM_PORT=<port>           overrides the port of /config/ota.json
+#   UOTA_SIM_INSTALL=<host folder> copy that folder's tree onto the device
+#                                  filesystem (overwriting), then exit 0
+#                                  without booting
+#   UOTA_SIM_EXPORT=<host folder>  copy the device filesystem's tree out to
+#                                  that folder, then exit 0 without booting
+#
+# Exit codes: 75 the device reset itself (restart it), 0 install/export done,
+# 2 bad environment or image, anything else a crash.
+import os
+import sys
+import vfs
+
+BLOCK = 4096
+DEFAULT_IMAGE_SIZE = 1441792
+# littlefs geometry: 4096-byte blocks (ESP32 flash sectors), 256-byte
+# read/program units (a flash page). Only the block size and count are stored
+# in the image; these units just make the Python block device take fewer,
+# larger calls than the 32-byte default.
+LFS_OPTS = {"readsize": 256, "progsize": 256, "lookahead": 256}
+_DIR = 0x4000
+
+
+def env(name, default=None):
+    v = os.getenv(name)
+    return v if v else default
+
+
+def die(msg, code=2):
+    print("[sim] " + msg)
+    sys.exit(code)
+
+
+class FileBlockDevice:
+    """A block device (MicroPython's extended protocol) backed by a host
+    file. Writes go straight to the file, so a killed process leaves the
+    image as a power cut leaves a flash chip."""
+
+    def __init__(self, f, nblocks):
+        self.f = f
+        self.nblocks = nblocks
+
+    def readblocks(self, n, buf, off=0):
+        self.f.seek(n * BLOCK + off)
+        got = self.f.readinto(buf) or 0
+        for i in range(got, len(buf)):
+            buf[i] = 0xFF
+
+    def writeblocks(self, n, buf, off=0):
+        self.f.seek(n * BLOCK + off)
+        self.f.write(buf)
+
+    def ioctl(self, op, arg):
+        if op == 4:  # block count
+            return self.nblocks
+        if op == 5:  # block size
+            return BLOCK
+        return 0  # init, deinit, sync, erase
+
+
+def open_image(path, size):
+    try:
+        f = open(path, "r+b")
+    except OSError:
+        f = open(path, "w+b")
+    f.seek(0, 2)
+    have = f.tell()
+    # An existing image keeps its own size when it is the larger one.
+    nblocks = max(size, have) // BLOCK
+    if have < nblocks * BLOCK:
+        pad = b"\xff" * BLOCK
+        f.seek(have)
+        f.write(pad[: (BLOCK - have % BLOCK) % BLOCK])
+        for _ in range(have // BLOCK + (1 if have % BLOCK else 0), nblocks):
+            f.write(pad)
+    bd = FileBlockDevice(f, nblocks)
+    try:
+        return vfs.VfsLfs2(bd, **LFS_OPTS)
+    except OSError:
+        pass
+    head = bytearray(2 * BLOCK)
+    f.seek(0)
+    f.readinto(head)
+    if head != b"\xff" * len(head) and head != bytes(len(head)):
+        die("%s is not a littlefs2 image (and is not blank)" % path)
+    vfs.VfsLfs2.mkfs(bd, **LFS_OPTS)
+    return vfs.VfsLfs2(bd, **LFS_OPTS)
+
+
+def is_dir(path):
+    try:
+        return bool(os.stat(path)[0] & _DIR)
+    except OSError:
+        return False
+
+
+def makedirs(path):
+    cur = ""
+    for part in path.strip("/").split("/"):
+        if not part:
+            continue
+        cur += "/" + part
+        if not is_dir(cur):
+            try:
+                os.remove(cur)  # a file where a folder must be
+            except OSError:
+                pass
+            os.mkdir(cur)
+
+
+def copy_tree(src, dst):
+    """Copy folder src into folder dst (both absolute, in the current VFS)."""
+    makedirs(dst)
+    buf = bytearray(BLOCK)
+    for e in os.ilistdir(src):
+        name = e[0]
+        s = src.rstrip("/") + "/" + name
+        d = dst.rstrip("/") + "/" + name
+        if is_dir(s):
+            copy_tree(s, d)
+            continue
+        with open(s, "rb") as fi:
+            with open(d, "wb") as fo:
+                while True:
+                    n = fi.readinto(buf)
+                    if not n:
+                        break
+                    fo.write(memoryview(buf)[:n])
+
+
+class _OsShim:
+    """The os module with a rename that works on a VfsPosix mounted at "/":
+    the unix port fails os.rename on absolute paths there, while paths
+    relative to the root (the current directory) work."""
+
+    def __init__(self, real):
+        for name in dir(real):
+            if not name.startswith("__") and name != "rename":
+                setattr(self, name, getattr(real, name))
+        self._real_rename = real.rename
+
+    def rename(self, a, b):
+        self._real_rename(a.lstrip("/") or ".", b.lstrip("/") or ".")
+
+
+def main():
+    root = env("UOTA_SIM_ROOT")
+    image = env("UOTA_SIM_IMAGE")
+    install = env("UOTA_SIM_INSTALL")
+    export = env("UOTA_SIM_EXPORT")
+    if not root and not image:
+        die("set UOTA_SIM_ROOT or UOTA_SIM_IMAGE")
+    host = env("UOTA_SIM_HOST", "127.0.0.1")
+    if not host.startswith("127.") and host not in ("::1", "localhost"):
+        die("UOTA_SIM_HOST must be a loopback address, not %s" % host)
+
+    if image:
+        fs = open_image(image, int(env("UOTA_SIM_IMAGE_SIZE", str(DEFAULT_IMAGE_SIZE))))
+        if install or export:
+            # The host's files stay reachable through the default "/" mount.
+            vfs.mount(fs, "/flash")
+            if install:
+                copy_tree(install, "/flash")
+            if export:
+                makedirs(export)
+                copy_tree("/flash", export)
+            vfs.umount("/flash")
+            sys.exit(0)
+        vfs.umount("/")
+        vfs.mount(fs, "/")
+    else:
+        if install:
+            copy_tree(install, root)
+        if export:
+            makedirs(export)
+            copy_tree(root, export)
+        if install or export:
+            sys.exit(0)
+        makedirs(root)
+        vfs.umount("/")
+        vfs.mount(vfs.VfsPosix(root), "/")
+        sys.modules["os"] = _OsShim(os)
+    os.chdir("/")
+    # A board's import path: the current folder, frozen modules, /lib.
+    sys.path[:] = ["", ".frozen", "/lib"]
+
+    try:
+        with open("/boot.py") as f:
+            src = f.read()
+    except OSError:
+        die("the device has no /boot.py (install the runtime first)")
+    g = {"__name__": "__main__", "__file__": "/boot.py"}
+    exec(compile(src, "/boot.py", "exec"), g)
+    print("[sim] boot.py returned")
+    sys.exit(70)
+
+
+main()

@@ -1,0 +1,288 @@
+"""Device against real virtual devices: pushes, reads, the app, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Callable, Optional
+
+import pytest
+
+import uota
+from conftest import Env, needs_micropython, sha256_hex, wait_until
+
+pytestmark = needs_micropython
+
+
+def assert_device_matches(dev: uota.Device, env: Env, manifest: uota.Manifest) -> None:
+    """Every file of ``manifest`` is on the device with the manifest's hash,
+    and (config/ota.json aside, which a push rewrites without secrets) with
+    the local file's bytes."""
+    for path, size, sha in manifest.files:
+        data = dev.get(path)
+        assert len(data) == size, path
+        assert sha256_hex(data) == sha, path
+        if path != "config/ota.json":
+            assert sha256_hex((env.project / path).read_bytes()) == sha, path
+
+
+def test_connect_and_query(env: Env) -> None:
+    with env.connect() as dev:
+        assert dev.protocol == "uota"
+        assert (dev.host, dev.port) == (env.host, env.port)
+        assert repr(dev) == f"Device(host='{env.host}', port={env.port}, protocol='uota')"
+        rtt = dev.ping()
+        assert isinstance(rtt, float) and 0 <= rtt < 5
+        info = dev.info()
+        assert isinstance(info, dict)
+        assert info["version"] == dev.version()
+        assert "runtime" in info
+        entries = dev.ls("/")
+        names = {e.name for e in entries}
+        assert {"boot.py", "config", "lib"} <= names
+        config = next(e for e in entries if e.name == "config")
+        assert config.is_dir and isinstance(config, uota.DirEntry)
+        boot = next(e for e in entries if e.name == "boot.py")
+        assert not boot.is_dir
+        assert len(dev.get("/boot.py")) == boot.size == len(dev.get("boot.py"))
+        assert not dev.closed
+    assert dev.closed
+    with pytest.raises(uota.TransportError):
+        dev.ping()
+
+
+def test_full_then_fast_push(env: Env) -> None:
+    events: list[dict[str, Any]] = []
+    full = uota.Manifest.for_project(env.project, mode="full")
+    since = time.monotonic()
+    with env.connect() as dev:
+        report = dev.push(env.project, mode="full", progress=events.append)
+    assert isinstance(report, uota.PushReport)
+    assert report.version == full.version == "1.0.0"
+    assert report.files_sent == len(full)
+    assert report.file_bytes == full.total_size
+    assert report.wire_bytes > report.file_bytes
+    assert report.elapsed > 0
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "started" and kinds[-2:] == ["committing", "committed"]
+    assert events[0] == {"event": "started", "files": len(full), "bytes": full.total_size}
+    assert {e["path"] for e in events if e["event"] == "file"} == {p for p, _, _ in full.files}
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress[-1]["sent"] == progress[-1]["total"] == full.total_size
+    assert events[-1] == {"event": "committed", "version": "1.0.0"}
+
+    with env.reconnect(since) as dev:
+        assert dev.version() == "1.0.0"
+        assert_device_matches(dev, env, full)
+        state = wait_until(lambda: env.app_state(dev))
+        assert state["version"] == "1.0.0"
+
+    # A fast push of a new version sends only the fast set and keeps the rest.
+    env.set_version("1.1.0")
+    fast = uota.Manifest.for_project(env.project, mode="fast")
+    assert len(fast) < len(full)
+    since = time.monotonic()
+    with env.connect() as dev:
+        report = dev.push(env.project, mode="fast")
+    assert report.version == "1.1.0"
+    assert report.files_sent == len(fast)
+    with env.reconnect(since) as dev:
+        assert dev.version() == "1.1.0"
+        assert_device_matches(dev, env, fast)
+        assert dev.get("README.md") == (env.project / "README.md").read_bytes()
+        # The new app is really running: it records its version at start.
+        def new_app_started() -> Optional[dict[str, Any]]:
+            state = env.app_state(dev)
+            return state if state.get("version") == "1.1.0" else None
+
+        state = wait_until(new_app_started)
+        assert state["boots"] >= 2
+
+
+def test_push_version_override_and_no_reset(env: Env) -> None:
+    with env.connect() as dev:
+        report = dev.push(env.project, version="7.0.0-rc1", reset=False)
+    assert report.version == "7.0.0-rc1"
+    with env.reconnect() as dev:
+        assert dev.version() == "7.0.0-rc1"
+
+
+def test_push_manifest_built_separately(env: Env) -> None:
+    m = uota.Manifest.build(env.project, include=["main.py", "app/**"], version="5.0.0")
+    since = time.monotonic()
+    with env.connect() as dev:
+        report = dev.push_manifest(env.project, m, mode="full")
+    assert report.version == "5.0.0" and report.files_sent == len(m)
+    with env.reconnect(since) as dev:
+        assert dev.version() == "5.0.0"
+        assert_device_matches(dev, env, m)
+        assert wait_until(lambda: env.app_state(dev))["version"] == "1.0.0"
+
+
+def test_rm_and_errors_from_the_device(env: Env) -> None:
+    with env.connect() as dev:
+        dev.push(env.project, reset=False)
+    with env.reconnect() as dev:
+        assert dev.get("README.md")
+        dev.rm("README.md")
+        with pytest.raises(uota.DeviceError) as info:
+            dev.get("README.md")
+        assert info.value.code == "not_found"
+        assert info.value.op == "get"
+        with pytest.raises(uota.InvalidPath):
+            dev.get("config/.ota.secrets.json")
+        with pytest.raises(uota.InvalidPath):
+            dev.get("../outside")
+        # The connection is still usable after refused requests.
+        assert dev.ping() >= 0
+
+
+def test_progress_callback_error_is_raised_after_push(env: Env) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def progress(ev: dict[str, Any]) -> None:
+        calls.append(ev)
+        raise RuntimeError("boom")
+
+    since = time.monotonic()
+    with env.connect() as dev:
+        with pytest.raises(RuntimeError, match="boom"):
+            dev.push(env.project, progress=progress)
+    assert len(calls) == 1  # not called again after it raised
+    with env.reconnect(since) as dev:
+        assert dev.version() == "1.0.0"  # the push itself went through
+
+
+def test_async_methods(env: Env) -> None:
+    async def main() -> tuple[Any, ...]:
+        dev = await uota.Device.connect_async(env.host, env.port)
+        async with dev:
+            rtt = await dev.ping_async()
+            version = await dev.version_async()
+            info = await dev.info_async()
+            entries = await dev.ls_async("/")
+            boot = await dev.get_async("boot.py")
+            events: list[dict[str, Any]] = []
+            report = await dev.push_async(env.project, mode="full", progress=events.append)
+        assert dev.closed
+        return rtt, version, info, entries, boot, report, events
+
+    since = time.monotonic()
+    rtt, version, info, entries, boot, report, events = asyncio.run(main())
+    assert isinstance(rtt, float)
+    assert version == info["version"]
+    assert "boot.py" in {e.name for e in entries}
+    assert boot == (env.device_root / "boot.py").read_bytes()
+    assert report.version == "1.0.0"
+    assert events[-1]["event"] == "committed"
+
+    async def after() -> tuple[str, bytes]:
+        await env.vd.wait_ready_async()
+        dev = await uota.Device.connect_async(env.host, env.port)
+        async with dev:
+            info = await dev.info_async()
+            assert info["uptime_ms"] < (time.monotonic() - since) * 1000, "not restarted yet"
+            return await dev.version_async(), await dev.get_async("app/counter.py")
+
+    def restarted() -> Optional[tuple[str, bytes]]:
+        try:
+            return asyncio.run(after())
+        except AssertionError:
+            return None
+
+    version, counter = wait_until(restarted)
+    assert version == "1.0.0"
+    assert counter == (env.project / "app" / "counter.py").read_bytes()
+
+
+def test_sync_and_async_share_one_connection(env: Env) -> None:
+    dev = env.connect()
+
+    async def both() -> list[Any]:
+        return list(await asyncio.gather(dev.ping_async(), dev.version_async(), dev.ls_async()))
+
+    results = asyncio.run(both())
+    assert isinstance(results[0], float)
+    assert results[1] == dev.version()
+    dev.close()
+
+    async def ping() -> float:
+        return await dev.ping_async()
+
+    with pytest.raises(uota.TransportError):
+        asyncio.run(ping())
+
+
+def test_reset_and_wipe(env: Env) -> None:
+    with env.connect() as dev:
+        dev.push(env.project, reset=False)
+    with env.reconnect() as dev:
+        since = time.monotonic()
+        dev.reset()
+        with pytest.raises(uota.TransportError):
+            dev.ping()
+    with env.reconnect(since) as dev:
+        assert dev.version() == "1.0.0"
+        dev.wipe()
+        names = {e.name for e in dev.ls("/")}
+        assert "app" not in names and "main.py" not in names
+        assert {"boot.py", "config", "lib"} <= names
+
+
+def test_connection_errors(make_env: Callable[..., Env]) -> None:
+    env = make_env()
+    with pytest.raises(uota.TransportError) as info:
+        uota.Device(env.host, env.port + 1, timeout=2)
+    assert isinstance(info.value, ConnectionError)
+    assert info.value.target
+    with pytest.raises(uota.InvalidArgument):
+        uota.Device(env.host, env.port, timeout=-1)
+    with pytest.raises(uota.InvalidArgument):
+        uota.Device(env.host, env.port, protocol="telnet")  # type: ignore[arg-type]
+    with pytest.raises(uota.InvalidArgument):
+        uota.VirtualDevice(host="10.0.0.1").start()
+
+
+def test_micro_ota_protocol(make_env: Callable[..., Env]) -> None:
+    # A uota device with "legacy": true also speaks micro-ota's line protocol.
+    env = make_env(legacy=True)
+    since = time.monotonic()
+    with env.connect(protocol="micro-ota") as dev:
+        assert dev.protocol == "micro-ota"
+        assert dev.ping() >= 0
+        assert "boot.py" in {e.name for e in dev.ls("/")}
+        report = dev.push(env.project, version="3.0.0")  # stream_ota
+    assert report.version == "3.0.0"
+    with env.reconnect(since) as dev:
+        assert dev.version() == "3.0.0"
+    with env.connect(protocol="micro-ota") as dev:
+        assert dev.version() == "3.0.0"
+    since = time.monotonic()
+    with env.connect(protocol="micro-ota") as dev:
+        assert dev.push(env.project, version="3.1.0", legacy_session=True).version == "3.1.0"
+    with env.reconnect(since) as dev:
+        assert dev.protocol == "uota"
+        assert dev.version() == "3.1.0"
+        assert dev.get("app/counter.py") == (env.project / "app/counter.py").read_bytes()
+
+
+def test_info_is_json_like(env: Env) -> None:
+    with env.connect() as dev:
+        info = dev.info()
+    json.dumps(info)  # plain dicts, lists, str, int, float, bool, None
+
+
+def test_blocking_call_inside_progress_callback_is_refused(env: Env) -> None:
+    errors: list[BaseException] = []
+    with env.connect() as dev:
+
+        def progress(ev: dict[str, Any]) -> None:
+            if ev["event"] == "started":
+                try:
+                    dev.ping()  # would deadlock: the push holds the connection
+                except RuntimeError as e:
+                    errors.append(e)
+
+        dev.push(env.project, reset=False, progress=progress)
+    assert len(errors) == 1 and "_async" in str(errors[0])
