@@ -47,7 +47,7 @@ pub enum Error {
         message: String,
     },
     /// The device rejected the release signature.
-    #[error("signature mismatch: the device rejected the release signature{}", detail(.0))]
+    #[error("signature mismatch{}", detail(.0))]
     SignatureMismatch(String),
     /// A file's content did not match its expected SHA-256.
     #[error("sha256 mismatch for {path}")]

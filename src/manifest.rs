@@ -134,6 +134,8 @@ pub fn validate_device_path(path: &str) -> Result<()> {
         Some("contains a control character (such as a line break)")
     } else if path.contains('\\') {
         Some("contains a backslash (use '/' as separator)")
+    } else if path.contains(':') {
+        Some("contains ':' (it would make the signing order ambiguous, and FAT refuses it)")
     } else if path.starts_with('/') {
         Some("absolute path (must be relative to the device root)")
     } else if path.split('/').any(|c| c.is_empty()) {

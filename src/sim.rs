@@ -228,11 +228,20 @@ impl ShimFile {
     }
 }
 
+/// The interpreter these options run: the explicit one, else [`find_micropython`].
+fn interpreter(opts: &SimOptions) -> Result<PathBuf> {
+    match &opts.interpreter {
+        Some(p) if p.is_file() => Ok(p.clone()),
+        Some(p) => Err(Error::InterpreterMissing(format!(
+            "{} does not exist",
+            p.display()
+        ))),
+        None => find_micropython(),
+    }
+}
+
 fn base_command(opts: &SimOptions, script: PathBuf) -> Result<Command> {
-    let interpreter = match &opts.interpreter {
-        Some(p) => p.clone(),
-        None => find_micropython()?,
-    };
+    let interpreter = interpreter(opts)?;
     let mut cmd = Command::new(interpreter);
     if let Some(heap) = &opts.heap_size {
         cmd.arg("-X").arg(format!("heapsize={heap}"));
@@ -287,6 +296,7 @@ impl VirtualDevice {
     /// Provision (if needed) and boot a virtual device, and wait until it accepts connections.
     pub async fn start(opts: SimOptions) -> Result<VirtualDevice> {
         opts.check_loopback()?;
+        interpreter(&opts)?;
         provision(&opts).await?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let host = opts.host.clone();
@@ -384,13 +394,19 @@ async fn supervise(opts: SimOptions, mut stop: oneshot::Receiver<()>) -> Result<
 /// Run a virtual device in the foreground until Ctrl-C.
 pub async fn run_foreground(opts: SimOptions) -> Result<()> {
     opts.check_loopback()?;
+    interpreter(&opts)?;
     if provision(&opts).await? {
         tracing::info!("installed the uota runtime on the virtual device");
     }
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(supervise(opts, stop_rx));
-    let _ = tokio::signal::ctrl_c().await;
-    let _ = stop_tx.send(());
-    task.await
-        .map_err(|e| Error::io("<sim task>", std::io::Error::other(e.to_string())))?
+    let mut task = tokio::spawn(supervise(opts, stop_rx));
+    let joined = tokio::select! {
+        // The supervisor only ends by itself when it cannot start the interpreter.
+        joined = &mut task => joined,
+        _ = tokio::signal::ctrl_c() => {
+            let _ = stop_tx.send(());
+            task.await
+        }
+    };
+    joined.map_err(|e| Error::io("<sim task>", std::io::Error::other(e.to_string())))?
 }

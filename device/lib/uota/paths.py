@@ -42,6 +42,9 @@ def check(path, allow_root=False):
     for c in path:
         if ord(c) < 32 or c == "\x7f" or c == "\\":
             raise PathError("bad_path", given)
+        if c == ":" and not allow_root:
+            # ':' would make the signing payload's order ambiguous (and FAT refuses it).
+            raise PathError("bad_path", given)
     for part in path.split("/"):
         if part == "" or part == "." or part == "..":
             raise PathError("bad_path", given)

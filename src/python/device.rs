@@ -1,0 +1,690 @@
+//! `Device`: a connection to one device, with sync and async methods.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use pyo3_async_runtimes::tokio::future_into_py;
+use tokio::sync::Mutex;
+
+use super::convert::{repr, to_py, Bytes, Json, PyNone};
+use super::errors::closed;
+use super::manifest::PyManifest;
+use super::runtime::{self, block_on};
+use crate::auth::{Password, SigningKey};
+use crate::config::Project;
+use crate::device::{
+    ConnectOptions, Device, DirEntry, LegacyMethod, Peer, ProtocolChoice, PushEvent, PushOptions,
+    PushReport,
+};
+use crate::error::Error;
+use crate::manifest::{Manifest, PushMode};
+
+/// The device, shared by sync and async calls; `None` once closed.
+type Slot = Arc<Mutex<Option<Device>>>;
+
+type DevFuture<'a, T> = Pin<Box<dyn Future<Output = PyResult<T>> + Send + 'a>>;
+
+/// Run `f` on the device, one call at a time.
+///
+/// The device is taken out of the slot for the call and put back after it,
+/// so a call that is cancelled (asyncio cancellation, Ctrl-C) drops the
+/// connection, whose protocol state is unknown, instead of reusing it.
+async fn with_device<T, F>(slot: Slot, f: F) -> PyResult<T>
+where
+    F: for<'a> FnOnce(&'a mut Device) -> DevFuture<'a, T> + Send,
+{
+    let mut guard = slot.lock().await;
+    let mut dev = guard.take().ok_or_else(closed)?;
+    let res = f(&mut dev).await;
+    *guard = Some(dev);
+    res
+}
+
+fn connect_options(
+    password: Option<String>,
+    timeout: f64,
+    protocol: &str,
+) -> Result<ConnectOptions, Error> {
+    if !(timeout > 0.0 && timeout.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "timeout must be a positive number of seconds, not {timeout}"
+        )));
+    }
+    let protocol = match protocol {
+        "auto" => ProtocolChoice::Auto,
+        "uota" => ProtocolChoice::Uota,
+        "micro-ota" | "microota" => ProtocolChoice::MicroOta,
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown protocol {other:?} (expected \"auto\", \"uota\" or \"micro-ota\")"
+            )))
+        }
+    };
+    let timeout = Duration::from_secs_f64(timeout);
+    Ok(ConnectOptions {
+        connect_timeout: timeout,
+        timeout,
+        password: password.filter(|p| !p.is_empty()).map(Password::new),
+        protocol,
+        ..ConnectOptions::default()
+    })
+}
+
+async fn connect(
+    host: String,
+    port: u16,
+    opts: Result<ConnectOptions, Error>,
+) -> PyResult<PyDevice> {
+    let dev = Device::connect_tcp(&host, port, opts?).await?;
+    let protocol = match dev.peer() {
+        Peer::Uota(_) => "uota",
+        Peer::MicroOta => "micro-ota",
+    };
+    Ok(PyDevice {
+        slot: Arc::new(Mutex::new(Some(dev))),
+        host,
+        port,
+        protocol,
+    })
+}
+
+fn parse_mode(mode: &str) -> PyResult<PushMode> {
+    Ok(mode.parse::<PushMode>()?)
+}
+
+/// Options of a push, converted from Python arguments.
+struct PushArgs {
+    mode: PushMode,
+    signing_key: Option<String>,
+    reset: bool,
+    runtime: bool,
+    legacy_session: bool,
+    progress: Option<Py<PyAny>>,
+}
+
+/// The key to sign with: the argument, else the project's; `""` means unsigned.
+fn signing_key(arg: Option<String>, default: Option<SigningKey>) -> Option<SigningKey> {
+    match arg {
+        None => default,
+        Some(k) if k.is_empty() => None,
+        Some(k) => Some(SigningKey::new(k)),
+    }
+}
+
+mod ops {
+    //! One future per device call, shared by the sync and async methods.
+
+    use super::*;
+
+    pub(super) fn ping(slot: Slot) -> impl Future<Output = PyResult<f64>> + Send {
+        with_device(slot, |d| {
+            Box::pin(async move { Ok(d.ping().await?.as_secs_f64()) })
+        })
+    }
+
+    pub(super) fn version(slot: Slot) -> impl Future<Output = PyResult<String>> + Send {
+        with_device(slot, |d| Box::pin(async move { Ok(d.version().await?) }))
+    }
+
+    pub(super) fn info(slot: Slot) -> impl Future<Output = PyResult<Json>> + Send {
+        with_device(slot, |d| {
+            Box::pin(async move {
+                let info = d.info().await?;
+                let value = serde_json::to_value(info)
+                    .map_err(|e| Error::Protocol(format!("info: {e}")))?;
+                Ok(Json(value))
+            })
+        })
+    }
+
+    pub(super) fn ls(
+        slot: Slot,
+        path: String,
+    ) -> impl Future<Output = PyResult<Vec<PyDirEntry>>> + Send {
+        with_device(slot, move |d| {
+            Box::pin(async move {
+                let entries = d.ls(&path).await?;
+                Ok(entries.into_iter().map(PyDirEntry::from).collect())
+            })
+        })
+    }
+
+    pub(super) fn get(slot: Slot, path: String) -> impl Future<Output = PyResult<Bytes>> + Send {
+        with_device(slot, move |d| {
+            Box::pin(async move { Ok(Bytes(d.get(&path).await?)) })
+        })
+    }
+
+    pub(super) fn rm(slot: Slot, path: String) -> impl Future<Output = PyResult<PyNone>> + Send {
+        with_device(slot, move |d| {
+            Box::pin(async move {
+                d.rm(&path).await?;
+                Ok(PyNone)
+            })
+        })
+    }
+
+    pub(super) fn reset(slot: Slot) -> impl Future<Output = PyResult<PyNone>> + Send {
+        with_device(slot, |d| {
+            Box::pin(async move {
+                d.reset().await?;
+                Ok(PyNone)
+            })
+        })
+    }
+
+    pub(super) fn wipe(slot: Slot) -> impl Future<Output = PyResult<PyNone>> + Send {
+        with_device(slot, |d| {
+            Box::pin(async move {
+                d.wipe().await?;
+                Ok(PyNone)
+            })
+        })
+    }
+
+    pub(super) fn passwd(
+        slot: Slot,
+        new_password: Option<String>,
+    ) -> impl Future<Output = PyResult<PyNone>> + Send {
+        let new = new_password.filter(|p| !p.is_empty()).map(Password::new);
+        with_device(slot, move |d| {
+            Box::pin(async move {
+                d.passwd(new.as_ref()).await?;
+                Ok(PyNone)
+            })
+        })
+    }
+
+    pub(super) async fn close(slot: Slot) -> PyResult<PyNone> {
+        // Dropping the device closes the connection.
+        drop(slot.lock().await.take());
+        Ok(PyNone)
+    }
+
+    pub(super) async fn push_project(
+        slot: Slot,
+        project: PathBuf,
+        version: Option<String>,
+        args: PushArgs,
+    ) -> PyResult<PyPushReport> {
+        let mode = args.mode;
+        let (project, mut manifest) = runtime::blocking(move || {
+            let project = Project::load(&project)?;
+            let manifest = Manifest::for_project(&project, mode)?;
+            Ok((project, manifest))
+        })
+        .await?;
+        if let Some(v) = version {
+            manifest.version = v;
+        }
+        let key = signing_key(
+            args.signing_key.clone(),
+            project.secrets.signing_key.clone(),
+        );
+        push(slot, project.root, manifest, key, args).await
+    }
+
+    pub(super) async fn push_manifest(
+        slot: Slot,
+        root: PathBuf,
+        manifest: Manifest,
+        args: PushArgs,
+    ) -> PyResult<PyPushReport> {
+        let key = signing_key(args.signing_key.clone(), None);
+        push(slot, root, manifest, key, args).await
+    }
+
+    async fn push(
+        slot: Slot,
+        root: PathBuf,
+        manifest: Manifest,
+        key: Option<SigningKey>,
+        args: PushArgs,
+    ) -> PyResult<PyPushReport> {
+        let opts = PushOptions {
+            mode: args.mode,
+            reset: args.reset,
+            runtime: args.runtime,
+            signing_key: key,
+            legacy_method: if args.legacy_session {
+                LegacyMethod::Session
+            } else {
+                LegacyMethod::Stream
+            },
+        };
+        let progress = args.progress;
+        with_device(slot, move |d| {
+            Box::pin(async move {
+                let mut raised: Option<PyErr> = None;
+                let mut on_event = |ev: &PushEvent| {
+                    let (Some(cb), None) = (&progress, &raised) else {
+                        return;
+                    };
+                    let res = Python::attach(|py| cb.call1(py, (to_py(py, ev)?,)).map(drop));
+                    if let Err(e) = res {
+                        raised = Some(e);
+                    }
+                };
+                let report = d.push(&root, &manifest, &opts, &mut on_event).await;
+                let report = report?;
+                match raised {
+                    Some(e) => Err(e),
+                    None => Ok(PyPushReport::from(report)),
+                }
+            })
+        })
+        .await
+    }
+}
+
+/// A connection to one device over WiFi TCP.
+#[pyclass(name = "Device", module = "uota", frozen)]
+pub(crate) struct PyDevice {
+    slot: Slot,
+    host: String,
+    port: u16,
+    protocol: &'static str,
+}
+
+impl PyDevice {
+    fn push_args(
+        mode: &str,
+        signing_key: Option<String>,
+        reset: bool,
+        runtime: bool,
+        legacy_session: bool,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<PushArgs> {
+        Ok(PushArgs {
+            mode: parse_mode(mode)?,
+            signing_key,
+            reset,
+            runtime,
+            legacy_session,
+            progress,
+        })
+    }
+}
+
+#[pymethods]
+impl PyDevice {
+    /// Connect to `host:port` and perform the handshake (blocking).
+    #[new]
+    #[pyo3(signature = (host, port = 2018, *, password = None, timeout = 10.0, protocol = "auto"))]
+    fn new(
+        py: Python<'_>,
+        host: String,
+        port: u16,
+        password: Option<String>,
+        timeout: f64,
+        protocol: &str,
+    ) -> PyResult<Self> {
+        let opts = connect_options(password, timeout, protocol);
+        block_on(py, connect(host, port, opts))
+    }
+
+    /// Connect asynchronously; the awaitable resolves to a `Device`.
+    #[staticmethod]
+    #[pyo3(signature = (host, port = 2018, *, password = None, timeout = 10.0, protocol = "auto"))]
+    fn connect_async<'py>(
+        py: Python<'py>,
+        host: String,
+        port: u16,
+        password: Option<String>,
+        timeout: f64,
+        protocol: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let opts = connect_options(password, timeout, protocol);
+        future_into_py(py, connect(host, port, opts))
+    }
+
+    /// The address connected to.
+    #[getter]
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port connected to.
+    #[getter]
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The protocol the device speaks: `"uota"` or `"micro-ota"`.
+    #[getter]
+    fn protocol(&self) -> &'static str {
+        self.protocol
+    }
+
+    /// Whether `close()` was called (or a call was cancelled).
+    #[getter]
+    fn closed(&self) -> bool {
+        match self.slot.try_lock() {
+            Ok(guard) => guard.is_none(),
+            Err(_) => false,
+        }
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "Device(host={}, port={}, protocol={})",
+            repr(py, &self.host),
+            self.port,
+            repr(py, self.protocol)
+        )
+    }
+
+    /// Check that the device answers; returns the round trip in seconds.
+    fn ping(&self, py: Python<'_>) -> PyResult<f64> {
+        block_on(py, ops::ping(self.slot.clone()))
+    }
+
+    /// Async `ping`.
+    fn ping_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, ops::ping(self.slot.clone()))
+    }
+
+    /// The version of the device's active release.
+    fn version(&self, py: Python<'_>) -> PyResult<String> {
+        block_on(py, ops::version(self.slot.clone()))
+    }
+
+    /// Async `version`.
+    fn version_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, ops::version(self.slot.clone()))
+    }
+
+    /// What the device reports about itself, as a dict.
+    fn info(&self, py: Python<'_>) -> PyResult<Json> {
+        block_on(py, ops::info(self.slot.clone()))
+    }
+
+    /// Async `info`.
+    fn info_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, ops::info(self.slot.clone()))
+    }
+
+    /// List a device folder.
+    #[pyo3(signature = (path = "/"))]
+    fn ls(&self, py: Python<'_>, path: &str) -> PyResult<Vec<PyDirEntry>> {
+        block_on(py, ops::ls(self.slot.clone(), path.to_string()))
+    }
+
+    /// Async `ls`.
+    #[pyo3(signature = (path = "/"))]
+    fn ls_async<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, ops::ls(self.slot.clone(), path.to_string()))
+    }
+
+    /// Read a whole device file.
+    fn get(&self, py: Python<'_>, path: String) -> PyResult<Bytes> {
+        block_on(py, ops::get(self.slot.clone(), path))
+    }
+
+    /// Async `get`.
+    fn get_async<'py>(&self, py: Python<'py>, path: String) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, ops::get(self.slot.clone(), path))
+    }
+
+    /// Remove a device file.
+    fn rm(&self, py: Python<'_>, path: String) -> PyResult<PyNone> {
+        block_on(py, ops::rm(self.slot.clone(), path))
+    }
+
+    /// Async `rm`.
+    fn rm_async<'py>(&self, py: Python<'py>, path: String) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, ops::rm(self.slot.clone(), path))
+    }
+
+    /// Reset the device; the connection is unusable afterwards.
+    fn reset(&self, py: Python<'_>) -> PyResult<PyNone> {
+        block_on(py, ops::reset(self.slot.clone()))
+    }
+
+    /// Async `reset`.
+    fn reset_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, ops::reset(self.slot.clone()))
+    }
+
+    /// Remove the app, keeping the runtime, `/config` and `/data`.
+    fn wipe(&self, py: Python<'_>) -> PyResult<PyNone> {
+        block_on(py, ops::wipe(self.slot.clone()))
+    }
+
+    /// Async `wipe`.
+    fn wipe_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, ops::wipe(self.slot.clone()))
+    }
+
+    /// Set the device password (`None` or `""` clears it).
+    fn passwd(&self, py: Python<'_>, new_password: Option<String>) -> PyResult<PyNone> {
+        block_on(py, ops::passwd(self.slot.clone(), new_password))
+    }
+
+    /// Async `passwd`.
+    fn passwd_async<'py>(
+        &self,
+        py: Python<'py>,
+        new_password: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, ops::passwd(self.slot.clone(), new_password))
+    }
+
+    /// Push the project in `project` (its `config/ota.json` selects the files).
+    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, progress = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &self,
+        py: Python<'_>,
+        project: PathBuf,
+        mode: &str,
+        version: Option<String>,
+        signing_key: Option<String>,
+        reset: bool,
+        runtime: bool,
+        legacy_session: bool,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<PyPushReport> {
+        let args = Self::push_args(mode, signing_key, reset, runtime, legacy_session, progress)?;
+        block_on(
+            py,
+            ops::push_project(self.slot.clone(), project, version, args),
+        )
+    }
+
+    /// Async `push`.
+    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, progress = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn push_async<'py>(
+        &self,
+        py: Python<'py>,
+        project: PathBuf,
+        mode: &str,
+        version: Option<String>,
+        signing_key: Option<String>,
+        reset: bool,
+        runtime: bool,
+        legacy_session: bool,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let args = Self::push_args(mode, signing_key, reset, runtime, legacy_session, progress)?;
+        future_into_py(
+            py,
+            ops::push_project(self.slot.clone(), project, version, args),
+        )
+    }
+
+    /// Push the files of `manifest`, read from the folder `root`.
+    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, progress = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn push_manifest(
+        &self,
+        py: Python<'_>,
+        root: PathBuf,
+        manifest: &Bound<'_, PyManifest>,
+        mode: &str,
+        signing_key: Option<String>,
+        reset: bool,
+        runtime: bool,
+        legacy_session: bool,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<PyPushReport> {
+        let args = Self::push_args(mode, signing_key, reset, runtime, legacy_session, progress)?;
+        let manifest = manifest.get().snapshot();
+        block_on(
+            py,
+            ops::push_manifest(self.slot.clone(), root, manifest, args),
+        )
+    }
+
+    /// Async `push_manifest`.
+    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, progress = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn push_manifest_async<'py>(
+        &self,
+        py: Python<'py>,
+        root: PathBuf,
+        manifest: &Bound<'py, PyManifest>,
+        mode: &str,
+        signing_key: Option<String>,
+        reset: bool,
+        runtime: bool,
+        legacy_session: bool,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let args = Self::push_args(mode, signing_key, reset, runtime, legacy_session, progress)?;
+        let manifest = manifest.get().snapshot();
+        future_into_py(
+            py,
+            ops::push_manifest(self.slot.clone(), root, manifest, args),
+        )
+    }
+
+    /// Close the connection (waits for a call in progress). Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<PyNone> {
+        block_on(py, ops::close(self.slot.clone()))
+    }
+
+    /// Async `close`.
+    fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, ops::close(self.slot.clone()))
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.close(py)?;
+        Ok(())
+    }
+
+    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let me = slf.unbind();
+        future_into_py(py, async move { Ok(me) })
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _exc: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let slot = self.slot.clone();
+        future_into_py(py, async move {
+            ops::close(slot).await?;
+            Ok(PyNone)
+        })
+    }
+}
+
+/// One entry of a device folder listing.
+#[pyclass(name = "DirEntry", module = "uota", frozen, eq, hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PyDirEntry {
+    /// Name within the folder.
+    #[pyo3(get)]
+    name: String,
+    /// Whether it is a folder.
+    #[pyo3(get)]
+    is_dir: bool,
+    /// Size in bytes (0 for folders).
+    #[pyo3(get)]
+    size: u64,
+}
+
+impl From<DirEntry> for PyDirEntry {
+    fn from(e: DirEntry) -> Self {
+        Self {
+            name: e.name,
+            is_dir: e.is_dir,
+            size: e.size,
+        }
+    }
+}
+
+#[pymethods]
+impl PyDirEntry {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "DirEntry(name={}, is_dir={}, size={})",
+            repr(py, &self.name),
+            if self.is_dir { "True" } else { "False" },
+            self.size
+        )
+    }
+}
+
+/// What a push did.
+#[pyclass(name = "PushReport", module = "uota", frozen)]
+#[derive(Debug, Clone)]
+pub(crate) struct PyPushReport {
+    /// Version of the committed release.
+    #[pyo3(get)]
+    version: String,
+    /// Files sent.
+    #[pyo3(get)]
+    files_sent: usize,
+    /// File bytes sent.
+    #[pyo3(get)]
+    file_bytes: u64,
+    /// Bytes written to the link in all.
+    #[pyo3(get)]
+    wire_bytes: u64,
+    /// Wall time of the push, in seconds.
+    #[pyo3(get)]
+    elapsed: f64,
+}
+
+impl From<PushReport> for PyPushReport {
+    fn from(r: PushReport) -> Self {
+        Self {
+            version: r.version,
+            files_sent: r.files_sent,
+            file_bytes: r.file_bytes,
+            wire_bytes: r.wire_bytes,
+            elapsed: r.elapsed.as_secs_f64(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyPushReport {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "PushReport(version={}, files_sent={}, file_bytes={}, wire_bytes={}, elapsed={:.3})",
+            repr(py, &self.version),
+            self.files_sent,
+            self.file_bytes,
+            self.wire_bytes,
+            self.elapsed
+        )
+    }
+}

