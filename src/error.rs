@@ -160,9 +160,9 @@ impl Error {
     pub fn from_device(op: &str, code: &str, message: &str) -> Self {
         match code {
             "sig_mismatch" | "sig_required" => Error::SignatureMismatch(if message.is_empty() {
-                code.to_string()
+                format!("the device rejected the release signature: {code}")
             } else {
-                format!("{code}: {message}")
+                format!("the device rejected the release signature: {code}: {message}")
             }),
             "sha256_mismatch" => Error::HashMismatch {
                 path: message.to_string(),
