@@ -44,7 +44,8 @@ def make_project(path, files, size, port, seed):
     os.makedirs(os.path.join(path, "app"))
     with open(os.path.join(path, "config", "ota.json"), "w") as f:
         json.dump({"version": "0.0.0", "hostname": HOST, "port": port,
-                   "fastOtaFiles": ["app/**", "main.py"], "fullOtaFiles": ["**"], "excludedFiles": []}, f)
+                   "fastOtaFiles": ["app/**", "main.py"], "fullOtaFiles": ["**"], "excludedFiles": [],
+                   "legacy": True}, f)
     with open(os.path.join(path, "main.py"), "w") as f:
         f.write("async def run():\n    pass\n")
     total = 0
