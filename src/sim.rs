@@ -61,6 +61,8 @@ pub struct SimOptions {
     pub settings: RuntimeSettings,
     /// Interpreter to run; `None` looks for `micropython` (or `$UOTA_MICROPYTHON`).
     pub interpreter: Option<PathBuf>,
+    /// Extra environment for the interpreter (e.g. the boot shim's test knobs).
+    pub env: Vec<(String, String)>,
 }
 
 impl SimOptions {
@@ -77,6 +79,7 @@ impl SimOptions {
             log: None,
             settings: RuntimeSettings::default(),
             interpreter: None,
+            env: Vec::new(),
         }
     }
 
@@ -251,6 +254,7 @@ fn base_command(opts: &SimOptions, script: PathBuf) -> Result<Command> {
         .env("UOTA_SIM_PORT", opts.port.to_string())
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    cmd.envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     Ok(cmd)
 }
 

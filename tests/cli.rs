@@ -44,7 +44,9 @@ async fn full_and_fast_from_the_project_folder_with_json_output() {
     assert_eq!(report["ok"], true);
     assert_eq!(report["version"], "4.0.0");
     assert!(report["files_sent"].as_u64().unwrap() >= 3);
-    assert!(report["wire_bytes"].as_u64().unwrap() > report["file_bytes"].as_u64().unwrap());
+    // Framing and manifest ride on top of the (compressed) file payload.
+    assert!(report["wire_bytes"].as_u64().unwrap() > report["payload_bytes"].as_u64().unwrap());
+    assert_eq!(report["compressed"], true);
     t.wait_version("4.0.0").await;
 
     let out = uota(&["--json", "version", "--project", project]);

@@ -181,11 +181,26 @@ class PushReport:
     def version(self) -> str:
         """The version of the committed release."""
     @property
+    def files_total(self) -> int:
+        """How many files the release has."""
+    @property
     def files_sent(self) -> int:
-        """How many files were sent."""
+        """How many files were sent (wholly, or their missing part)."""
+    @property
+    def files_skipped(self) -> int:
+        """Files not sent: unchanged on the device, or staged by an interrupted push."""
     @property
     def file_bytes(self) -> int:
-        """File bytes sent."""
+        """File bytes sent, before compression."""
+    @property
+    def payload_bytes(self) -> int:
+        """File bytes as they crossed the link (after compression)."""
+    @property
+    def resumed(self) -> bool:
+        """Whether an interrupted push was resumed."""
+    @property
+    def compressed(self) -> bool:
+        """Whether file payloads were deflate-compressed."""
     @property
     def wire_bytes(self) -> int:
         """Bytes written to the link in all (framing and manifest included)."""
@@ -336,6 +351,8 @@ class Device:
         reset: bool = True,
         runtime: bool = False,
         legacy_session: bool = False,
+        delta: bool = True,
+        compress: bool = True,
         progress: Optional[Callable[[_PushEvent], object]] = None,
     ) -> PushReport:
         """Push the project in the folder ``project`` as one release.
@@ -355,6 +372,9 @@ class Device:
                 (``boot.py``, ``lib/uota/``).
             legacy_session: For micro-ota devices, use the older ``start_ota``
                 session instead of ``stream_ota``.
+            delta: Send only files that differ from the device's active
+                release (default); ``False`` sends every file.
+            compress: Deflate file payloads when the device supports it.
             progress: Called with each ``_PushEvent`` dict, with the GIL held.
                 For ``push_async`` it is called from a runtime thread, not the
                 event loop's. If it raises, it is not called again and the
@@ -381,6 +401,8 @@ class Device:
         reset: bool = True,
         runtime: bool = False,
         legacy_session: bool = False,
+        delta: bool = True,
+        compress: bool = True,
         progress: Optional[Callable[[_PushEvent], object]] = None,
     ) -> Awaitable[PushReport]:
         """Async ``push``."""
@@ -394,6 +416,8 @@ class Device:
         reset: bool = True,
         runtime: bool = False,
         legacy_session: bool = False,
+        delta: bool = True,
+        compress: bool = True,
         progress: Optional[Callable[[_PushEvent], object]] = None,
     ) -> PushReport:
         """Push the files of ``manifest``, read from the folder ``root``.
@@ -420,6 +444,8 @@ class Device:
         reset: bool = True,
         runtime: bool = False,
         legacy_session: bool = False,
+        delta: bool = True,
+        compress: bool = True,
         progress: Optional[Callable[[_PushEvent], object]] = None,
     ) -> Awaitable[PushReport]:
         """Async ``push_manifest``."""

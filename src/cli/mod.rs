@@ -131,6 +131,12 @@ struct PushArgs {
     /// For micro-ota devices: use the older start_ota session instead of stream_ota.
     #[arg(long)]
     legacy_session: bool,
+    /// Send every file, even those the device already has.
+    #[arg(long)]
+    all: bool,
+    /// Send file bytes uncompressed.
+    #[arg(long)]
+    no_compress: bool,
 }
 
 #[derive(Debug, Args)]
@@ -403,6 +409,8 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
         } else {
             LegacyMethod::Stream
         },
+        delta: !args.all,
+        compress: !args.no_compress,
     };
     let mut bar = out.progress();
     let report = dev

@@ -90,13 +90,16 @@ impl Output {
         } else {
             let secs = r.elapsed.as_secs_f64();
             println!(
-                "committed {} — {} files, {} bytes ({} on the wire) in {:.2} s ({:.0} B/s)",
+                "committed {} — sent {} of {} files ({} skipped{}), {} file bytes as {} on the link, {} bytes on the wire, in {:.2} s",
                 r.version,
                 r.files_sent,
+                r.files_total,
+                r.files_skipped,
+                if r.resumed { ", resumed" } else { "" },
                 r.file_bytes,
+                r.payload_bytes,
                 r.wire_bytes,
                 secs,
-                r.file_bytes as f64 / secs.max(1e-9)
             );
         }
     }

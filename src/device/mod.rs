@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::auth::{self, Password};
 use crate::error::{Error, Result};
+use crate::manifest::Manifest;
 use crate::protocol::{
     self, frame, line, Connection, Event, Frame, FrameType, Hello, Mode, Request, Response,
 };
@@ -84,6 +85,14 @@ pub struct DirEntry {
     pub is_dir: bool,
     /// Size in bytes (0 for folders, and when the device does not say).
     pub size: u64,
+}
+
+/// A file in the staging area of an interrupted push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StagedFile {
+    pub(crate) path: String,
+    pub(crate) bytes: u64,
+    pub(crate) sha256: String,
 }
 
 /// What a device reports about itself and its release.
@@ -307,6 +316,42 @@ impl Device {
             }
             Peer::MicroOta => self.legacy_get(path).await,
         }
+    }
+
+    /// The manifest of the device's active release (uota devices only).
+    pub async fn active_manifest(&mut self) -> Result<Manifest> {
+        if let Peer::MicroOta = self.peer {
+            return Err(Error::InvalidArgument(
+                "micro-ota devices do not report their manifest".into(),
+            ));
+        }
+        let res = self.request(&Request::Manifest).await?;
+        let version = res.str_field("version").unwrap_or("unknown").to_string();
+        let lines = self.read_data_stream("manifest").await?;
+        Manifest::parse_lines(&version, &lines)
+    }
+
+    /// What the open push session has staged so far (after a resumed `begin`).
+    pub(crate) async fn staged(&mut self) -> Result<Vec<StagedFile>> {
+        self.request(&Request::Staged).await?;
+        let lines = self.read_data_stream("staged").await?;
+        let text = String::from_utf8(lines)
+            .map_err(|_| Error::Protocol("staged list is not UTF-8".into()))?;
+        text.lines()
+            .map(|l| {
+                let mut parts = l.splitn(3, ' ');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(bytes), Some(sha), Some(path)) => Ok(StagedFile {
+                        bytes: bytes
+                            .parse()
+                            .map_err(|_| Error::Protocol(format!("bad staged line {l:?}")))?,
+                        sha256: sha.to_string(),
+                        path: path.to_string(),
+                    }),
+                    _ => Err(Error::Protocol(format!("bad staged line {l:?}"))),
+                }
+            })
+            .collect()
     }
 
     /// Remove a device file.

@@ -3,8 +3,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::time::Instant;
 
 use super::{Device, Peer};
@@ -37,6 +39,10 @@ pub struct PushOptions {
     pub signing_key: Option<SigningKey>,
     /// Push method for micro-ota devices.
     pub legacy_method: LegacyMethod,
+    /// Send only files that differ from the device's active release.
+    pub delta: bool,
+    /// Deflate file payloads when the device supports it.
+    pub compress: bool,
 }
 
 impl Default for PushOptions {
@@ -47,6 +53,8 @@ impl Default for PushOptions {
             runtime: false,
             signing_key: None,
             legacy_method: LegacyMethod::Stream,
+            delta: true,
+            compress: true,
         }
     }
 }
@@ -90,10 +98,20 @@ pub enum PushEvent {
 pub struct PushReport {
     /// Version of the committed release.
     pub version: String,
-    /// Files sent.
+    /// Files in the release.
+    pub files_total: usize,
+    /// Files sent (wholly or their missing part).
     pub files_sent: usize,
-    /// File bytes sent.
+    /// Files not sent: unchanged on the device, or already staged by an interrupted push.
+    pub files_skipped: usize,
+    /// File bytes sent, before compression.
     pub file_bytes: u64,
+    /// File bytes as they crossed the link (after compression).
+    pub payload_bytes: u64,
+    /// Whether an interrupted push was resumed.
+    pub resumed: bool,
+    /// Whether file payloads were compressed.
+    pub compressed: bool,
     /// Bytes written to the link in all (framing and manifest included).
     pub wire_bytes: u64,
     /// Wall time of the push.
@@ -126,32 +144,64 @@ impl Device {
             manifest.sign(key);
         }
         let total: u64 = manifest.files.iter().map(|f| f.size).sum();
-        match self.peer() {
-            Peer::Uota(_) => {
-                self.push_uota(root, &manifest, opts, total, progress)
-                    .await?
+        let tally = match self.peer() {
+            Peer::Uota(_) => self.push_uota(root, &manifest, opts, progress).await?,
+            Peer::MicroOta => {
+                match opts.legacy_method {
+                    LegacyMethod::Stream => {
+                        self.push_stream_ota(root, &manifest, opts, total, progress)
+                            .await?
+                    }
+                    LegacyMethod::Session => {
+                        self.push_start_ota(root, &manifest, total, progress)
+                            .await?
+                    }
+                }
+                Tally {
+                    files_sent: manifest.files.len(),
+                    file_bytes: total,
+                    payload_bytes: total,
+                    ..Tally::default()
+                }
             }
-            Peer::MicroOta => match opts.legacy_method {
-                LegacyMethod::Stream => {
-                    self.push_stream_ota(root, &manifest, opts, total, progress)
-                        .await?
-                }
-                LegacyMethod::Session => {
-                    self.push_start_ota(root, &manifest, total, progress)
-                        .await?
-                }
-            },
-        }
+        };
         progress(&PushEvent::Committed {
             version: manifest.version.clone(),
         });
         Ok(PushReport {
             version: manifest.version.clone(),
-            files_sent: manifest.files.len(),
-            file_bytes: total,
+            files_total: manifest.files.len(),
+            files_sent: tally.files_sent,
+            files_skipped: tally.files_skipped,
+            file_bytes: tally.file_bytes,
+            payload_bytes: tally.payload_bytes,
+            resumed: tally.resumed,
+            compressed: tally.compressed,
             wire_bytes: self.bytes_sent() - wire_before,
             elapsed: start.elapsed(),
         })
+    }
+
+    /// The files of `manifest` the device does not have yet, by path.
+    async fn files_to_send(
+        &mut self,
+        manifest: &Manifest,
+        opts: &PushOptions,
+    ) -> Result<HashSet<String>> {
+        let all = || manifest.files.iter().map(|f| f.path.clone()).collect();
+        if !opts.delta {
+            return Ok(all());
+        }
+        match self.active_manifest().await {
+            Ok(active) => Ok(active
+                .diff(manifest)
+                .to_send()
+                .into_iter()
+                .map(|f| f.path.clone())
+                .collect()),
+            Err(Error::Device { code, .. }) if code == "unknown_op" => Ok(all()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn push_uota(
@@ -159,10 +209,12 @@ impl Device {
         root: &Path,
         manifest: &Manifest,
         opts: &PushOptions,
-        total: u64,
         progress: &mut (dyn FnMut(&PushEvent) + Send),
-    ) -> Result<()> {
+    ) -> Result<Tally> {
         let max_frame = self.hello().map(|h| h.max_frame).unwrap_or(4096);
+        let compress = opts.compress && self.hello().is_some_and(|h| h.has_cap("deflate"));
+        let mut to_send = self.files_to_send(manifest, opts).await?;
+
         let begin = Request::Begin {
             version: manifest.version.clone(),
             mode: match opts.mode {
@@ -173,75 +225,93 @@ impl Device {
             sig: manifest.sig.clone(),
             runtime: opts.runtime,
         };
-        let staged = async {
-            self.send_frame(FrameType::Request, &begin.to_json())
-                .await?;
-            for chunk in line_chunks(&manifest.manifest_lines(), max_frame) {
-                self.send_frame(FrameType::Data, chunk).await?;
-            }
-            self.send_frame(FrameType::Data, &[]).await?;
-            self.flush().await?;
-            let wait = self.options().timeout;
-            self.read_response("begin", wait).await
+        self.send_frame(FrameType::Request, &begin.to_json())
+            .await?;
+        for chunk in line_chunks(&manifest.manifest_lines(), max_frame) {
+            self.send_frame(FrameType::Data, chunk).await?;
         }
-        .await;
-        staged?;
+        self.send_frame(FrameType::Data, &[]).await?;
+        self.flush().await?;
+        let wait = self.options().timeout;
+        let began = self.read_response("begin", wait).await?;
+
+        let mut tally = Tally {
+            resumed: began.bool_field("resumed"),
+            compressed: compress,
+            ..Tally::default()
+        };
+        // Resume: what an interrupted push already staged.
+        let mut offsets: HashMap<String, u64> = HashMap::new();
+        if tally.resumed {
+            for s in self.staged().await? {
+                let Some(entry) = manifest.files.iter().find(|f| f.path == s.path) else {
+                    continue;
+                };
+                if s.sha256 != entry.sha256_hex() || s.bytes > entry.size {
+                    continue;
+                }
+                if s.bytes == entry.size {
+                    to_send.remove(&s.path);
+                } else if s.bytes > 0 {
+                    offsets.insert(s.path, s.bytes);
+                }
+            }
+        }
+        let plan: Vec<&FileEntry> = manifest
+            .files
+            .iter()
+            .filter(|f| to_send.contains(&f.path))
+            .collect();
+        let bytes: u64 = plan
+            .iter()
+            .map(|f| f.size - offsets.get(&f.path).copied().unwrap_or(0))
+            .sum();
+        tally.files_skipped = manifest.files.len() - plan.len();
         progress(&PushEvent::Started {
-            files: manifest.files.len(),
-            bytes: total,
+            files: plan.len(),
+            bytes,
         });
 
-        let chunk_size = max_frame.min(READ_CHUNK);
-        let mut buf = vec![0u8; chunk_size];
-        let mut sent = 0u64;
-        for entry in &manifest.files {
-            progress(&PushEvent::File {
-                path: entry.path.clone(),
-                size: entry.size,
-            });
-            let req = Request::File {
-                path: entry.path.clone(),
-                size: entry.size,
-                sha256: entry.sha256_hex(),
-            };
-            let result = async {
-                self.send_frame(FrameType::Request, &req.to_json()).await?;
-                let mut file = open_source(root, entry).await?;
-                loop {
-                    let n = file
-                        .read(&mut buf)
-                        .await
-                        .map_err(|e| Error::io(root.join(&entry.path), e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    self.send_frame(FrameType::Data, &buf[..n]).await?;
-                    sent += n as u64;
-                    progress(&PushEvent::Progress { sent, total });
-                }
-                self.send_frame(FrameType::Data, &[]).await
-            }
-            .await;
-            if let Err(e) = result {
-                return Err(match e {
-                    Error::Transport { .. } | Error::Timeout { .. } => {
-                        self.explain_failure("file", e).await
-                    }
-                    other => other,
-                });
-            }
+        let mut sender = FileSender::new(max_frame, compress, bytes);
+        for entry in &plan {
+            let offset = offsets.get(&entry.path).copied().unwrap_or(0);
+            sender
+                .send(self, root, entry, offset, &mut tally, progress)
+                .await?;
         }
+
         progress(&PushEvent::Committing);
         let commit = Request::Commit { reset: opts.reset };
-        self.send_frame(FrameType::Request, &commit.to_json())
-            .await?;
-        self.flush().await?;
-        let wait = self.options().commit_timeout;
-        self.read_response("commit", wait).await?;
+        let mut resent: HashSet<String> = HashSet::new();
+        loop {
+            self.send_frame(FrameType::Request, &commit.to_json())
+                .await?;
+            self.flush().await?;
+            let wait = self.options().commit_timeout;
+            match self.read_response("commit", wait).await {
+                Ok(_) => break,
+                // The device lacks a file the delta assumed it had: send it and commit again.
+                Err(Error::Device { code, message, .. })
+                    if code == "incomplete" && !resent.contains(&message) =>
+                {
+                    let Some(entry) = manifest.files.iter().find(|f| f.path == message) else {
+                        return Err(Error::from_device("commit", &code, &message));
+                    };
+                    tracing::info!(path = %entry.path, "device lacks a file of the active release; sending it");
+                    resent.insert(message.clone());
+                    sender.total += entry.size;
+                    sender
+                        .send(self, root, entry, 0, &mut tally, progress)
+                        .await?;
+                    tally.files_skipped = tally.files_skipped.saturating_sub(1);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if opts.reset {
             self.mark_closed();
         }
-        Ok(())
+        Ok(tally)
     }
 
     async fn push_stream_ota(
@@ -354,6 +424,147 @@ impl Device {
         self.opts.timeout = saved;
         r
     }
+}
+
+/// What a push actually sent.
+#[derive(Debug, Default)]
+struct Tally {
+    files_sent: usize,
+    files_skipped: usize,
+    file_bytes: u64,
+    payload_bytes: u64,
+    resumed: bool,
+    compressed: bool,
+}
+
+/// Streams files as `file` requests plus DATA frames, compressed or not.
+struct FileSender {
+    compressor: Option<flate2::Compress>,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    sent: u64,
+    total: u64,
+}
+
+/// Window of the device's inflater: 2^10 = 1 KiB of RAM.
+const DEFLATE_WINDOW_BITS: u8 = 10;
+
+impl FileSender {
+    fn new(max_frame: usize, compress: bool, total: u64) -> Self {
+        // Leave room for zlib's worst case (stored blocks, header, checksum).
+        let chunk = if compress {
+            max_frame.saturating_sub(64).clamp(256, READ_CHUNK)
+        } else {
+            max_frame.min(READ_CHUNK)
+        };
+        Self {
+            compressor: compress.then(|| {
+                flate2::Compress::new_with_window_bits(
+                    flate2::Compression::new(6),
+                    true,
+                    DEFLATE_WINDOW_BITS,
+                )
+            }),
+            buf: vec![0; chunk],
+            out: Vec::with_capacity(max_frame),
+            sent: 0,
+            total,
+        }
+    }
+
+    /// One zlib stream holding `data`.
+    fn deflate(&mut self, n: usize) -> Result<()> {
+        let c = self.compressor.as_mut().expect("compressing");
+        c.reset();
+        self.out.clear();
+        let status = c
+            .compress_vec(&self.buf[..n], &mut self.out, flate2::FlushCompress::Finish)
+            .map_err(|e| Error::Protocol(format!("deflate failed: {e}")))?;
+        if status != flate2::Status::StreamEnd {
+            return Err(Error::Protocol(
+                "deflate output exceeded the frame size".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        dev: &mut Device,
+        root: &Path,
+        entry: &FileEntry,
+        offset: u64,
+        tally: &mut Tally,
+        progress: &mut (dyn FnMut(&PushEvent) + Send),
+    ) -> Result<()> {
+        progress(&PushEvent::File {
+            path: entry.path.clone(),
+            size: entry.size,
+        });
+        let req = Request::File {
+            path: entry.path.clone(),
+            size: entry.size,
+            sha256: entry.sha256_hex(),
+            offset,
+            enc: self.compressor.as_ref().map(|_| "deflate".to_string()),
+        };
+        let result = async {
+            dev.send_frame(FrameType::Request, &req.to_json()).await?;
+            let mut file = open_source(root, entry).await?;
+            if offset > 0 {
+                file.seek(std::io::SeekFrom::Start(offset))
+                    .await
+                    .map_err(|e| Error::io(root.join(&entry.path), e))?;
+            }
+            loop {
+                let n = read_full(&mut file, &mut self.buf)
+                    .await
+                    .map_err(|e| Error::io(root.join(&entry.path), e))?;
+                if n == 0 {
+                    break;
+                }
+                if self.compressor.is_some() {
+                    self.deflate(n)?;
+                    dev.send_frame(FrameType::Data, &self.out).await?;
+                    tally.payload_bytes += self.out.len() as u64;
+                } else {
+                    dev.send_frame(FrameType::Data, &self.buf[..n]).await?;
+                    tally.payload_bytes += n as u64;
+                }
+                tally.file_bytes += n as u64;
+                self.sent += n as u64;
+                progress(&PushEvent::Progress {
+                    sent: self.sent,
+                    total: self.total,
+                });
+            }
+            dev.send_frame(FrameType::Data, &[]).await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                tally.files_sent += 1;
+                Ok(())
+            }
+            Err(e @ (Error::Transport { .. } | Error::Timeout { .. })) => {
+                Err(dev.explain_failure("file", e).await)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Fill `buf` from `file` as far as it goes; returns the bytes read (0 at the end).
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let k = file.read(&mut buf[n..]).await?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    Ok(n)
 }
 
 async fn expect_line(dev: &mut Device, what: &str, expect: &str) -> Result<()> {

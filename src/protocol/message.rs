@@ -128,7 +128,17 @@ pub enum Request {
         size: u64,
         /// SHA-256 hex.
         sha256: String,
+        /// Resume: the DATA stream starts at this byte of the file.
+        #[serde(skip_serializing_if = "is_zero")]
+        offset: u64,
+        /// Payload encoding: `Some("deflate")` for one zlib stream per DATA frame.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        enc: Option<String>,
     },
+    /// Read the active release's manifest (reply followed by a DATA stream of lines).
+    Manifest,
+    /// List what the open push session has staged (reply followed by a DATA stream).
+    Staged,
     /// Commit the staged release.
     Commit {
         /// Reset into the new release after committing.
@@ -153,6 +163,8 @@ impl Request {
             Request::Passwd { .. } => "passwd",
             Request::Begin { .. } => "begin",
             Request::File { .. } => "file",
+            Request::Manifest => "manifest",
+            Request::Staged => "staged",
             Request::Commit { .. } => "commit",
             Request::Abort => "abort",
         }
@@ -162,6 +174,10 @@ impl Request {
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("requests always serialize")
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A successful reply: the JSON object without its `ok` flag.
@@ -199,6 +215,14 @@ impl Response {
     /// A string field.
     pub fn str_field(&self, name: &str) -> Option<&str> {
         self.fields.get(name).and_then(Value::as_str)
+    }
+
+    /// A boolean field (`false` when absent).
+    pub fn bool_field(&self, name: &str) -> bool {
+        self.fields
+            .get(name)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     /// An unsigned integer field.

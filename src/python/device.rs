@@ -104,6 +104,8 @@ struct PushArgs {
     reset: bool,
     runtime: bool,
     legacy_session: bool,
+    delta: bool,
+    compress: bool,
     progress: Option<Py<PyAny>>,
 }
 
@@ -256,6 +258,8 @@ mod ops {
             } else {
                 LegacyMethod::Stream
             },
+            delta: args.delta,
+            compress: args.compress,
         };
         let progress = args.progress;
         with_device(slot, move |d| {
@@ -292,12 +296,15 @@ pub(crate) struct PyDevice {
 }
 
 impl PyDevice {
+    #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
     fn push_args(
         mode: &str,
         signing_key: Option<String>,
         reset: bool,
         runtime: bool,
         legacy_session: bool,
+        delta: bool,
+        compress: bool,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PushArgs> {
         Ok(PushArgs {
@@ -306,6 +313,8 @@ impl PyDevice {
             reset,
             runtime,
             legacy_session,
+            delta,
+            compress,
             progress,
         })
     }
@@ -476,7 +485,7 @@ impl PyDevice {
     }
 
     /// Push the project in `project` (its `config/ota.json` selects the files).
-    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, progress = None))]
+    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn push(
         &self,
@@ -488,9 +497,20 @@ impl PyDevice {
         reset: bool,
         runtime: bool,
         legacy_session: bool,
+        delta: bool,
+        compress: bool,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PyPushReport> {
-        let args = Self::push_args(mode, signing_key, reset, runtime, legacy_session, progress)?;
+        let args = Self::push_args(
+            mode,
+            signing_key,
+            reset,
+            runtime,
+            legacy_session,
+            delta,
+            compress,
+            progress,
+        )?;
         block_on(
             py,
             ops::push_project(self.slot.clone(), project, version, args),
@@ -498,7 +518,7 @@ impl PyDevice {
     }
 
     /// Async `push`.
-    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, progress = None))]
+    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn push_async<'py>(
         &self,
@@ -510,9 +530,20 @@ impl PyDevice {
         reset: bool,
         runtime: bool,
         legacy_session: bool,
+        delta: bool,
+        compress: bool,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let args = Self::push_args(mode, signing_key, reset, runtime, legacy_session, progress)?;
+        let args = Self::push_args(
+            mode,
+            signing_key,
+            reset,
+            runtime,
+            legacy_session,
+            delta,
+            compress,
+            progress,
+        )?;
         future_into_py(
             py,
             ops::push_project(self.slot.clone(), project, version, args),
@@ -520,7 +551,7 @@ impl PyDevice {
     }
 
     /// Push the files of `manifest`, read from the folder `root`.
-    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, progress = None))]
+    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn push_manifest(
         &self,
@@ -532,9 +563,20 @@ impl PyDevice {
         reset: bool,
         runtime: bool,
         legacy_session: bool,
+        delta: bool,
+        compress: bool,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PyPushReport> {
-        let args = Self::push_args(mode, signing_key, reset, runtime, legacy_session, progress)?;
+        let args = Self::push_args(
+            mode,
+            signing_key,
+            reset,
+            runtime,
+            legacy_session,
+            delta,
+            compress,
+            progress,
+        )?;
         let manifest = manifest.get().snapshot();
         block_on(
             py,
@@ -543,7 +585,7 @@ impl PyDevice {
     }
 
     /// Async `push_manifest`.
-    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, progress = None))]
+    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn push_manifest_async<'py>(
         &self,
@@ -555,9 +597,20 @@ impl PyDevice {
         reset: bool,
         runtime: bool,
         legacy_session: bool,
+        delta: bool,
+        compress: bool,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let args = Self::push_args(mode, signing_key, reset, runtime, legacy_session, progress)?;
+        let args = Self::push_args(
+            mode,
+            signing_key,
+            reset,
+            runtime,
+            legacy_session,
+            delta,
+            compress,
+            progress,
+        )?;
         let manifest = manifest.get().snapshot();
         future_into_py(
             py,
@@ -649,12 +702,27 @@ pub(crate) struct PyPushReport {
     /// Version of the committed release.
     #[pyo3(get)]
     version: String,
+    /// Files in the release.
+    #[pyo3(get)]
+    files_total: usize,
     /// Files sent.
     #[pyo3(get)]
     files_sent: usize,
-    /// File bytes sent.
+    /// Files not sent (unchanged on the device, or staged by an interrupted push).
+    #[pyo3(get)]
+    files_skipped: usize,
+    /// File bytes sent, before compression.
     #[pyo3(get)]
     file_bytes: u64,
+    /// File bytes as they crossed the link.
+    #[pyo3(get)]
+    payload_bytes: u64,
+    /// Whether an interrupted push was resumed.
+    #[pyo3(get)]
+    resumed: bool,
+    /// Whether payloads were compressed.
+    #[pyo3(get)]
+    compressed: bool,
     /// Bytes written to the link in all.
     #[pyo3(get)]
     wire_bytes: u64,
@@ -667,8 +735,13 @@ impl From<PushReport> for PyPushReport {
     fn from(r: PushReport) -> Self {
         Self {
             version: r.version,
+            files_total: r.files_total,
             files_sent: r.files_sent,
+            files_skipped: r.files_skipped,
             file_bytes: r.file_bytes,
+            payload_bytes: r.payload_bytes,
+            resumed: r.resumed,
+            compressed: r.compressed,
             wire_bytes: r.wire_bytes,
             elapsed: r.elapsed.as_secs_f64(),
         }
@@ -679,10 +752,12 @@ impl From<PushReport> for PyPushReport {
 impl PyPushReport {
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
-            "PushReport(version={}, files_sent={}, file_bytes={}, wire_bytes={}, elapsed={:.3})",
+            "PushReport(version={}, files_sent={}, files_skipped={}, file_bytes={}, payload_bytes={}, wire_bytes={}, elapsed={:.3})",
             repr(py, &self.version),
             self.files_sent,
+            self.files_skipped,
             self.file_bytes,
+            self.payload_bytes,
             self.wire_bytes,
             self.elapsed
         )
