@@ -78,10 +78,10 @@ def wait_version(port, version, timeout=60):
     raise SystemExit(f"device never reported {version}")
 
 
-def push(project, port, version, protocol):
+def push(project, port, version, protocol, *extra):
     t0 = time.perf_counter()
     r = uota("--json", "full", "--project", project, "--host", HOST, "--port", str(port),
-             "--version", version, "--protocol", protocol, check=False)
+             "--version", version, "--protocol", protocol, *extra, check=False)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"push failed: {r.stdout}{r.stderr}")
@@ -115,11 +115,12 @@ def main():
             payload = make_project(project, files, size, port, seed=files)
             results = {}
             for method, protocol in (("uota", "uota"), ("micro-ota stream", "micro-ota")):
+                extra = ("--all",) if protocol == "uota" else ()
                 walls = []
                 wire = 0
                 for run in range(args.runs + 1):  # the first run warms up
                     counter += 1
-                    wall, report = push(project, port, f"0.{counter}.0", protocol)
+                    wall, report = push(project, port, f"0.{counter}.0", protocol, *extra)
                     wire = report["wire_bytes"]
                     if run:
                         walls.append(wall)
@@ -127,7 +128,37 @@ def main():
                 results[method] = med
                 print(f"{name:24} {method:14} {med:9.3f} {payload / med:12.0f} {wire:11d}")
             ratio = results["micro-ota stream"] / results["uota"]
-            print(f"{name:24} uota is {ratio:.2f}x the micro-ota stream push (same device, same run)")
+            print(f"{name:24} uota full resend is {ratio:.2f}x the micro-ota stream push (same device, same run)")
+
+        # Delta, no-op and compression on the 200-file project (issue 4's figures).
+        project = os.path.join(work, "p200")
+        print()
+        print(f"{'200-file project':24} {'push':22} {'median s':>9} {'file bytes':>11} {'payload':>9} {'wire bytes':>11}")
+        target = os.path.join(project, "app", "m000.py")
+        rows = {}
+        for label, extra, edit in (
+            ("full, raw", ("--all", "--no-compress"), False),
+            ("full, deflate", ("--all",), False),
+            ("delta: 1 file changed", (), True),
+            ("no-op redeploy", (), False),
+        ):
+            walls, report = [], None
+            for run in range(args.runs + 1):
+                counter += 1
+                if edit:
+                    with open(target, "a") as f:
+                        f.write(f"# edit {counter}\n")
+                wall, report = push(project, port, f"0.{counter}.0", "uota", *extra)
+                if run:
+                    walls.append(wall)
+            med = statistics.median(walls)
+            rows[label] = (med, report)
+            print(f"{'':24} {label:22} {med:9.3f} {report['file_bytes']:11d} {report['payload_bytes']:9d} {report['wire_bytes']:11d}")
+        full_raw = rows["full, raw"]
+        for label in ("full, deflate", "delta: 1 file changed", "no-op redeploy"):
+            med, rep = rows[label]
+            print(f"{'':24} {label:22} {full_raw[0] / med:6.2f}x faster, "
+                  f"{full_raw[1]['wire_bytes'] / max(rep['wire_bytes'], 1):8.1f}x fewer wire bytes than full raw")
     finally:
         sim.terminate()
         sim.wait()
