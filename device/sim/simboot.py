@@ -18,6 +18,23 @@
 #   UOTA_SIM_EXPORT=<host folder>  copy the device filesystem's tree out to
 #                                  that folder, then exit 0 without booting
 #
+# Power-cut testing (image mode only; see tests/power_cut.rs):
+#   UOTA_SIM_WRITE_LOG=<host file> count the image's mutating block operations
+#                                  (each writeblocks call and each erase,
+#                                  ioctl 6) and append the running count to
+#                                  this file, one line per operation. The
+#                                  count goes on from the file's last number,
+#                                  so it runs across resets (new processes).
+#   UOTA_SIM_CUT_AFTER=<n>         cut the power at the n-th mutating
+#                                  operation of that running count: the
+#                                  process is killed (SIGKILL) right there,
+#                                  so no runtime code sees it coming
+#   UOTA_SIM_CUT_MODE=before|torn  "before" (default): the n-th operation
+#                                  does not happen; "torn": its first half is
+#                                  written, then the power is cut
+# While counting, an erase really erases (the block becomes 0xFF, as flash),
+# instead of being a no-op.
+#
 # Exit codes: 75 the device reset itself (restart it), 0 install/export done,
 # 2 bad environment or image, anything else a crash.
 import os
@@ -71,6 +88,80 @@ class FileBlockDevice:
         return 0  # init, deinit, sync, erase
 
 
+class CutBlockDevice(FileBlockDevice):
+    """A FileBlockDevice that counts its mutating operations and can cut the
+    power at one of them (power-cut tests). A cut is a SIGKILL of this
+    process: no exception, no finally, no flush, like a board losing power."""
+
+    def __init__(self, f, nblocks, log, count, cut_at, torn):
+        super().__init__(f, nblocks)
+        self.log = log
+        self.count = count
+        self.cut_at = cut_at
+        self.torn = torn
+
+    def _next(self):
+        """Count one mutating operation; True if the power goes at it."""
+        self.count += 1
+        if self.count == self.cut_at:
+            return True
+        if self.log is not None:
+            self.log.write("%d\n" % self.count)
+        return False
+
+    def _cut(self):
+        if self.log is not None:
+            self.log.write("cut %d %s\n" % (self.count, "torn" if self.torn else "before"))
+        # The shell's parent is this interpreter process: kill -9 ends it at
+        # once (the unix port has no os._exit; CPython-hosted builds no getpid).
+        os.system("kill -9 $PPID")
+        while True:  # not reached; never go on writing after a cut
+            os.system("sleep 1")
+
+    def writeblocks(self, n, buf, off=0):
+        if self._next():
+            if self.torn:
+                FileBlockDevice.writeblocks(self, n, memoryview(buf)[: len(buf) // 2], off)
+            self._cut()
+        FileBlockDevice.writeblocks(self, n, buf, off)
+
+    def ioctl(self, op, arg):
+        if op == 6:  # erase block arg: flash reads 0xFF afterwards
+            if self._next():
+                if self.torn:
+                    self.f.seek(arg * BLOCK)
+                    self.f.write(b"\xff" * (BLOCK // 2))
+                self._cut()
+            self.f.seek(arg * BLOCK)
+            self.f.write(b"\xff" * BLOCK)
+            return 0
+        return FileBlockDevice.ioctl(self, op, arg)
+
+
+def cut_device(f, nblocks):
+    """The power-cut block device when the environment asks for one, else None."""
+    log_path = env("UOTA_SIM_WRITE_LOG")
+    cut_at = int(env("UOTA_SIM_CUT_AFTER", "0"))
+    mode = env("UOTA_SIM_CUT_MODE", "before")
+    if mode not in ("before", "torn"):
+        die("UOTA_SIM_CUT_MODE must be before or torn, not %s" % mode)
+    if not log_path and cut_at <= 0:
+        return None
+    count = 0
+    log = None
+    if log_path:
+        # Opened now, while the host's files are still mounted at "/".
+        try:
+            with open(log_path) as lf:
+                for line in lf:
+                    if line[:1].isdigit():
+                        count = int(line)
+        except OSError:
+            pass
+        log = open(log_path, "a")
+    return CutBlockDevice(f, nblocks, log, count, cut_at, mode == "torn")
+
+
 def open_image(path, size):
     try:
         f = open(path, "r+b")
@@ -86,7 +177,7 @@ def open_image(path, size):
         f.write(pad[: (BLOCK - have % BLOCK) % BLOCK])
         for _ in range(have // BLOCK + (1 if have % BLOCK else 0), nblocks):
             f.write(pad)
-    bd = FileBlockDevice(f, nblocks)
+    bd = cut_device(f, nblocks) or FileBlockDevice(f, nblocks)
     try:
         return vfs.VfsLfs2(bd, **LFS_OPTS)
     except OSError:

@@ -294,3 +294,64 @@ impl RawClient {
         self.response().await.expect("a reply")
     }
 }
+
+/// A TCP relay to a device that drops the link after `cut_after` bytes
+/// from the host, as a WiFi link that goes away mid-push.
+pub struct CutRelay {
+    pub host: String,
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutRelay {
+    pub async fn start(t: &TestDevice, cut_after: u64) -> CutRelay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (host, port) = unique_addr();
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+            .await
+            .unwrap();
+        let target = (t.host().to_string(), t.port());
+        let task = tokio::spawn(async move {
+            // Serve connections one after another; each is cut at the same point.
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(device) = tokio::net::TcpStream::connect((target.0.as_str(), target.1)).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut dr, mut dw) = device.into_split();
+                let up = async {
+                    let mut buf = vec![0u8; 4096];
+                    let mut total = 0u64;
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let allowed = (cut_after - total).min(n as u64) as usize;
+                        if dw.write_all(&buf[..allowed]).await.is_err() {
+                            return;
+                        }
+                        total += allowed as u64;
+                        if total >= cut_after {
+                            return; // the link drops here
+                        }
+                    }
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut dr, &mut cw).await;
+                };
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            }
+        });
+        CutRelay { host, port, task }
+    }
+}
+
+impl Drop for CutRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
