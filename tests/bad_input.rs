@@ -179,11 +179,7 @@ async fn dropped_connection_mid_file_keeps_the_old_release() {
     let before = baseline(&t).await;
     let (_, m) = modified_manifest(&t, |_| {});
     let mut c = RawClient::connect(&t, true).await;
-    c.req(json!({"op": "begin", "version": "6.6.6", "mode": "full", "count": m.files.len(), "runtime": false}))
-        .await;
-    c.data(&m.manifest_lines()).await.unwrap();
-    c.data(b"").await.unwrap();
-    let r = c.response().await.unwrap();
+    let r = c.begin(&m).await;
     assert_eq!(r["ok"], true, "{r}");
     let f = &m.files[0];
     c.req(json!({"op": "file", "path": f.path, "size": f.size, "sha256": f.sha256_hex()}))
@@ -203,11 +199,8 @@ async fn abort_mid_session_discards_the_stage() {
     let before = baseline(&t).await;
     let (_, m) = modified_manifest(&t, |_| {});
     let mut c = RawClient::connect(&t, true).await;
-    c.req(json!({"op": "begin", "version": "6.6.6", "mode": "full", "count": m.files.len(), "runtime": false}))
-        .await;
-    c.data(&m.manifest_lines()).await.unwrap();
-    c.data(b"").await.unwrap();
-    assert_eq!(c.response().await.unwrap()["ok"], true);
+    let r = c.begin(&m).await;
+    assert_eq!(r["ok"], true, "{r}");
     let r = c.request(json!({"op": "abort"})).await;
     assert_eq!(r["ok"], true, "{r}");
     // Committing after the abort is refused: there is no session.

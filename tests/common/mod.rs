@@ -289,6 +289,18 @@ impl RawClient {
         }
     }
 
+    /// Open a full push session for `m` (unsigned) and return the device's reply.
+    pub async fn begin(&mut self, m: &uota::Manifest) -> serde_json::Value {
+        self.req(serde_json::json!({
+            "op": "begin", "version": m.version, "mode": "full",
+            "count": m.files.len(), "runtime": false,
+        }))
+        .await;
+        self.data(&m.manifest_lines()).await.unwrap();
+        self.data(b"").await.unwrap();
+        self.response().await.expect("a reply to begin")
+    }
+
     pub async fn request(&mut self, v: serde_json::Value) -> serde_json::Value {
         self.req(v).await;
         self.response().await.expect("a reply")
@@ -314,7 +326,9 @@ impl CutRelay {
         let task = tokio::spawn(async move {
             // Serve connections one after another; each is cut at the same point.
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(device) = tokio::net::TcpStream::connect((target.0.as_str(), target.1)).await else {
+                let Ok(device) =
+                    tokio::net::TcpStream::connect((target.0.as_str(), target.1)).await
+                else {
                     return;
                 };
                 let (mut cr, mut cw) = client.into_split();
