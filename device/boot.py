@@ -1,6 +1,16 @@
 # uota boot: start the OTA runtime, which starts the app (see main.py).
 # Installed by uota; your code goes in main.py and app/.
+import os
 import sys
+
+# First, before reading anything: a write makes littlefs finish a rename that
+# a power cut interrupted (until then the source folder can read as if the
+# entry after the renamed one were missing, e.g. /lib/uota). Removing a file
+# that does not exist is such a write, and costs no flash write otherwise.
+try:
+    os.remove("/.uota_fsck")
+except OSError:
+    pass
 
 if "/lib" not in sys.path:
     sys.path.append("/lib")

@@ -22,9 +22,13 @@
 #   UOTA_SIM_WRITE_LOG=<host file> count the image's mutating block operations
 #                                  (each writeblocks call and each erase,
 #                                  ioctl 6) and append the running count to
-#                                  this file, one line per operation. The
-#                                  count goes on from the file's last number,
-#                                  so it runs across resets (new processes).
+#                                  this file, one line per operation:
+#                                  "<n> w <block> <offset> <length>" or
+#                                  "<n> e <block>" (plus "boot <count>" when
+#                                  a process starts and "cut <n> <mode> <op>"
+#                                  at a cut). The count goes on from the
+#                                  file's last number, so it runs across
+#                                  resets (new processes).
 #   UOTA_SIM_CUT_AFTER=<n>         cut the power at the n-th mutating
 #                                  operation of that running count: the
 #                                  process is killed (SIGKILL) right there,
@@ -99,19 +103,23 @@ class CutBlockDevice(FileBlockDevice):
         self.count = count
         self.cut_at = cut_at
         self.torn = torn
+        self.what = ""  # the operation the power goes at
 
-    def _next(self):
-        """Count one mutating operation; True if the power goes at it."""
+    def _next(self, what):
+        """Count one mutating operation (what: "w <block> <offset> <len>" or
+        "e <block>"); True if the power goes at it."""
         self.count += 1
         if self.count == self.cut_at:
+            self.what = what
             return True
         if self.log is not None:
-            self.log.write("%d\n" % self.count)
+            self.log.write("%d %s\n" % (self.count, what))
         return False
 
     def _cut(self):
         if self.log is not None:
-            self.log.write("cut %d %s\n" % (self.count, "torn" if self.torn else "before"))
+            mode = "torn" if self.torn else "before"
+            self.log.write("cut %d %s %s\n" % (self.count, mode, self.what))
         # The shell's parent is this interpreter process: kill -9 ends it at
         # once (the unix port has no os._exit; CPython-hosted builds no getpid).
         os.system("kill -9 $PPID")
@@ -119,7 +127,7 @@ class CutBlockDevice(FileBlockDevice):
             os.system("sleep 1")
 
     def writeblocks(self, n, buf, off=0):
-        if self._next():
+        if self._next("w %d %d %d" % (n, off, len(buf))):
             if self.torn:
                 FileBlockDevice.writeblocks(self, n, memoryview(buf)[: len(buf) // 2], off)
             self._cut()
@@ -127,7 +135,7 @@ class CutBlockDevice(FileBlockDevice):
 
     def ioctl(self, op, arg):
         if op == 6:  # erase block arg: flash reads 0xFF afterwards
-            if self._next():
+            if self._next("e %d" % arg):
                 if self.torn:
                     self.f.seek(arg * BLOCK)
                     self.f.write(b"\xff" * (BLOCK // 2))
@@ -155,10 +163,11 @@ def cut_device(f, nblocks):
             with open(log_path) as lf:
                 for line in lf:
                     if line[:1].isdigit():
-                        count = int(line)
+                        count = int(line.split()[0])
         except OSError:
             pass
         log = open(log_path, "a")
+        log.write("boot %d\n" % count)  # a new process: where its operations start
     return CutBlockDevice(f, nblocks, log, count, cut_at, mode == "torn")
 
 

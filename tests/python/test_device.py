@@ -60,9 +60,11 @@ def test_full_then_fast_push(env: Env) -> None:
         report = dev.push(env.project, mode="full", progress=events.append)
     assert isinstance(report, uota.PushReport)
     assert report.version == full.version == "1.0.0"
-    assert report.files_sent == len(full)
+    assert report.files_sent == report.files_total == len(full)
     assert report.file_bytes == full.total_size
-    assert report.wire_bytes > report.file_bytes
+    # Python source deflates; framing and manifest ride on top of the payload.
+    assert report.compressed and report.payload_bytes < report.file_bytes
+    assert report.wire_bytes > report.payload_bytes
     assert report.elapsed > 0
     kinds = [e["event"] for e in events]
     assert kinds[0] == "started" and kinds[-2:] == ["committing", "committed"]
@@ -86,7 +88,9 @@ def test_full_then_fast_push(env: Env) -> None:
     with env.connect() as dev:
         report = dev.push(env.project, mode="fast")
     assert report.version == "1.1.0"
-    assert report.files_sent == len(fast)
+    # Delta: only the changed config is sent; the unchanged fast files are skipped.
+    assert report.files_sent + report.files_skipped == len(fast)
+    assert 1 <= report.files_sent < len(fast)
     with env.reconnect(since) as dev:
         assert dev.version() == "1.1.0"
         assert_device_matches(dev, env, fast)

@@ -1,2 +1,21 @@
 # uota device runtime: receives over-the-air updates and runs the app.
 # boot.py calls uota.boot_guard.boot() and then uota.runtime.main().
+#
+# For apps:
+#   from uota import confirm, pending
+#   confirm()   the running release works: keep it (it is no longer rolled
+#               back) and delete the previous one. Returns True when the
+#               running release is confirmed (also when it already was).
+#   pending()   True while the running release awaits confirmation.
+
+
+def confirm():
+    from uota import runtime
+
+    return runtime.confirm()
+
+
+def pending():
+    from uota import runtime
+
+    return runtime._pending()

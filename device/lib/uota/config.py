@@ -20,8 +20,8 @@ def read_json(path):
     return v if isinstance(v, dict) else None
 
 
-def config_has_secrets():
-    cfg = read_json(CONFIG_PATH)
+def config_has_secrets(path=CONFIG_PATH):
+    cfg = read_json(path)
     if not cfg:
         return False
     return bool(cfg.get("otaPassword") or cfg.get("signingKey"))
@@ -34,6 +34,13 @@ def is_hex(s, n=None):
         if c not in _HEX:
             return False
     return True
+
+
+def _num(v, default):
+    """A non-negative number from the config, or the default."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        return default
+    return v
 
 
 class Config:
@@ -59,6 +66,10 @@ class Config:
         self.wifi_password = raw.get("password") or ""
         self.hostname = raw.get("hostname") or ""
         self.log_level = raw.get("logLevel", 3)
+        # The release life cycle (docs/protocol.md section 7).
+        self.boot_attempts = _num(raw.get("bootAttempts"), 2)
+        self.confirm_after = _num(raw.get("confirmAfter"), 30)
+        self.watchdog = _num(raw.get("watchdog"), 60)
         self.load_secrets()
 
     def get(self, key, default=None):

@@ -61,8 +61,25 @@ def remove_quiet(path):
         return False
 
 
-def rmtree(path):
-    """Remove a file or a folder tree; missing is fine."""
+def names(path, skip=None, limit=16):
+    """Up to limit names in folder path (not those for which skip(name) is
+    true). Callers that remove what they get call it again until it returns
+    nothing, so RAM stays bounded whatever the folder holds."""
+    out = []
+    try:
+        it = os.ilistdir(path)
+    except OSError:
+        return out
+    for e in it:  # always exhausted: a littlefs folder handle is then closed
+        name = e[0]
+        if len(out) < limit and (skip is None or not skip(name)):
+            out.append(name)
+    return out
+
+
+def rmtree(path, feed=None):
+    """Remove a file or a folder tree; missing is fine. RAM use does not grow
+    with the number of entries (they are removed a few at a time)."""
     try:
         st = os.stat(path)
     except OSError:
@@ -70,9 +87,15 @@ def rmtree(path):
     if not st[0] & _DIR:
         os.remove(path)
         return
-    names = [e[0] for e in os.ilistdir(path)]
-    for name in names:
-        rmtree(path.rstrip("/") + "/" + name)
+    base = path.rstrip("/")
+    while True:
+        batch = names(path)
+        if not batch:
+            break
+        for name in batch:
+            rmtree(base + "/" + name, feed)
+        if feed is not None:
+            feed()
     if path != "/":
         os.rmdir(path)
 
@@ -91,11 +114,36 @@ def rename_replace(src, dst):
 
 
 def atomic_write(path, data):
-    """Write a small file through a temporary sibling and a rename."""
+    """Write a small file through a temporary sibling and a rename. (On FAT
+    the rename is a remove and a rename; read_atomic() then finds the
+    complete temporary file if the cut fell between the two.)"""
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(data)
     rename_replace(tmp, path)
+
+
+def read_atomic(path):
+    """The text of a file written by atomic_write, or None. Falls back to the
+    temporary sibling only when the file itself is missing (the FAT window
+    between removing the old file and renaming the new one)."""
+    for p in (path, path + ".tmp"):
+        try:
+            with open(p) as f:
+                return f.read()
+        except OSError:
+            pass
+    return None
+
+
+def move(src, dst):
+    """Rename src to dst (folders of dst created) when src exists; a no-op
+    when it does not, so a journal step that moves can run again."""
+    if not exists(src):
+        return False
+    makedirs(parent(dst))
+    rename_replace(src, dst)
+    return True
 
 
 def prune_dirs(path, stop):

@@ -55,6 +55,10 @@ def has_threads():
     return _thread is not None
 
 
+def in_main_thread():
+    return _thread is None or _thread.get_ident() == _main_ident
+
+
 def start_thread(fn, stack=8192):
     """Start fn() in a new thread; a bigger stack on the unix port."""
     if _thread is None:
@@ -74,6 +78,7 @@ def start_thread(fn, stack=8192):
 ticks_ms = time.ticks_ms
 ticks_diff = time.ticks_diff
 ticks_add = time.ticks_add
+sleep_ms = time.sleep_ms
 
 
 def uptime_ms():
@@ -205,13 +210,111 @@ def wifi_reconnect(ssid, password):
 
 
 def mark_firmware_valid():
-    """Cancel a pending ESP-IDF app rollback, where the board has one."""
+    """Cancel a pending ESP-IDF app rollback (ESP32 with OTA partitions);
+    a no-op elsewhere."""
     try:
         import esp32
 
         esp32.Partition.mark_app_valid_cancel_rollback()
     except Exception:
         pass
+
+
+def reset_cause():
+    """"watchdog" when the last reset was the hardware watchdog's, else None."""
+    if machine is None or not hasattr(machine, "reset_cause"):
+        return None
+    try:
+        if machine.reset_cause() == getattr(machine, "WDT_RESET", -1):
+            return "watchdog"
+    except Exception:
+        pass
+    return None
+
+
+# --- watchdog ---------------------------------------------------------------
+#
+# The runtime's main loop calls feed() every few hundred ms (and long flash
+# jobs call it as they go). On a board feed() feeds machine.WDT, which resets
+# the board when the loop stops. The unix port has no WDT: a thread watches
+# the time of the last feed and, when it is older than the timeout, raises
+# KeyboardInterrupt in the main thread with SIGINT (the runtime turns that into
+# a reset with exit code 75), and kills the process outright when that has
+# not worked within 3 s.
+
+_wdt = None
+_beat = time.ticks_ms()
+_wd_timeout_ms = 0
+_wd_fired = False
+_wd_on_fire = None
+
+
+def feed():
+    global _beat
+    _beat = time.ticks_ms()
+    if _wdt is not None:
+        _wdt.feed()
+
+
+def watchdog_fired():
+    """True once the unix watchdog has fired (its SIGINT is on its way)."""
+    return _wd_fired
+
+
+def watchdog_start(seconds, on_fire=None):
+    """Reset the device when feed() is not called for `seconds`. Returns the
+    timeout in force (a board may cap it), or 0 when none could be started."""
+    global _wdt, _wd_timeout_ms, _wd_on_fire
+    if seconds <= 0:
+        return 0
+    ms = int(max(seconds, 1) * 1000)
+    feed()
+    if machine is not None and hasattr(machine, "WDT"):
+        for t in (ms, 8000):  # rp2 caps the timeout at about 8.3 s
+            try:
+                _wdt = machine.WDT(timeout=t)
+                return t / 1000
+            except TypeError:  # esp8266: a fixed timeout
+                _wdt = machine.WDT()
+                return 1
+            except (ValueError, OSError):
+                continue
+        return 0
+    if not UNIX or _thread is None:
+        return 0
+    _wd_timeout_ms = ms
+    _wd_on_fire = on_fire
+    start_thread(_watch, 16384)
+    return seconds
+
+
+def _watch():
+    global _wd_fired
+    step = 200 if _wd_timeout_ms < 4000 else 1000
+    while True:
+        time.sleep_ms(step)
+        if time.ticks_diff(time.ticks_ms(), _beat) > _wd_timeout_ms:
+            break
+    _wd_fired = True
+    print("[uota] E watchdog: the event loop has been blocked for %d s; resetting" % (_wd_timeout_ms // 1000))
+    # SIGINT raises KeyboardInterrupt in the main thread at its next
+    # bytecode (or interrupted system call). system() ignores SIGINT while it
+    # waits, so the kill runs in the background after it has returned.
+    os.system("(sleep 0.2; kill -INT $PPID) >/dev/null 2>&1 &")
+    time.sleep_ms(3000)
+    # Still alive: the main thread swallowed the interrupt or is stuck in C.
+    if _wd_on_fire is not None:
+        try:
+            _wd_on_fire()
+        except Exception:
+            pass
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    os.system("kill -9 $PPID")
+    while True:
+        time.sleep_ms(1000)
 
 
 # --- reset ------------------------------------------------------------------

@@ -93,6 +93,37 @@ class Merge:
         self.b.close()
 
 
+class Cursor:
+    """Looks paths up in a sorted manifest in one forward pass: the paths
+    asked for must come in ascending key order."""
+
+    def __init__(self, path):
+        self.r = Reader(path)
+        self.e = self.r.next()
+
+    def find(self, path):
+        """The entry for path, or None."""
+        k = key(path)
+        e = self.e
+        while e is not None and key(e[2]) < k:
+            e = self.e = self.r.next()
+        if e is not None and e[2] == path:
+            return e
+        return None
+
+    def close(self):
+        self.r.close()
+
+
+def find(manifest, path):
+    """The entry for path in a manifest file (a full scan), or None."""
+    c = Cursor(manifest)
+    try:
+        return c.find(path)
+    finally:
+        c.close()
+
+
 def count(path=ACTIVE):
     n = 0
     r = Reader(path)

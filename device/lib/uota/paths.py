@@ -4,6 +4,7 @@
 # characters, with no empty, "." or ".." component, at most 255 bytes.
 
 STAGE = "ota_stage"
+PREV = "ota_prev"  # the previous release, kept until the new one is confirmed
 SECRETS = "config/.ota.secrets.json"
 CONFIG = "config/ota.json"
 MANIFEST = "ota_manifest.txt"
@@ -77,7 +78,7 @@ def protected(path, runtime=False):
     """
     path = path.lower()  # FAT is case-insensitive: DATA/x is data/x there
     top = _top(path)
-    if top == "data" or top == STAGE:
+    if top == "data" or top == STAGE or top.startswith(PREV):
         return True
     if is_state(path) or path == SECRETS:
         return True
@@ -111,12 +112,16 @@ def holds_protected(path):
 def is_secret(path):
     """Files whose content must never leave the device. config/ota.json counts
     while it still carries otaPassword or signingKey (a migrated micro-ota
-    device)."""
-    path = path.lower()
-    if path == SECRETS:
+    device), and so do its copies in the staging and previous-release areas."""
+    low = path.lower()
+    for area in (STAGE, PREV):
+        if low.startswith(area + "/"):
+            low = low[len(area) + 1 :]
+            break
+    if low == SECRETS:
         return True
-    if path == CONFIG:
+    if low == CONFIG:
         from uota import config
 
-        return config.config_has_secrets()
+        return config.config_has_secrets("/" + path)
     return False

@@ -68,7 +68,7 @@ async def begin(srv, conn, req):
         if key and sig is None:
             raise PushError("sig_required", "this device only accepts signed releases")
         srv._check_no_other_session(conn)
-        push = release.start(conn, version, mode, runtime)
+        push = release.start(conn, version, mode, runtime, resumable=True)
         if key:
             mac = crypto.HmacSha256(key)
             mac.update(version.encode())
@@ -125,6 +125,7 @@ async def begin(srv, conn, req):
                 mac.update(b"\n")  # micro-ota's payload for no files is "version\n"
             if mac is not None and not crypto.equal(mac.hexdigest(), sig):
                 raise PushError("sig_mismatch", "signature does not match")
+            push.settle()
             free = hal.fs_free()
             need = push.space_needed()
             if free is not None and need > free:
@@ -141,7 +142,11 @@ async def begin(srv, conn, req):
         return await _fail(srv, conn, err)
     push.ready = True
     conn.last = hal.ticks_ms()
-    await conn.send_ok()
+    if push.resumed:
+        log.info("resuming the push of %s" % push.version)
+        await conn.send_ok(resumed=True)
+    else:
+        await conn.send_ok()
     return True
 
 
@@ -165,8 +170,11 @@ def _manifest_line(push, line, count, mac):
 
 
 async def file(srv, conn, req):
-    """file + its data stream, written to the staging area chunk by chunk
-    straight from the receive buffer. No reply when it verifies."""
+    """file + its data stream, written to the stage's partial file chunk by
+    chunk straight from the receive buffer, and renamed to the staged path
+    once it verifies. No reply when it verifies. With "offset" the stream
+    continues the kept partial file, whose bytes are hashed again from
+    flash first."""
     push = release.session
     err = None
     f = None
@@ -174,6 +182,9 @@ async def file(srv, conn, req):
     size = non_negative_int(req.get("size"))
     sha = hex64(req.get("sha256"))
     enc = req.get("enc")
+    offset = req.get("offset", 0)
+    h = hashlib.sha256()
+    got = 0
     try:
         if push is None or push.owner is not conn or not push.ready:
             raise PushError("no_session", "no push session on this connection")
@@ -182,17 +193,22 @@ async def file(srv, conn, req):
         path = push.check_entry_path(path)
         if size is None or sha is None:
             raise PushError("bad_request", "file needs size and sha256")
+        offset = non_negative_int(offset)
+        if offset is None or offset > size:
+            raise PushError("bad_request", "offset must be an integer from 0 to size")
         if enc is not None and (enc != "deflate" or deflate is None):
             raise PushError("bad_request", "unsupported enc %s" % (enc,))
         if not push.find(sha, size, path):
             raise PushError("not_in_manifest", path)
-        f = push.file_target(path)
+        f = push.open_part(sha, offset)
+        if offset:
+            push.hash_part(sha, h, _scratch(srv))
+            got = offset
     except PushError as e:
         err = e
     except OSError as e:
         err = release.os_error(e)
-    h = hashlib.sha256()
-    got = 0
+    unflushed = 0
     try:
         while True:
             n = await _next_data(srv, conn)
@@ -201,6 +217,7 @@ async def file(srv, conn, req):
             if err is not None:
                 await conn.skip(n)
                 continue
+            before = got
             if enc is None:
                 left = n
                 while left:
@@ -229,6 +246,16 @@ async def file(srv, conn, req):
                         err.msg = path
                 except OSError as e:
                     err = release.os_error(e)
+            # Flush now and then: after a power cut the part on flash then
+            # holds what was received up to the last flush, which a resumed
+            # push continues from.
+            unflushed += got - before
+            if err is None and unflushed >= release.FLUSH_EVERY:
+                unflushed = 0
+                try:
+                    f.flush()
+                except OSError as e:
+                    err = release.os_error(e)
     except PushError as e:
         err = e
     finally:
@@ -239,6 +266,11 @@ async def file(srv, conn, req):
     if err is None:
         if binascii.hexlify(h.digest()).decode() != sha:
             err = PushError("sha256_mismatch", path)
+    if err is None:
+        try:
+            push.finish_part(sha, path)
+        except OSError as e:
+            err = release.os_error(e)
     if err is not None:
         if push is None or push.owner is not conn:
             await conn.send_err(err.code, err.msg)
@@ -248,11 +280,29 @@ async def file(srv, conn, req):
     return True
 
 
-def _inflate(srv, comp, f, h, got, size):
-    """Inflate one DATA frame (a complete zlib stream) into f."""
+def _scratch(srv):
     if srv._zbuf is None:
         srv._zbuf = bytearray(2048)
-    out = srv._zbuf
+    return srv._zbuf
+
+
+async def staged(srv, conn, req):
+    """staged: what the session's staging area holds, as a DATA stream of
+    "<bytes> <sha256> <path>" lines (two passes: the count comes first)."""
+    push = release.session
+    if push is None or push.owner is not conn or not push.ready:
+        raise PushError("no_session", "no push session on this connection")
+    n = 0
+    for _ in push.staged():
+        n += 1
+    await conn.send_ok(count=n)
+    await srv._send_lines(conn, push.staged())
+    return True
+
+
+def _inflate(srv, comp, f, h, got, size):
+    """Inflate one DATA frame (a complete zlib stream) into f."""
+    out = _scratch(srv)
     mv = memoryview(out)
     d = deflate.DeflateIO(_View(comp), deflate.ZLIB)
     while True:

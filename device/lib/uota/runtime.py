@@ -1,29 +1,60 @@
 # The runtime's entry point, called by boot.py; never returns.
 #
-# 1. load the config, finish an interrupted commit or drop an unfinished push
+# 1. load the config (boot_guard.boot() has already finished an interrupted
+#    commit or rollback and counted this boot)
 # 2. start the transports (the OTA server) on an asyncio loop
-# 3. mark the boot good (the server is up), then start the app
+# 3. mark the boot good (the server is up), start the app, the watchdog and,
+#    for a pending release, the confirmation timer
 #
 # The app contract: the module named by config "app" (default "main") defines
 # run(). `async def run()` becomes an asyncio task beside the OTA server. A
 # plain `def run()` runs in a _thread thread; a board without _thread
 # (ESP8266) runs it on the event loop after syncAppDelay seconds, which stops
-# the OTA server while it runs (make run() async there). An app exception is
-# logged and never stops the OTA server.
+# the OTA server while it runs (make run() async there). An app exception
+# never stops the OTA server; while the release is pending it resets the
+# device (one boot attempt used, reason "app_crash").
 import asyncio
 
 from uota import hal, log, config, release, boot_guard, settings
+
+# Requests from app threads, served by the main loop (the unix port has no
+# GIL, so the flash is only ever written from the main thread).
+_confirm_asked = 0
+_confirm_done = 0
+_confirm_result = False
+_fail_reason = None
 
 
 def main():
     cfg = config.load()
     log.set_level(cfg.log_level)
     log.info("uota runtime %s on %s" % (settings.RUNTIME_VERSION, hal.platform()))
+    if not boot_guard.recovered:
+        try:
+            release.recover()
+        except Exception as e:
+            log.error("could not finish or clean the staging area", e)
     try:
-        release.recover()
+        asyncio.run(_main(cfg))
+    except KeyboardInterrupt:
+        if hal.watchdog_fired():  # the unix watchdog's SIGINT
+            _record_fail("watchdog")
+            hal.reset()
+        raise
+
+
+def _pending():
+    return not release.committed and boot_guard.current()["state"] == "pending"
+
+
+def _record_fail(reason):
+    try:
+        from uota import lifecycle
+
+        return lifecycle.record_fail(reason)
     except Exception as e:
-        log.error("could not finish or clean the staging area", e)
-    asyncio.run(_main(cfg))
+        log.error("could not record the failure", e)
+        return False
 
 
 async def _main(cfg):
@@ -35,17 +66,102 @@ async def _main(cfg):
         log.error("no transport started; retrying in 5 s")
         await asyncio.sleep(5)
     boot_guard.mark_good()
-    start_app(cfg)
-    # On the unix port an app thread's hal.reset() is finished here, in the
-    # main thread, where SystemExit ends the process.
-    tick = 100 if hal.UNIX else 60000
+    pending = _pending()
+    if pending:
+        log.info(
+            "release %s is pending: confirm() it%s"
+            % (release.read_version(), " or wait %s s" % cfg.confirm_after if cfg.confirm_after else "")
+        )
+    # The watchdog watches the app's import too, except on a board without
+    # _thread, where a plain run() may have to block the loop on purpose.
+    watch = cfg.watchdog and hal.has_threads()
+    if watch:
+        _start_watchdog(cfg)
+    on_loop = start_app(cfg)
+    if cfg.watchdog and not watch:
+        if on_loop:
+            log.warn("no watchdog: the app's run() will block the event loop")
+        else:
+            _start_watchdog(cfg)
+    if pending and cfg.confirm_after:
+        asyncio.create_task(_confirm_later(cfg.confirm_after))
+    # The heartbeat: feeds the watchdog, serves app threads' requests, and
+    # on the unix port finishes an app thread's hal.reset() in the main
+    # thread, where SystemExit ends the process.
+    global _confirm_done, _confirm_result, _fail_reason
     while True:
-        await asyncio.sleep_ms(tick)
+        hal.feed()
+        await asyncio.sleep_ms(200)
+        if _confirm_asked != _confirm_done:
+            n = _confirm_asked
+            _confirm_result = _confirm_now()
+            _confirm_done = n
+        if _fail_reason is not None:
+            _record_fail(_fail_reason)
+            _fail_reason = None
         if hal.reset_requested():
             hal.reset()
 
 
+def _start_watchdog(cfg):
+    if not hal.watchdog_start(cfg.watchdog, _watchdog_last_words):
+        log.warn("no watchdog on this board")
+
+
+def _watchdog_last_words():
+    # Called from the unix watchdog thread when the main thread did not
+    # react to SIGINT; it is about to kill the process.
+    _record_fail("watchdog")
+
+
+async def _confirm_later(seconds):
+    await asyncio.sleep(seconds)
+    if _pending():
+        _confirm_now()
+
+
+def _confirm_now():
+    try:
+        from uota import lifecycle
+
+        return lifecycle.confirm()
+    except Exception as e:
+        log.error("could not confirm the release", e)
+        return False
+
+
+def confirm():
+    """uota.confirm(): see uota/__init__.py."""
+    global _confirm_asked
+    if hal.in_main_thread():
+        return _confirm_now()
+    # An app thread: the main loop confirms (it alone writes the flash).
+    _confirm_asked += 1
+    want = _confirm_asked
+    for _ in range(200):
+        if _confirm_done - want >= 0:
+            return _confirm_result
+        hal.sleep_ms(50)
+    return False
+
+
+def app_failed(reason="app_crash"):
+    """The app failed. A pending release then resets (the failure uses up
+    its boot attempt and is recorded as the reason for a rollback)."""
+    global _fail_reason
+    if not _pending():
+        return
+    log.error("pending release %s failed (%s): resetting" % (release.read_version(), reason))
+    if hal.in_main_thread() or not hal.UNIX:
+        _record_fail(reason)
+    else:
+        _fail_reason = reason  # the main loop records it, then resets
+    hal.reset()
+
+
 def start_app(cfg):
+    """Start the app. True when its run() will block the event loop (a plain
+    run() on a board without _thread)."""
     name = cfg.app
     try:
         mod = __import__(name)
@@ -54,11 +170,12 @@ def start_app(cfg):
             log.warn("no app installed (no module %s)" % name)
         else:
             log.error("app %s failed to import" % name, e)
-        return
+            app_failed()
+        return False
     run = getattr(mod, "run", None)
     if run is None:
         log.warn("app %s has no run()" % name)
-        return
+        return False
     if type(run).__name__ == "generator":  # async def run()
         asyncio.create_task(_run_async(run))
     elif hal.has_threads():
@@ -70,6 +187,8 @@ def start_app(cfg):
         delay = cfg.sync_app_delay
         log.warn("no _thread: sync run() starts in %d s and blocks OTA while it runs; use async def run()" % delay)
         asyncio.create_task(_run_sync_later(run, delay))
+        return True
+    return False
 
 
 async def _run_async(run):
@@ -78,6 +197,7 @@ async def _run_async(run):
         log.info("app returned")
     except Exception as e:
         log.error("app crashed", e)
+        app_failed()
 
 
 def _run_sync(run):
@@ -89,6 +209,7 @@ def _run_sync(run):
             log.info("app returned")
     except Exception as e:
         log.error("app crashed", e)
+        app_failed()
 
 
 async def _run_sync_later(run, delay):

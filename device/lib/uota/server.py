@@ -48,6 +48,18 @@ def non_negative_int(v):
     return v
 
 
+def _manifest_lines():
+    r = mf.Reader(mf.ACTIVE)
+    try:
+        while True:
+            e = r.next()
+            if e is None:
+                return
+            yield mf.format_line(e[0], e[1], e[2])
+    finally:
+        r.close()
+
+
 class Server:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -117,7 +129,7 @@ class Server:
         finally:
             conn.task = None
             self.conns.remove(conn)
-            release.abandon(conn)
+            release.detach(conn)  # a resumable push stays on flash
             await conn.close()
 
     def _evict(self):
@@ -323,8 +335,9 @@ class Server:
     async def op_info(self, conn, req):
         from uota import boot_guard
 
+        version = release.read_version()
         await conn.send_ok(
-            version=release.read_version(),
+            version=version,
             files=mf.count(),
             platform=hal.platform(),
             mpy=hal.mpy_version(),
@@ -333,6 +346,7 @@ class Server:
             runtime=settings.RUNTIME_VERSION,
             uptime_ms=hal.uptime_ms(),
             boot=boot_guard.state(),
+            release=boot_guard.release_info(version),
             id=hal.unique_id(),
             legacy=self.cfg.legacy,
         )
@@ -400,6 +414,32 @@ class Server:
             f.close()
         if not raw:
             await conn.send_frame(wire.DATA)
+
+    async def _send_lines(self, conn, lines):
+        """Send text lines as a DATA stream, packed into frames of up to 4 KB
+        (or max_frame), then the empty DATA frame."""
+        limit = self.max_frame if self.max_frame < 4096 else 4096
+        buf = bytearray()
+        for line in lines:
+            b = line.encode()
+            if buf and len(buf) + len(b) > limit:
+                await conn.send_frame(wire.DATA, buf)
+                buf = bytearray()
+            buf.extend(b)
+        if buf:
+            await conn.send_frame(wire.DATA, buf)
+        await conn.send_frame(wire.DATA)
+
+    async def op_manifest(self, conn, req):
+        """The active release's manifest: RES with its version and entry
+        count, then its lines, streamed (never the whole file in RAM)."""
+        await conn.send_ok(version=release.read_version(), count=mf.count())
+        await self._send_lines(conn, _manifest_lines())
+
+    async def op_staged(self, conn, req):
+        from uota import push
+
+        return await push.staged(self, conn, req)
 
     async def op_get(self, conn, req):
         f, size = self.open_check(req.get("path"))

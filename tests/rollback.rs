@@ -1,0 +1,130 @@
+//! A broken release is rolled back by the device itself, with no host involved.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{start, Setup, TestDevice};
+use uota::config::Project;
+use uota::device::PushOptions;
+use uota::manifest::{Manifest, PushMode};
+
+fn set_config(t: &TestDevice, key: &str, value: serde_json::Value) {
+    let path = t.project.join("config/ota.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cfg[key] = value;
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+}
+
+async fn push(t: &TestDevice, version: &str) {
+    let project = Project::load(&t.project).unwrap();
+    let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
+    m.version = version.into();
+    let mut dev = t.connect().await;
+    dev.push(&project.root, &m, &PushOptions::default(), &mut |_| {})
+        .await
+        .expect("push");
+}
+
+/// Poll `info` until `check` accepts it (the device may be rebooting meanwhile).
+async fn wait_info(
+    t: &TestDevice,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = serde_json::Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        let opts = uota::device::ConnectOptions {
+            timeout: Duration::from_secs(2),
+            ..t.options()
+        };
+        if let Ok(mut dev) = t.connect_with(opts).await {
+            if let Ok(info) = dev.info().await {
+                let v = serde_json::to_value(&info).unwrap();
+                if check(&v) {
+                    return v;
+                }
+                last = v;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "device never reached: {what}; last info: {last}\nlog:\n{}",
+        t.log()
+    );
+}
+
+async fn confirmed_release(t: &TestDevice, version: &str) {
+    // Confirm quickly: a release that survives one second is healthy.
+    set_config(t, "confirmAfter", 1.into());
+    set_config(t, "watchdog", 3.into());
+    push(t, version).await;
+    wait_info(t, &format!("{version} confirmed"), |i| {
+        i["version"] == version && i["release"]["state"] == "confirmed"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_app_that_crashes_at_start_is_rolled_back() {
+    let t = start(Setup::default()).await;
+    confirmed_release(&t, "1.0.0").await;
+    let good_main = std::fs::read(t.project.join("main.py")).unwrap();
+
+    std::fs::write(
+        t.project.join("main.py"),
+        "async def run():\n    raise ValueError('broken release')\n",
+    )
+    .unwrap();
+    push(&t, "2.0.0").await;
+    let info = wait_info(&t, "rollback to 1.0.0", |i| {
+        i["version"] == "1.0.0" && !i["release"]["last_rollback"].is_null()
+    })
+    .await;
+    let rb = &info["release"]["last_rollback"];
+    assert_eq!(rb["from"], "2.0.0", "{info}");
+    assert_eq!(rb["to"], "1.0.0", "{info}");
+    assert!(!rb["reason"].as_str().unwrap_or("").is_empty(), "{info}");
+    let mut dev = t.connect().await;
+    assert_eq!(
+        dev.get("main.py").await.unwrap(),
+        good_main,
+        "old main.py restored"
+    );
+}
+
+#[tokio::test]
+async fn an_app_that_hangs_the_device_is_rolled_back_by_the_watchdog() {
+    let t = start(Setup::default()).await;
+    confirmed_release(&t, "1.0.0").await;
+    // Blocks the event loop (and with it the OTA server): only the watchdog can help.
+    std::fs::write(
+        t.project.join("main.py"),
+        "async def run():\n    while True:\n        pass\n",
+    )
+    .unwrap();
+    push(&t, "3.0.0").await;
+    let info = wait_info(&t, "rollback to 1.0.0", |i| {
+        i["version"] == "1.0.0" && !i["release"]["last_rollback"].is_null()
+    })
+    .await;
+    assert_eq!(info["release"]["last_rollback"]["from"], "3.0.0", "{info}");
+}
+
+#[tokio::test]
+async fn a_healthy_release_is_confirmed_and_kept() {
+    let t = start(Setup::default()).await;
+    confirmed_release(&t, "1.0.0").await;
+    let app = t.project.join("app/counter.py");
+    let text = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, format!("{text}\n# 1.1.0\n")).unwrap();
+    push(&t, "1.1.0").await;
+    let info = wait_info(&t, "1.1.0 confirmed", |i| {
+        i["version"] == "1.1.0" && i["release"]["state"] == "confirmed"
+    })
+    .await;
+    assert!(info["release"]["last_rollback"].is_null(), "{info}");
+}
