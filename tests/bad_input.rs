@@ -45,6 +45,7 @@ async fn snapshot(t: &TestDevice) -> BTreeMap<String, String> {
             };
             // Staging, config, app-owned /data and boot-guard state change on their own.
             if path.starts_with("ota_stage")
+                || path.starts_with("ota_prev")
                 || path.starts_with("config")
                 || path.starts_with("data")
                 || path == "ota_boot_state.json"

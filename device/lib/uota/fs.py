@@ -153,6 +153,8 @@ def prune_dirs(path, stop):
         top = d[1:].split("/", 1)[0]
         if d[1:] == top and top in stop:
             return
+        if not is_dir(d):
+            return  # (littlefs's rmdir would remove a file, too)
         try:
             os.rmdir(d)
         except OSError:

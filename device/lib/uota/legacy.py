@@ -39,7 +39,7 @@ def _check(path):
         path = paths.check(path)
     except paths.PathError:
         raise _Stop("error: bad path %s" % path)
-    if paths.protected(path) or paths.stage_reserved(path) or paths.holds_protected(path):
+    if paths.protected(path) or paths.stage_reserved(path) or paths.keep_folder(path):
         log.warn("legacy push: skipping protected %s" % path)
         return None
     return path

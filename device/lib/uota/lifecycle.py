@@ -15,7 +15,8 @@
 #      the previous one, no copy kept), then create /ota_prev_rollback2 (R1
 #      done: it never runs again, because after R2 a restored file that the
 #      failed release also listed would look like one of its additions)
-#   R2 move every kept file and folder back into place (main.py last)
+#   R2 move every kept file and folder back into place: the top-level ones
+#      (renames inside the root), then those in folders, main.py last
 #   R3 rename /ota_prev_version and /ota_prev_manifest over the active ones
 #   R4 the boot state: confirmed, last_rollback = {from, to, reason}
 #   then remove the marker and the rest of the previous release.
@@ -27,10 +28,6 @@ from uota import manifest as mf
 from uota.release import PREV, PREV_TOP, PREV_MANIFEST, PREV_VERSION, ROLLBACK
 
 ROLLBACK_R1_DONE = ROLLBACK + "2"
-
-
-def pending():
-    return boot_guard.load()["state"] == "pending"
 
 
 def confirm():
@@ -106,8 +103,9 @@ def rollback_forward():
     if not fs.exists(ROLLBACK_R1_DONE):
         _remove_added(runtime)
         open(ROLLBACK_R1_DONE, "w").close()
+    _restore_top(False)
     _restore(PREV, "")
-    _restore_top()
+    _restore_top(True)
     if fs.exists(PREV_VERSION):
         fs.rename_replace(PREV_VERSION, release.VERSION_PATH)
     if fs.exists(PREV_MANIFEST):
@@ -170,7 +168,7 @@ def _restore_one(s, d):
         _restore(s, d)
         os.rmdir(s)
     else:
-        if fs.is_dir(d) and not paths.holds_protected(d[1:]):
+        if fs.is_dir(d) and not paths.keep_folder(d[1:]):
             fs.rmtree(d, hal.feed)
         fs.rename_replace(s, d)
     hal.feed()
@@ -180,26 +178,29 @@ def _kept_top(name):
     return name.startswith("ota_prev.")
 
 
-def _restore_top():
+def _restore_top(main):
     """R2, the top level: /ota_prev.<name> back to /<name>, by renames inside
-    the root folder; main.py last."""
+    the root folder. First everything but main.py (before the folders, which
+    may fill a restored top-level folder), main.py at the very end."""
+    if main:
+        if fs.exists(PREV_TOP + "main.py"):
+            _restore_top_one("main.py")
+        return
     n = len(PREV_TOP) - 1
     while True:
         batch = fs.names("/", lambda x: not _kept_top(x) or x == "ota_prev.main.py")
         if not batch:
-            break
+            return
         for name in batch:
             _restore_top_one(name[n:])
-    if fs.exists(PREV_TOP + "main.py"):
-        _restore_top_one("main.py")
 
 
 def _restore_top_one(name):
     s = PREV_TOP + name
     d = "/" + name
-    if paths.holds_protected(name):
-        return
     if fs.exists(d) and (fs.is_dir(d) or fs.is_dir(s)):
+        if paths.keep_folder(name):
+            return  # never kept as a whole; cannot happen
         fs.rmtree(d, hal.feed)  # a folder where a file was, or the other way
     fs.rename_replace(s, d)
     hal.feed()

@@ -109,6 +109,17 @@ def holds_protected(path):
     return path.lower() in ("", "lib", "config") or protected(path)
 
 
+def keep_folder(path):
+    """Folders that are never removed, replaced or set aside as a whole (a
+    pushed file may not stand in their place): the root, lib, lib/uota,
+    config, data and the runtime's own areas."""
+    low = path.lower()
+    if low in ("", "lib", "lib/uota", "config"):
+        return True
+    top = _top(low)
+    return top == "data" or top == STAGE or top.startswith(PREV)
+
+
 def is_secret(path):
     """Files whose content must never leave the device. config/ota.json counts
     while it still carries otaPassword or signingKey (a migrated micro-ota

@@ -1,0 +1,225 @@
+# The commit journal's roll-forward, and wipe (docs/device-runtime.md,
+# "Staging and the commit journal").
+#
+# Roll-forward of a commit (boot runs it again from the top while .ready
+# exists; every step can run twice):
+#   1. remove .uota_session
+#   2. full pushes: the active release's files the new one lacks are moved
+#      to the previous release (or deleted when they are not its own)
+#   3. staged files are renamed into place (main.py last), the files they
+#      replace first moved to the previous release the same way
+#   4. /ota_manifest.txt and /ota_version.json become /ota_prev_manifest and
+#      /ota_prev_version (unless an older confirmed release is kept), the new
+#      version is written, .uota_next is renamed to /ota_manifest.txt
+#   5. the boot state says "pending"; .ready is removed; the rest of the
+#      staging area is removed
+import json
+import os
+
+from uota import fs, paths, hal, release
+from uota import manifest as mf
+from uota.release import (
+    MARKER, NEXT_MANIFEST, PREV_MANIFEST, PREV_VERSION, SESSION, STAGE,
+    STAGED_MANIFEST, VERSION_PATH, prev_path, stage_path,
+)
+
+
+def _need_save(path, in_cur, in_prev):
+    """Must the live file at path be kept for a rollback? Not when a copy is
+    kept already (the live one is then a pending release's), nor when it is
+    a pending release's own addition (in its manifest, not in the previous
+    release's)."""
+    if fs.exists(prev_path(path)):
+        return False
+    return not (in_cur and not in_prev)
+
+
+def _set_aside(path, save):
+    """Move the live file or folder at path to the previous-release area, or
+    delete it when it is not the previous release's."""
+    live = "/" + path
+    if paths.keep_folder(path):
+        raise OSError(1, "refusing to replace " + live)
+    if save:
+        dst = prev_path(path)
+        if "/" in path:
+            fs.makedirs(fs.parent(dst))
+        os.rename(live, dst)
+    else:
+        fs.rmtree(live)
+
+
+def roll_forward():
+    """Carry out the committed release recorded in the staging area."""
+    meta = release._read_json(MARKER) or {}  # always complete: it appeared by a rename
+    mode = meta.get("mode", "fast")
+    runtime = meta.get("runtime") is True
+    keep = meta.get("keep") is True
+    fs.remove_quiet(SESSION)
+    if fs.exists(NEXT_MANIFEST):
+        pman = PREV_MANIFEST if keep else mf.ACTIVE
+        if mode == "full":
+            _drop_removed(runtime, keep, pman)
+        _install_staged(keep, pman)
+        if not keep:
+            if not fs.exists(PREV_MANIFEST):
+                if not fs.move(mf.ACTIVE, PREV_MANIFEST):
+                    fs.atomic_write(PREV_MANIFEST, b"")
+            if not fs.exists(PREV_VERSION):
+                if not fs.move(VERSION_PATH, PREV_VERSION):
+                    fs.atomic_write(PREV_VERSION, json.dumps({"version": meta.get("prev", "unknown")}).encode())
+        fs.atomic_write(VERSION_PATH, json.dumps({"version": meta.get("version", "unknown")}).encode())
+        fs.rename_replace(NEXT_MANIFEST, mf.ACTIVE)
+    from uota import boot_guard
+
+    st = boot_guard.load()
+    st["state"] = "pending"
+    st["attempts"] = 0
+    st["previous"] = meta.get("prev")
+    st["runtime"] = meta.get("prev_runtime") is True
+    st["fail"] = None
+    boot_guard.save(st)
+    os.remove(MARKER)
+    fs.rmtree(STAGE, hal.feed)
+
+
+def _drop_removed(runtime, keep, pman):
+    """full: the active release's files that the new one lacks leave the tree."""
+    m = mf.Merge(mf.ACTIVE, NEXT_MANIFEST)
+    pc = mf.Cursor(pman) if keep else None
+    try:
+        while True:
+            pair = m.next()
+            if pair is None:
+                break
+            old, new = pair
+            if new is not None or not paths.deletable(old[2], runtime):
+                continue
+            p = old[2]
+            live = "/" + p
+            if fs.stat_size(live) is None:
+                # Gone already (this step ran before): its folder may still
+                # be waiting to be pruned.
+                fs.prune_dirs(live, paths.KEEP_DIRS)
+                continue
+            in_prev = pc.find(p) is not None if keep else True
+            _set_aside(p, _need_save(p, True, in_prev))
+            fs.prune_dirs(live, paths.KEEP_DIRS)
+            hal.feed()
+    finally:
+        m.close()
+        if pc is not None:
+            pc.close()
+
+
+def _clear_way(folder, keep, pman):
+    """Make folder (absolute) a folder: a file standing where one of its
+    parts must be is set aside like a replaced file."""
+    if fs.is_dir(folder):
+        return
+    cur = ""
+    for part in folder.strip("/").split("/"):
+        cur += "/" + part
+        size = fs.stat_size(cur)
+        if size is None:
+            if not fs.exists(cur):
+                os.mkdir(cur)
+            continue
+        rel = cur[1:]
+        in_cur = mf.find(mf.ACTIVE, rel) is not None
+        in_prev = mf.find(pman, rel) is not None if keep else in_cur
+        _set_aside(rel, _need_save(rel, in_cur, in_prev))
+        os.mkdir(cur)
+
+
+def _install_staged(keep, pman):
+    """Rename the staged files into place (main.py last, so that a board
+    never starts a new main.py beside old modules)."""
+    r = mf.Reader(STAGED_MANIFEST)
+    cc = mf.Cursor(mf.ACTIVE)
+    pc = mf.Cursor(pman) if keep else None
+    made = None
+    last = None
+    try:
+        while True:
+            e = r.next()
+            if e is None:
+                break
+            p = e[2]
+            in_cur = cc.find(p) is not None
+            in_prev = pc.find(p) is not None if keep else in_cur
+            if p == "main.py":
+                last = (in_cur, in_prev)
+                continue
+            if _install(p, in_cur, in_prev, keep, pman, made):
+                made = fs.parent("/" + p)
+    finally:
+        r.close()
+        cc.close()
+        if pc is not None:
+            pc.close()
+    if last is not None:
+        _install("main.py", last[0], last[1], keep, pman, None)
+
+
+def _install(p, in_cur, in_prev, keep, pman, made):
+    """Move one staged file into place, setting aside the file it replaces.
+    False when there is nothing to move (moved already, or never sent)."""
+    src = stage_path(p)
+    if fs.stat_size(src) is None:
+        return False
+    dst = "/" + p
+    d = fs.parent(dst)
+    if d != made:
+        _clear_way(d, keep, pman)
+    if fs.is_dir(dst):
+        try:
+            os.rmdir(dst)  # an empty folder holds nothing to keep
+        except OSError:
+            _set_aside(p, _need_save(p, in_cur, in_prev))
+    elif fs.exists(dst) and _need_save(p, in_cur, in_prev):
+        _set_aside(p, True)
+    fs.rename_replace(src, dst)
+    hal.feed()
+    return True
+
+
+def wipe():
+    """Remove the app: every top-level entry except boot.py, lib/uota, config,
+    data and the state files; every other entry under lib; and drop removed
+    files from the active manifest. The previous release goes too (the
+    active release is then confirmed as it is)."""
+    from uota import boot_guard
+
+    st = boot_guard.load()
+    if st["state"] == "pending" or release.has_prev():
+        if fs.exists(release.ROLLBACK):
+            raise release.PushError("io", "a rollback is unfinished; reset the device")
+        boot_guard.update(state="confirmed", attempts=0, previous=None, runtime=False, fail=None)
+    for name in [e[0] for e in os.ilistdir("/")]:
+        if name in ("boot.py", "config", "data") or paths.is_state(name):
+            continue
+        if name == paths.STAGE and fs.exists(MARKER):
+            continue  # a committed release still being installed
+        if name == "lib":
+            for sub in [e[0] for e in os.ilistdir("/lib")]:
+                if sub != "uota":
+                    fs.rmtree("/lib/" + sub, hal.feed)
+            continue
+        fs.rmtree("/" + name, hal.feed)
+    _drop_missing_entries()
+
+
+def _drop_missing_entries():
+    r = mf.Reader(mf.ACTIVE)
+    if r.f is None:
+        return
+    tmp = mf.ACTIVE + ".tmp"
+    with open(tmp, "w") as out:
+        while True:
+            e = r.next()
+            if e is None:
+                break
+            if fs.stat_size("/" + e[2]) is not None:
+                out.write(mf.format_line(e[0], e[1], e[2]))
+    fs.rename_replace(tmp, mf.ACTIVE)
