@@ -231,6 +231,8 @@ async fn unknown_commands_get_clear_errors() {
     let r = c.request(json!({"op": "frobnicate"})).await;
     assert_eq!(r["ok"], false);
     assert_eq!(r["err"], "unknown_op", "{r}");
+    let r = c.request(json!({"op": "a".repeat(300)})).await;
+    assert_eq!(r["err"], "unknown_op", "{r}");
     let r = c.request(json!({"no_op": 1})).await;
     assert_eq!(r["ok"], false, "{r}");
     // A frame of an unknown type is refused and the connection closed.

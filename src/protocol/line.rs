@@ -9,12 +9,18 @@ pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct LineDecoder {
     max_len: usize,
+    /// Bytes of the pending line already searched for `\n` (keeps decoding linear
+    /// when a long line arrives in many small reads).
+    scanned: usize,
 }
 
 impl LineDecoder {
     /// A decoder that refuses lines longer than `max_len` bytes.
     pub fn new(max_len: usize) -> Self {
-        Self { max_len }
+        Self {
+            max_len,
+            scanned: 0,
+        }
     }
 
     /// Take one complete line off the front of `buf`, if there is one.
@@ -28,15 +34,25 @@ impl LineDecoder {
 
     /// Decode one line from the front of `bytes` without consuming them:
     /// returns the line and how many bytes it took (terminator included).
+    ///
+    /// Call it again with the same pending bytes (plus any new ones) until it
+    /// yields a line: it remembers how far it has searched.
     pub fn decode_slice(&mut self, bytes: &[u8]) -> Result<Option<(String, usize)>> {
         let too_long = || Error::Protocol(format!("line longer than {} bytes", self.max_len));
-        let Some(pos) = bytes.iter().position(|&b| b == b'\n') else {
+        let from = self.scanned.min(bytes.len());
+        let Some(pos) = bytes[from..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|p| p + from)
+        else {
+            self.scanned = bytes.len();
             return if bytes.len() > self.max_len {
                 Err(too_long())
             } else {
                 Ok(None)
             };
         };
+        self.scanned = 0;
         if pos > self.max_len {
             return Err(too_long());
         }
@@ -70,6 +86,21 @@ mod tests {
         assert_eq!(d.decode(&mut b).unwrap().as_deref(), Some("pong"));
         assert_eq!(d.decode(&mut b).unwrap().as_deref(), Some("ok"));
         assert_eq!(d.decode(&mut b).unwrap(), None);
+    }
+
+    #[test]
+    fn a_line_fed_byte_by_byte_is_scanned_once() {
+        let mut d = LineDecoder::new(1 << 20);
+        let mut buf = Vec::new();
+        for _ in 0..100_000 {
+            buf.push(b'a');
+            assert_eq!(d.decode_slice(&buf).unwrap(), None);
+        }
+        assert_eq!(d.scanned, buf.len(), "the search resumes where it stopped");
+        buf.push(b'\n');
+        let (line, used) = d.decode_slice(&buf).unwrap().unwrap();
+        assert_eq!((line.len(), used), (100_000, 100_001));
+        assert_eq!(d.scanned, 0);
     }
 
     #[test]

@@ -85,6 +85,7 @@ impl Connection {
     /// Switch decoding mode; bytes already buffered are decoded in the new mode.
     pub fn set_mode(&mut self, mode: Mode) {
         self.mode = mode;
+        self.lines = LineDecoder::new(line::DEFAULT_MAX_LINE);
     }
 
     /// Hand received bytes to the decoder.

@@ -90,7 +90,7 @@ def protected(path, runtime=False):
 def stage_reserved(path):
     """Names the staging area keeps for itself (the commit marker and the
     manifests): a pushed path may not start with them."""
-    top = _top(path)
+    top = _top(path).lower()  # FAT folds case: ".READY" is ".ready" there
     return top.startswith(".ready") or top.startswith(".uota")
 
 

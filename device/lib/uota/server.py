@@ -287,7 +287,7 @@ class Server:
                 await conn.send_err("bad_request", "a request is a JSON object with an op")
                 continue
             op = req["op"]
-            handler = getattr(self, "op_" + op, None) if op.isalpha() else None
+            handler = getattr(self, "op_" + op, None) if op.isalpha() and len(op) <= 32 else None
             if handler is None:
                 await conn.send_err("unknown_op", op)
                 continue

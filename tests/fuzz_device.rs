@@ -1,0 +1,1882 @@
+//! Protocol fuzzing against a real virtual device (the MicroPython unix port
+//! running the uota runtime).
+//!
+//! A known release is pushed first, so the device has a last good state,
+//! and a snapshot of it is taken. Then a bounded number of sessions, each on
+//! a fresh connection and generated from a deterministic seed, throw
+//! malformed input at the device: random bytes in line mode, random frames,
+//! mutated requests, mutated manifest streams after a valid `begin`, file
+//! streams with wrong sizes, truncated, extra or oversized DATA, bad deflate,
+//! and abrupt closes (FIN or RST) at random points. After every session the
+//! device must still answer `ping` and `version`, must not have rebooted,
+//! and every file on its filesystem outside the staging area must be
+//! byte-identical to the snapshot; no reply may carry the signing key. At
+//! the end the app files are compared over the wire too.
+//!
+//! A finding is printed with its case number and the bytes sent; replay one
+//! case with `UOTA_FUZZ_CASE=<n>` (and the same `UOTA_FUZZ_SEED`).
+//! `UOTA_FUZZ_CASES` overrides the number of cases. `docs/fuzzing.md` has
+//! the details.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{sha256_hex, start, Setup, TestDevice};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uota::config::Project;
+use uota::device::PushOptions;
+use uota::manifest::{FileEntry, Manifest, PushMode};
+use uota::protocol::frame::{encode_to_vec, FrameType};
+
+/// Cases of the default run (about 30 s in a debug build on 2 cores).
+const CASES: usize = 300;
+/// Cases of the default run against a device with micro-ota's legacy
+/// sessions enabled (run beside the other one).
+const LEGACY_CASES: usize = 200;
+/// The default seed; any u64 works (`UOTA_FUZZ_SEED`).
+const SEED: u64 = 0x0075_07a5_eed5_2018;
+/// The device's signing key: every valid `begin` here is signed with it, and
+/// no reply may ever contain it.
+const KEY: &str = "fuzz-signing-key-7f3a9c";
+/// The release pushed before fuzzing, which must survive it.
+const VERSION: &str = "1.0.0";
+/// A manifest entry of every valid `begin` whose bytes are never sent, so
+/// that no fuzzed push can ever be committed (commit answers `incomplete`).
+const SENTINEL: &str = "app/zz_fuzz_sentinel.py";
+
+// ---------------------------------------------------------------------------
+// Deterministic randomness (xorshift64*), no dependencies.
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        // splitmix64 of the seed: nearby seeds give unrelated streams.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+
+    fn percent(&mut self, p: usize) -> bool {
+        self.below(100) < p
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+
+    /// Between lo and hi random bytes.
+    fn some_bytes(&mut self, lo: usize, hi: usize) -> Vec<u8> {
+        let n = self.range(lo, hi);
+        self.bytes(n)
+    }
+
+    fn hex(&mut self, n: usize) -> String {
+        hex::encode(self.bytes(n.div_ceil(2)))[..n].to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Material the generators draw from.
+
+/// Paths: valid ones, traversal, absolute, protected (in several cases),
+/// reserved, control characters, overlong, odd Unicode.
+fn path_corpus() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "main.py",
+        "app/counter.py",
+        "app/__init__.py",
+        "config/ota.json",
+        "app/new_file.py",
+        "../evil.py",
+        "app/../../evil.py",
+        "app/../main.py",
+        "/boot.py",
+        "/main.py",
+        "boot.py",
+        "BOOT.PY",
+        "Boot.py",
+        "lib/uota/hal.py",
+        "Lib/Uota/server.py",
+        "LIB/UOTA/__init__.py",
+        "lib/uota",
+        "lib",
+        "config",
+        "config/.ota.secrets.json",
+        "CONFIG/.OTA.SECRETS.JSON",
+        "/config/.ota.secrets.json",
+        "ota_stage/.uota_config/../.ota.secrets.json",
+        "data/x.py",
+        "DATA/x.py",
+        "data",
+        "ota_stage/x.py",
+        "ota_stage",
+        "OTA_STAGE/.ready",
+        "ota_prev/main.py",
+        "ota_prev.main.py",
+        "ota_prev_manifest",
+        "ota_version.json",
+        "ota_manifest.txt",
+        "ota_boot_state.json",
+        "ota_version.json.tmp",
+        "OTA_VERSION.JSON",
+        ".ready",
+        ".READY",
+        ".ready.x",
+        ".uota_session",
+        ".uota_part.00",
+        ".uota_fsck",
+        "app//x.py",
+        "app/./x.py",
+        "./main.py",
+        "app/",
+        "",
+        "/",
+        "//",
+        ".",
+        "..",
+        "a\0b.py",
+        "a\nb.py",
+        "a\rb.py",
+        "a\tb.py",
+        "a\u{7f}b.py",
+        "a\\b.py",
+        "..\\evil.py",
+        "a:b.py",
+        "C:/evil.py",
+        "\u{85}x.py",
+        "\u{2028}x.py",
+        "\u{feff}main.py",
+        "été.py",
+        "😀/x.py",
+        " ",
+        "app/ ",
+        "app/.. ",
+        "app/x.py;rm",
+        "%2e%2e/evil.py",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push("a".repeat(255));
+    v.push("a".repeat(256));
+    v.push(format!("{}b", "a/".repeat(127)));
+    v.push("é".repeat(128));
+    v
+}
+
+/// Paths that `rm` may never delete: `rm` of anything else in the corpus
+/// (the app's own files, `config/ota.json`) is a legitimate deletion.
+fn rm_safe(path: &str) -> bool {
+    !matches!(
+        path,
+        "main.py" | "/main.py" | "app/counter.py" | "app/__init__.py" | "config/ota.json"
+    )
+}
+
+/// Raw JSON number texts, including ones no 64-bit type holds.
+const NUMBERS: &[&str] = &[
+    "0",
+    "1",
+    "-1",
+    "7",
+    "255",
+    "256",
+    "8192",
+    "8193",
+    "65535",
+    "2147483647",
+    "2147483648",
+    "4294967295",
+    "4294967296",
+    "9007199254740993",
+    "18446744073709551615",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "123456789012345678901234567890",
+    "1e3",
+    "1.5",
+    "-0",
+    "0.0",
+    "1e400",
+    "-1e400",
+    "1E2",
+];
+
+fn json_str(s: impl AsRef<str>) -> String {
+    serde_json::to_string(s.as_ref()).expect("a string serializes")
+}
+
+/// A random JSON value as raw text (so that it may hold numbers serde_json
+/// cannot represent, and lone surrogates).
+fn rand_json(rng: &mut Rng, paths: &[String], depth: usize) -> String {
+    match rng.below(if depth > 2 { 8 } else { 10 }) {
+        0 => rng.pick(&["null", "true", "false"]).to_string(),
+        1 | 2 => rng.pick(NUMBERS).to_string(),
+        3 | 4 => json_str(rng.pick(paths)),
+        5 => json_str(rng.hex(64)),
+        6 => json_str(String::from_utf8_lossy(&rng.some_bytes(0, 40)).replace('\u{fffd}', "?")),
+        7 => rng
+            .pick(&[
+                r#""\ud800""#,
+                r#""\udfff\ud800""#,
+                r#""a\u0000b""#,
+                r#""\u0000""#,
+                r#""""#,
+                r#""ping""#,
+            ])
+            .to_string(),
+        8 => {
+            let n = rng.below(4);
+            let items: Vec<String> = (0..n).map(|_| rand_json(rng, paths, depth + 1)).collect();
+            format!("[{}]", items.join(","))
+        }
+        _ => {
+            let n = rng.below(3);
+            let items: Vec<String> = (0..n)
+                .map(|_| {
+                    format!(
+                        "{}:{}",
+                        json_str(rng.pick(&["op", "path", "size", "x", ""])),
+                        rand_json(rng, paths, depth + 1)
+                    )
+                })
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+    }
+}
+
+/// What the generators know about the device and the releases.
+struct World {
+    paths: Vec<String>,
+    max_frame: usize,
+    key: uota::auth::SigningKey,
+    /// Releases a valid `begin` may open: each holds the sentinel.
+    releases: Vec<Manifest>,
+    /// The bytes of every entry of those releases (except the sentinel).
+    contents: BTreeMap<String, Vec<u8>>,
+}
+
+impl World {
+    fn new(baseline: &Manifest, project: &Project, max_frame: usize, rng: &mut Rng) -> World {
+        let mut contents = BTreeMap::new();
+        for e in &baseline.files {
+            let bytes = match project.source_for(&e.path) {
+                uota::config::FileSource::Bytes(b) => b,
+                uota::config::FileSource::Disk(p) => std::fs::read(p).unwrap(),
+            };
+            contents.insert(e.path.clone(), bytes);
+        }
+        contents.insert("app/counter.py".into(), b"# fuzz: changed\n".to_vec());
+        contents.insert("app/fuzz_new.py".into(), b"print('new')\n".repeat(900));
+        contents.insert("app/empty.py".into(), Vec::new());
+        let mut releases = Vec::new();
+        for version in ["9.9.9-fuzz", "9.9.9-fuzz-b", "x"] {
+            let mut files: Vec<FileEntry> = contents
+                .iter()
+                .map(|(p, d)| FileEntry::from_bytes(p.clone(), d))
+                .collect();
+            // Each release also lists the sentinel, whose bytes never come.
+            files.push(FileEntry {
+                path: SENTINEL.into(),
+                size: 7,
+                sha256: rng.bytes(32).try_into().unwrap(),
+            });
+            releases.push(Manifest::new(version, files).unwrap());
+        }
+        World {
+            paths: path_corpus(),
+            max_frame,
+            key: uota::auth::SigningKey::new(KEY),
+            releases,
+            contents,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sessions: a script of writes and reads on one connection.
+
+enum Step {
+    Send(Vec<u8>),
+    /// Read what the device answers until it is quiet for this long.
+    Read(u64),
+    Pause(u64),
+    /// Run this session to its end on a second connection, meanwhile.
+    Other(Box<Script>),
+    /// Open one more connection, send these bytes on it, and leave it open
+    /// until the session ends.
+    Open(Vec<u8>),
+}
+
+struct Script {
+    kind: &'static str,
+    steps: Vec<Step>,
+    /// Close with an RST instead of a FIN.
+    reset: bool,
+}
+
+impl Script {
+    fn new(kind: &'static str) -> Script {
+        Script {
+            kind,
+            steps: Vec::new(),
+            reset: false,
+        }
+    }
+
+    fn send(&mut self, bytes: impl Into<Vec<u8>>) {
+        self.steps.push(Step::Send(bytes.into()));
+    }
+
+    fn line(&mut self, text: &[u8]) {
+        let mut b = text.to_vec();
+        b.push(b'\n');
+        self.send(b);
+    }
+
+    fn frame(&mut self, kind: FrameType, payload: &[u8]) {
+        self.send(encode_to_vec(kind, payload));
+    }
+
+    fn req(&mut self, json: &str) {
+        self.frame(FrameType::Request, json.as_bytes());
+    }
+
+    fn data(&mut self, payload: &[u8]) {
+        self.frame(FrameType::Data, payload);
+    }
+
+    fn hello(&mut self) {
+        self.line(b"uota 1");
+        self.steps.push(Step::Read(15));
+    }
+
+    fn read(&mut self) {
+        self.steps.push(Step::Read(25));
+    }
+
+    fn sent(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for s in &self.steps {
+            if let Step::Send(b) = s {
+                out.extend_from_slice(b);
+            }
+        }
+        out
+    }
+
+    /// What every connection of the session sent, for a report.
+    fn describe(&self, max: usize) -> String {
+        let mut out = hexdump(&self.sent(), max);
+        for step in &self.steps {
+            match step {
+                Step::Other(o) => out.push_str(&format!(
+                    "\n    meanwhile on a second connection ({}): {}",
+                    o.kind,
+                    o.describe(max)
+                )),
+                Step::Open(b) => out.push_str(&format!(
+                    "\n    another connection left open after: {}",
+                    hexdump(b, max)
+                )),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Cut the session at a random byte (the link drops there).
+    fn truncate(&mut self, rng: &mut Rng) {
+        let total: usize = self.sent().len();
+        if total == 0 {
+            return;
+        }
+        let mut keep = rng.below(total);
+        let mut steps = Vec::new();
+        for s in std::mem::take(&mut self.steps) {
+            match s {
+                Step::Send(b) if b.len() > keep => {
+                    steps.push(Step::Send(b[..keep].to_vec()));
+                    break;
+                }
+                Step::Send(b) => {
+                    keep -= b.len();
+                    steps.push(Step::Send(b));
+                }
+                other => steps.push(other),
+            }
+        }
+        self.steps = steps;
+    }
+
+    /// Resend the bytes in small pieces with short pauses (odd TCP segments).
+    fn drip(&mut self, rng: &mut Rng) {
+        let mut steps = Vec::new();
+        for s in std::mem::take(&mut self.steps) {
+            match s {
+                Step::Send(b) if b.len() <= 2048 => {
+                    let mut rest = &b[..];
+                    while !rest.is_empty() {
+                        let n = rng.range(1, 9).min(rest.len());
+                        steps.push(Step::Send(rest[..n].to_vec()));
+                        if rng.percent(10) {
+                            steps.push(Step::Pause(1));
+                        }
+                        rest = &rest[n..];
+                    }
+                }
+                other => steps.push(other),
+            }
+        }
+        self.steps = steps;
+    }
+}
+
+/// Random bytes in line mode: garbage, known commands with bad arguments,
+/// over-long and non-UTF-8 lines; sometimes the hello and frame garbage.
+fn gen_lines(rng: &mut Rng, w: &World) -> Script {
+    let mut s = Script::new("lines");
+    for _ in 0..rng.range(1, 8) {
+        match rng.below(7) {
+            0 => {
+                let mut b = rng.some_bytes(0, 80);
+                b.retain(|&c| c != b'\n');
+                s.line(&b);
+            }
+            1 => {
+                let n = rng.range(500, 3000);
+                s.line(&vec![*rng.pick(b"a \xff/"); n]);
+            }
+            2 => {
+                let mut b = rng.some_bytes(1, 200);
+                if rng.percent(50) {
+                    b.push(b'\r');
+                }
+                b.push(b'\n');
+                s.send(b);
+            }
+            _ => {
+                let cmd = *rng.pick(&[
+                    "ping",
+                    "version",
+                    "ls",
+                    "get",
+                    "rm",
+                    "stream_ota",
+                    "start_ota",
+                    "end_ota",
+                    "manifest",
+                    "file",
+                    "abort",
+                    "uota",
+                    "UOTA",
+                    "PING",
+                    "Reset",
+                    "",
+                ]);
+                let arg: Vec<u8> = match rng.below(5) {
+                    0 => Vec::new(),
+                    1 => rng.pick(NUMBERS).as_bytes().to_vec(),
+                    2 => rng.some_bytes(1, 30),
+                    _ => loop {
+                        let p = rng.pick(&w.paths);
+                        if cmd != "rm" || rm_safe(p) {
+                            break p.as_bytes().to_vec();
+                        }
+                    },
+                };
+                let mut b = cmd.as_bytes().to_vec();
+                if rng.percent(85) {
+                    b.push(b' ');
+                }
+                b.extend(arg.iter().filter(|&&c| c != b'\n'));
+                if rng.percent(20) {
+                    b.push(b'\r');
+                }
+                s.line(&b);
+            }
+        }
+        if rng.percent(40) {
+            s.read();
+        }
+    }
+    if rng.percent(20) {
+        s.hello();
+        let junk = rng.some_bytes(1, 40);
+        s.send(junk);
+    }
+    s.read();
+    s
+}
+
+/// One random frame: any type, a length that may lie, a random payload.
+fn rand_frame(rng: &mut Rng, w: &World) -> Vec<u8> {
+    let kind = match rng.below(10) {
+        0..=3 => 1,
+        4 | 5 => 3,
+        6 => 2,
+        7 => 0,
+        _ => rng.next() as u8,
+    };
+    let payload = match rng.below(6) {
+        0 => Vec::new(),
+        1 => format!(r#"{{"op":{}}}"#, rand_json(rng, &w.paths, 0)).into_bytes(),
+        2 => rand_json(rng, &w.paths, 0).into_bytes(),
+        3 => vec![0; w.max_frame],
+        _ => rng.some_bytes(1, 300),
+    };
+    let len: u32 = match rng.below(10) {
+        0 => rng.next() as u32,
+        1 => *rng.pick(&[u32::MAX, 0x7fff_ffff, 0x8000_0000, w.max_frame as u32 + 1]),
+        2 => payload.len() as u32 + rng.range(1, 20) as u32,
+        3 => (payload.len() as u32).saturating_sub(rng.range(1, 20) as u32),
+        _ => payload.len() as u32,
+    };
+    let mut out = vec![kind];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn gen_frames(rng: &mut Rng, w: &World) -> Script {
+    let mut s = Script::new("frames");
+    s.hello();
+    for _ in 0..rng.range(1, 6) {
+        let f = rand_frame(rng, w);
+        s.send(f);
+        if rng.percent(50) {
+            s.read();
+        }
+    }
+    s.read();
+    s
+}
+
+/// A mutated request: a known or unknown op with fields of random types.
+/// Never `wipe` or `reset`, never a `passwd` that may succeed, `rm` only of paths no
+/// `rm` may delete, and `commit` only before any `begin` of the session.
+fn rand_request(rng: &mut Rng, w: &World, begun: bool) -> (String, String) {
+    let mut ops = vec![
+        "ping",
+        "info",
+        "ls",
+        "get",
+        "rm",
+        "auth",
+        "passwd",
+        "begin",
+        "file",
+        "manifest",
+        "staged",
+        "abort",
+        "frobnicate",
+        "",
+        "PING",
+        "Wipe",
+        "RESET",
+        "op_ping",
+        "_frames",
+        "__init__",
+        "ping ",
+        "handle",
+        "remove",
+        "list_dir",
+        "stop_serving",
+    ];
+    if !begun {
+        ops.push("commit");
+    }
+    // Long names: 252 letters is MicroPython's longest attribute name
+    // after the "op_" prefix the server adds.
+    let long: [String; 2] = ["a".repeat(252), "a".repeat(253 + rng.below(300))];
+    ops.extend(long.iter().map(String::as_str));
+    let op = *rng.pick(&ops);
+    let op_json = match rng.below(12) {
+        0 => rand_json(rng, &w.paths, 1),
+        _ => json_str(op),
+    };
+    let field = |rng: &mut Rng, name: &str| -> String {
+        let v = match name {
+            "path" if op == "rm" => loop {
+                let p = rng.pick(&w.paths);
+                if rm_safe(p) {
+                    break json_str(p);
+                }
+            },
+            "path" if rng.percent(60) => json_str(rng.pick(&w.paths)),
+            // Never "" either: clearing the (absent) password is a legitimate
+            // rewrite of the secrets file.
+            "verifier" => match rng.below(4) {
+                0 => json_str(rng.hex(65)),
+                1 => json_str(rng.hex(63)),
+                2 => json_str(format!("{}g", rng.hex(63))),
+                _ => rng.pick(NUMBERS).to_string(),
+            },
+            "sha256" | "sig" | "mac" if rng.percent(50) => json_str(rng.hex(64)),
+            "size" | "count" | "offset" if rng.percent(60) => rng.pick(NUMBERS).to_string(),
+            "mode" if rng.percent(50) => json_str(rng.pick(&["full", "fast", "FULL", "delta"])),
+            "enc" if rng.percent(50) => json_str(rng.pick(&["deflate", "gzip", "zlib", ""])),
+            "version" if rng.percent(50) => json_str(rng.pick(&[
+                "2.0",
+                "",
+                "a\u{1}b",
+                "v\nx",
+                &"9".repeat(65),
+                &"9".repeat(64),
+            ])),
+            _ => rand_json(rng, &w.paths, 1),
+        };
+        format!("{}:{}", json_str(name), v)
+    };
+    let names: &[&str] = match op {
+        "ls" | "get" | "rm" => &["path"],
+        "auth" => &["mac"],
+        "passwd" => &["verifier"],
+        "begin" => &["version", "mode", "count", "sig", "runtime"],
+        "file" => &["path", "size", "sha256", "offset", "enc"],
+        "commit" => &["reset"],
+        _ => &["path", "x"],
+    };
+    let mut fields = vec![format!("\"op\":{op_json}")];
+    for name in names {
+        if op == "passwd" || rng.percent(80) {
+            fields.push(field(rng, name));
+        }
+    }
+    if rng.percent(20) {
+        let extra = *rng.pick(&["x", "op", "path", "ok", ""]);
+        if extra != "op" || op != "passwd" {
+            fields.push(field(rng, extra));
+        }
+    }
+    // `commit` takes reset=false only: a reset would use up a boot attempt.
+    if op == "commit" {
+        fields.push("\"reset\":false".into());
+    }
+    (op.to_string(), format!("{{{}}}", fields.join(",")))
+}
+
+/// A payload that is not a well-formed request at all.
+fn rand_bad_payload(rng: &mut Rng) -> Vec<u8> {
+    match rng.below(9) {
+        0 => b"{\"op\":\"ping\"".to_vec(),
+        1 => b"{\"op\":\"p\xffng\"}".to_vec(),
+        2 => b"{\"op\":\"ping\",\"path\":\"a\x00b\"}".to_vec(),
+        3 => {
+            let d = rng.range(10, 3000);
+            format!("{}{}", "[".repeat(d), "]".repeat(d)).into_bytes()
+        }
+        4 => {
+            let d = rng.range(10, 3000);
+            format!("{}1{}", "{\"a\":".repeat(d), "}".repeat(d)).into_bytes()
+        }
+        5 => b"\xef\xbb\xbf{\"op\":\"ping\"}".to_vec(),
+        6 => b"{\"op\":\"ping\"} trailing".to_vec(),
+        7 => b"[\"op\",\"ping\"]".to_vec(),
+        _ => format!("{{\"op\":\"ls\",\"path\":\"{}\"}}", "a".repeat(8100)).into_bytes(),
+    }
+}
+
+/// Manifest-ish text for a `begin` stream of a mutated request.
+fn rand_manifest_text(rng: &mut Rng, w: &World) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..rng.range(0, 5) {
+        let sha = if rng.percent(70) {
+            rng.hex(64)
+        } else {
+            let n = rng.range(0, 70);
+            rng.hex(n)
+        };
+        let size = if rng.percent(60) {
+            rng.below(100).to_string()
+        } else {
+            rng.pick(NUMBERS).to_string()
+        };
+        out.extend(format!("{sha} {size} {}\n", rng.pick(&w.paths)).into_bytes());
+    }
+    out
+}
+
+fn gen_requests(rng: &mut Rng, w: &World) -> Script {
+    let mut s = Script::new("requests");
+    s.hello();
+    let mut begun = false;
+    for _ in 0..rng.range(1, 6) {
+        if rng.percent(15) {
+            let p = rand_bad_payload(rng);
+            s.frame(FrameType::Request, &p);
+        } else {
+            let (op, json) = rand_request(rng, w, begun);
+            s.req(&json);
+            match op.as_str() {
+                "begin" => {
+                    begun = true;
+                    if rng.percent(80) {
+                        let text = rand_manifest_text(rng, w);
+                        for chunk in text.chunks(rng.range(1, 64)) {
+                            s.data(chunk);
+                        }
+                        if rng.percent(85) {
+                            s.data(b"");
+                        }
+                    }
+                }
+                "file" if rng.percent(70) => {
+                    let body = rng.some_bytes(0, 200);
+                    s.data(&body);
+                    s.data(b"");
+                }
+                _ => {}
+            }
+        }
+        if rng.percent(60) {
+            s.read();
+        }
+    }
+    s.read();
+    s
+}
+
+/// The `begin` request of a release, correctly signed unless told otherwise.
+fn begin_json(w: &World, m: &Manifest, count: usize, sig: Option<String>, runtime: bool) -> String {
+    let sig = sig.unwrap_or_else(|| m.signature(&w.key));
+    json!({
+        "op": "begin", "version": m.version, "mode": "full",
+        "count": count, "sig": sig, "runtime": runtime,
+    })
+    .to_string()
+}
+
+/// Split a stream into DATA frames at random points (never an empty one,
+/// which would end the stream early).
+fn data_frames(s: &mut Script, rng: &mut Rng, bytes: &[u8], max: usize) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = rng.range(1, max).min(rest.len());
+        s.data(&rest[..n]);
+        rest = &rest[n..];
+    }
+}
+
+/// Mutate manifest lines: bad hashes and sizes, bad and protected paths,
+/// unsorted and repeated lines, blank, over-long and non-UTF-8 lines.
+fn mutate_lines(rng: &mut Rng, w: &World, text: &[u8]) -> Vec<u8> {
+    let mut lines: Vec<Vec<u8>> = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    for _ in 0..rng.range(1, 3) {
+        if lines.is_empty() {
+            break;
+        }
+        let i = rng.below(lines.len());
+        let line = String::from_utf8_lossy(&lines[i]).to_string();
+        let mut parts: Vec<String> = line.splitn(3, ' ').map(str::to_string).collect();
+        parts.resize(3.max(parts.len()), String::new());
+        match rng.below(12) {
+            0 => {
+                let choices = [parts[0].to_uppercase(), rng.hex(63), "g".repeat(64)];
+                parts[0] = rng.pick(&choices).clone();
+            }
+            1 => parts[1] = rng.pick(NUMBERS).to_string(),
+            2 => {
+                parts[1] = rng
+                    .pick(&["", " 5", "+5", "0x10", "5 ", "٣", "1_000"])
+                    .to_string()
+            }
+            3 => parts[2] = rng.pick(&w.paths).clone(),
+            4 => parts.truncate(rng.range(1, 2)),
+            5 => {
+                let j = rng.below(lines.len());
+                lines.swap(i, j);
+                continue;
+            }
+            6 => {
+                let dup = lines[i].clone();
+                lines.insert(i, dup);
+                continue;
+            }
+            7 => {
+                lines.insert(i, rng.pick(&[&b""[..], b"\r", b" ", b"\0"]).to_vec());
+                continue;
+            }
+            8 => {
+                lines[i] = vec![b'a'; rng.range(390, 1200)];
+                continue;
+            }
+            9 => {
+                lines[i].extend_from_slice(b"\xff\xfe");
+                continue;
+            }
+            10 => {
+                lines.remove(i);
+                continue;
+            }
+            _ => {
+                lines[i].push(b'\r');
+                continue;
+            }
+        }
+        lines[i] = parts.join(" ").into_bytes();
+    }
+    let mut out = lines.join(&b'\n');
+    if rng.percent(90) {
+        out.push(b'\n');
+    }
+    out
+}
+
+/// A valid `begin` whose manifest stream (and sometimes request) is mutated.
+fn gen_begin(rng: &mut Rng, w: &World) -> Script {
+    let mut s = Script::new("begin");
+    s.hello();
+    let m = rng.pick(&w.releases);
+    let lines = m.manifest_lines();
+    // Either the lines or the request are mutated (or both, or neither:
+    // then the push is open and valid, and the session just ends).
+    let mutated = if rng.percent(70) {
+        mutate_lines(rng, w, &lines)
+    } else {
+        lines
+    };
+    let mut begin: serde_json::Value =
+        serde_json::from_str(&begin_json(w, m, m.files.len(), None, false)).unwrap();
+    for _ in 0..rng.below(3) {
+        match rng.below(9) {
+            0 => begin["count"] = json!(m.files.len() + 1),
+            1 => begin["count"] = json!(m.files.len().saturating_sub(1)),
+            2 => begin["sig"] = json!(rng.hex(64)),
+            3 => begin["sig"] = json!(m.signature(&w.key).to_uppercase()),
+            4 => begin["sig"] = json!(rng.pick(&["", "00"])),
+            5 => {
+                begin.as_object_mut().unwrap().remove("sig");
+            }
+            6 => begin["version"] = json!(format!("{}.1", m.version)),
+            7 => begin["mode"] = json!("fast"),
+            _ => begin["runtime"] = json!(true),
+        }
+    }
+    let req = if rng.percent(10) {
+        let (_, j) = rand_request(rng, w, true);
+        j
+    } else {
+        begin.to_string()
+    };
+    s.req(&req);
+    data_frames(&mut s, rng, &mutated, 200);
+    if rng.percent(90) {
+        s.data(b"");
+    } else {
+        // A request where the stream should go on.
+        s.req(r#"{"op":"ping"}"#);
+    }
+    s.read();
+    if rng.percent(40) {
+        s.req(r#"{"op":"staged"}"#);
+        s.read();
+    }
+    if rng.percent(30) {
+        s.req(r#"{"op":"abort"}"#);
+        s.read();
+    }
+    s
+}
+
+/// The data stream of one file: correct, or broken in one of many ways.
+fn file_stream(s: &mut Script, rng: &mut Rng, w: &World, body: &[u8], broken: bool) {
+    if !broken {
+        // Correct, in random frame sizes.
+        data_frames(s, rng, body, w.max_frame);
+        s.data(b"");
+        return;
+    }
+    match rng.below(9) {
+        // Truncated.
+        0 => {
+            let n = rng.below(body.len().max(1));
+            data_frames(s, rng, &body[..n.min(body.len())], w.max_frame);
+            s.data(b"");
+        }
+        // Extra bytes.
+        1 => {
+            let mut b = body.to_vec();
+            b.extend(rng.some_bytes(1, 50));
+            data_frames(s, rng, &b, w.max_frame);
+            s.data(b"");
+        }
+        // One byte changed.
+        2 if !body.is_empty() => {
+            let mut b = body.to_vec();
+            let i = rng.below(b.len());
+            b[i] ^= 1;
+            data_frames(s, rng, &b, w.max_frame);
+            s.data(b"");
+        }
+        // An oversized DATA frame (really sent, or only announced).
+        3 => {
+            if rng.percent(50) {
+                s.data(&vec![b'x'; w.max_frame + 1]);
+            } else {
+                let mut hdr = vec![3];
+                hdr.extend_from_slice(&rng.pick(&[u32::MAX, 1 << 24]).to_be_bytes());
+                s.send(hdr);
+            }
+        }
+        // No end of stream: the next request comes instead.
+        4 => {
+            data_frames(s, rng, body, w.max_frame);
+            s.req(r#"{"op":"ping"}"#);
+        }
+        // Another frame type inside the stream.
+        5 => {
+            data_frames(s, rng, &body[..body.len() / 2], w.max_frame);
+            s.frame(FrameType::Response, b"{}");
+        }
+        // Nothing at all.
+        6 => s.data(b""),
+        // Deflate data where plain bytes are expected.
+        _ => {
+            s.data(&deflate(body));
+            s.data(b"");
+        }
+    }
+}
+
+fn deflate(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    z.write_all(bytes).unwrap();
+    z.finish().unwrap()
+}
+
+/// The stream of a file sent with `"enc":"deflate"`: one zlib stream per
+/// DATA frame; correct, or corrupted, truncated, a bomb, plain bytes.
+fn deflate_stream(s: &mut Script, rng: &mut Rng, w: &World, body: &[u8], broken: bool) {
+    if !broken {
+        for piece in body.chunks(rng.range(1, 4 * w.max_frame)) {
+            s.data(&deflate(piece));
+        }
+        s.data(b"");
+        return;
+    }
+    let mut comp = match rng.below(3) {
+        0 => deflate(&vec![0u8; 1 << 20]),
+        1 => deflate(body),
+        _ => body.to_vec(),
+    };
+    match rng.below(3) {
+        0 if !comp.is_empty() => {
+            let i = rng.below(comp.len());
+            comp[i] ^= 0x55;
+        }
+        1 => comp.truncate(comp.len() / 2),
+        _ => {}
+    }
+    if comp.len() <= w.max_frame {
+        s.data(&comp);
+    }
+    s.data(b"");
+}
+
+/// One `file` request and its stream for entry `e` of release `m`.
+fn file_op(s: &mut Script, rng: &mut Rng, w: &World, m: &Manifest, broken: bool) {
+    let e = rng.pick(&m.files);
+    let body = w.contents.get(&e.path).cloned().unwrap_or_default();
+    let mut req = json!({"op": "file", "path": e.path, "size": e.size, "sha256": e.sha256_hex()});
+    let compressed = rng.percent(25);
+    if compressed {
+        req["enc"] = json!("deflate");
+    }
+    // Break the request or the stream.
+    let bad_req = broken && rng.percent(50);
+    if bad_req {
+        match rng.below(9) {
+            0 => req["size"] = json!(e.size + 1),
+            1 => req["size"] = json!(e.size.saturating_sub(1)),
+            2 => req["size"] = json!(rng.pick(&[json!(-1), json!(1.5), json!("1"), json!(null)])),
+            3 => req["sha256"] = json!(rng.hex(64)),
+            4 => req["sha256"] = json!(e.sha256_hex().to_uppercase()),
+            5 => req["path"] = json!(rng.pick(&w.paths)),
+            6 => req["offset"] = json!(rng.below(e.size as usize + 2)),
+            7 => {
+                req["offset"] = rng
+                    .pick(&[json!(-1), json!(1.5), json!("3"), json!(u64::MAX)])
+                    .clone()
+            }
+            _ => req["enc"] = json!(rng.pick(&["gzip", "", "DEFLATE", "zlib"])),
+        }
+    }
+    s.req(&req.to_string());
+    let offset = req["offset"].as_u64().unwrap_or(0) as usize;
+    let body = &body[offset.min(body.len())..];
+    let broken_stream = broken && !bad_req;
+    if compressed {
+        deflate_stream(s, rng, w, body, broken_stream);
+    } else {
+        file_stream(s, rng, w, body, broken_stream);
+    }
+}
+
+/// A valid, signed `begin`, then files with wrong sizes and hashes,
+/// truncated, extra, oversized or compressed data, resumes at odd offsets,
+/// `staged`, `commit` (never complete: the sentinel is missing) and `abort`.
+fn gen_files(rng: &mut Rng, w: &World) -> Script {
+    let mut s = Script::new("files");
+    s.hello();
+    let m = rng.pick(&w.releases);
+    s.req(&begin_json(w, m, m.files.len(), None, false));
+    data_frames(&mut s, rng, &m.manifest_lines(), 300);
+    s.data(b"");
+    s.read();
+    if rng.percent(30) {
+        s.req(r#"{"op":"staged"}"#);
+        s.read();
+    }
+    // Mostly correct files, then (usually) a broken one: the session
+    // reaches staged files, `staged` and `commit` as well as each error.
+    let n = rng.range(1, 5);
+    for i in 0..n {
+        let broken = (i == n - 1 && rng.percent(70)) || rng.percent(10);
+        file_op(&mut s, rng, w, m, broken);
+        if rng.percent(30) {
+            s.read();
+        }
+    }
+    match rng.below(4) {
+        0 => s.req(r#"{"op":"commit","reset":false}"#),
+        1 => s.req(r#"{"op":"abort"}"#),
+        2 => s.req(r#"{"op":"staged"}"#),
+        _ => {}
+    }
+    s.read();
+    s
+}
+
+/// Two connections: one holds a push session while the other fuzzes (its
+/// pushes get `busy`, its `file`, `commit`, `abort` and `staged` may not
+/// touch the first one's session); then the first goes on.
+fn gen_pair(rng: &mut Rng, w: &World) -> Script {
+    let mut s = Script::new("pair");
+    s.hello();
+    let m = rng.pick(&w.releases);
+    s.req(&begin_json(w, m, m.files.len(), None, false));
+    data_frames(&mut s, rng, &m.manifest_lines(), 300);
+    s.data(b"");
+    s.read();
+    let mut other = match rng.below(3) {
+        0 => gen_requests(rng, w),
+        1 => gen_begin(rng, w),
+        _ => gen_files(rng, w),
+    };
+    if rng.percent(25) {
+        other.truncate(rng);
+    }
+    s.steps.push(Step::Other(Box::new(other)));
+    let broken = rng.percent(30);
+    file_op(&mut s, rng, w, m, broken);
+    s.req(r#"{"op":"staged"}"#);
+    s.req(r#"{"op":"commit","reset":false}"#);
+    s.read();
+    s
+}
+
+/// More connections than the device serves at once (it evicts the idlest
+/// one that holds no push), each left half-way through something.
+fn gen_crowd(rng: &mut Rng, w: &World) -> Script {
+    let mut s = Script::new("crowd");
+    for _ in 0..rng.range(3, 7) {
+        let m = rng.pick(&w.releases);
+        let mut b = Vec::new();
+        match rng.below(5) {
+            0 => {}
+            1 => b.extend_from_slice(b"uota 1\n\x01\x00\x00"),
+            2 => b.extend(rng.some_bytes(1, 40)),
+            3 => {
+                b.extend_from_slice(b"uota 1\n");
+                let req = begin_json(w, m, m.files.len(), None, false);
+                b.extend(encode_to_vec(FrameType::Request, req.as_bytes()));
+                let lines = m.manifest_lines();
+                b.extend(encode_to_vec(FrameType::Data, &lines[..lines.len() / 2]));
+            }
+            _ => b.extend_from_slice(b"ver"),
+        }
+        s.steps.push(Step::Open(b));
+    }
+    let mut main = if rng.percent(50) {
+        gen_files(rng, w)
+    } else {
+        gen_requests(rng, w)
+    };
+    s.steps.append(&mut main.steps);
+    s
+}
+
+/// One file of an OTAS container: path, size, raw SHA-256, data.
+type OtasFile = (Vec<u8>, u32, [u8; 32], Vec<u8>);
+
+/// An OTAS container (micro-ota's `stream_ota`, docs/protocol.md §6) built
+/// by hand, so that lengths and paths can be anything: magic, version,
+/// count, per file path, size, raw SHA-256 and data, then the HMAC-SHA256 of
+/// everything after the magic under the device's key.
+fn otas(version: &[u8], count: u16, files: &[OtasFile]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(version.len() as u16).to_be_bytes());
+    body.extend_from_slice(version);
+    body.extend_from_slice(&count.to_be_bytes());
+    for (path, size, sha, data) in files {
+        body.extend_from_slice(&(path.len() as u16).to_be_bytes());
+        body.extend_from_slice(path);
+        body.extend_from_slice(&size.to_be_bytes());
+        body.extend_from_slice(sha);
+        body.extend_from_slice(data);
+    }
+    let mut out = b"OTAS".to_vec();
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&uota::auth::hmac_sha256(KEY.as_bytes(), &body));
+    out
+}
+
+/// micro-ota's `stream_ota <n>` + container, with the container (or the
+/// announced length) broken. Every container lists the sentinel, whose
+/// bytes are wrong, so none can ever be installed.
+fn gen_stream_ota(rng: &mut Rng, w: &World) -> Script {
+    let mut s = Script::new("stream_ota");
+    let m = rng.pick(&w.releases);
+    let mut files: Vec<OtasFile> = m
+        .files
+        .iter()
+        .map(|e| {
+            let data = match w.contents.get(&e.path) {
+                Some(d) => d.clone(),
+                None => rng.bytes(e.size as usize),
+            };
+            (e.path.as_bytes().to_vec(), e.size as u32, e.sha256, data)
+        })
+        .collect();
+    let sentinel = files
+        .iter()
+        .position(|f| f.0 == SENTINEL.as_bytes())
+        .unwrap();
+    let keep = rng.range(0, files.len() - 1);
+    if keep < files.len() - 1 && rng.percent(50) {
+        // Fewer files, the sentinel first so that it is always among them.
+        files.swap(0, sentinel);
+        files.truncate(keep + 1);
+    }
+    let mut version = m.version.as_bytes().to_vec();
+    let mut count = files.len() as u16;
+    for _ in 0..rng.below(3) {
+        let i = rng.below(files.len());
+        // The container is signed after these changes: the sentinel keeps
+        // its path, or a protected name would make the device skip it and
+        // install the rest.
+        let rename = files[i].0 != SENTINEL.as_bytes();
+        match rng.below(10) {
+            0 if rename => files[i].0 = rng.pick(&w.paths).as_bytes().to_vec(),
+            1 if rename => files[i].0 = b"app/\xff\xfe.py".to_vec(),
+            2 => files[i].1 = files[i].1.wrapping_add(1),
+            3 => files[i].1 = *rng.pick(&[u32::MAX, 1 << 30]),
+            4 => files[i].2 = rng.bytes(32).try_into().unwrap(),
+            5 => {
+                let dup = files[i].clone();
+                files.push(dup);
+            }
+            6 => {
+                version = rng
+                    .pick(&[&b""[..], b"\xff", b"v\n1", &[b'9'; 300]])
+                    .to_vec()
+            }
+            7 => count = count.wrapping_add(*rng.pick(&[1, u16::MAX])),
+            8 => {
+                let half = files[i].3.len() / 2;
+                files[i].3.truncate(half);
+            }
+            _ => files[i].3.extend(rng.some_bytes(1, 9)),
+        }
+    }
+    let mut c = otas(&version, count, &files);
+    match rng.below(8) {
+        0 => c[..4].copy_from_slice(b"OTAZ"),
+        1 => {
+            let i = rng.below(c.len());
+            c[i] ^= 1 << rng.below(8);
+        }
+        2 => {
+            let n = c.len();
+            c.truncate(rng.below(n));
+        }
+        _ => {}
+    }
+    let n = match rng.below(8) {
+        0 => (c.len() + 1).to_string(),
+        1 => c.len().saturating_sub(1).to_string(),
+        2 => rng
+            .pick(&["-1", "", "x", "99999999999999999999", "0x10"])
+            .to_string(),
+        _ => c.len().to_string(),
+    };
+    s.line(format!("stream_ota {n}").as_bytes());
+    s.read();
+    data_chunks(&mut s, rng, &c);
+    s.read();
+    s
+}
+
+/// Raw bytes in pieces of random size.
+fn data_chunks(s: &mut Script, rng: &mut Rng, bytes: &[u8]) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = rng.range(1, 20000).min(rest.len());
+        s.send(rest[..n].to_vec());
+        rest = &rest[n..];
+    }
+}
+
+/// micro-ota's `start_ota` session: `manifest <n>` + signed JSON (always
+/// listing the sentinel), `file <path>;<size>;<sha256>` + bytes, `end_ota`
+/// (which must answer that the release is incomplete) or `abort`; mutated.
+fn gen_start_ota(rng: &mut Rng, w: &World) -> Script {
+    let mut s = Script::new("start_ota");
+    s.line(b"start_ota");
+    s.read();
+    let mut m = rng.pick(&w.releases).clone();
+    m.sign(&w.key);
+    let mut json = m.to_json().into_bytes();
+    match rng.below(8) {
+        0 => {
+            // Sizes are not signed: the signature still holds.
+            let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            let p = rng.pick(&m.files).path.clone();
+            v["files"][p]["size"] = rand_json_value(rng);
+            json = v.to_string().into_bytes();
+        }
+        1 => {
+            let i = rng.below(json.len());
+            json[i] = rng.next() as u8;
+        }
+        2 => json = rand_json(rng, &w.paths, 0).into_bytes(),
+        3 => {
+            let d = rng.range(10, 3000);
+            json = format!("{}{}", "[".repeat(d), "]".repeat(d)).into_bytes();
+        }
+        _ => {}
+    }
+    let n = match rng.below(8) {
+        0 => (json.len() + rng.range(1, 10)).to_string(),
+        1 => json.len().saturating_sub(1).to_string(),
+        2 => rng
+            .pick(&["-1", "", "x", "65537", "99999999999999999999"])
+            .to_string(),
+        _ => json.len().to_string(),
+    };
+    s.line(format!("manifest {n}").as_bytes());
+    s.send(json);
+    s.read();
+    for _ in 0..rng.range(0, 4) {
+        let e = rng.pick(&m.files).clone();
+        let body = w.contents.get(&e.path).cloned().unwrap_or_default();
+        let mut path = e.path.clone();
+        let mut size = e.size.to_string();
+        let mut sha = e.sha256_hex();
+        let mut data = body.clone();
+        match rng.below(10) {
+            0 => path = rng.pick(&w.paths).clone(),
+            1 => size = rng.pick(NUMBERS).to_string(),
+            2 => sha = rng.hex(64),
+            3 => data.truncate(data.len() / 2),
+            4 => data.extend(rng.some_bytes(1, 9)),
+            5 => path = format!("{path};1"),
+            _ => {}
+        }
+        let line = if rng.percent(10) {
+            format!("file {path};{size}")
+        } else {
+            format!("file {path};{size};{sha}")
+        };
+        s.line(line.as_bytes());
+        data_chunks(&mut s, rng, &data);
+        if rng.percent(50) {
+            s.read();
+        }
+    }
+    match rng.below(6) {
+        0 => s.line(b"abort"),
+        1 => s.line(&vec![b'x'; 1100]),
+        2 => s.line(b"frobnicate"),
+        _ => s.line(b"end_ota"),
+    }
+    s.read();
+    s
+}
+
+/// A random JSON value (for `serde_json` documents).
+fn rand_json_value(rng: &mut Rng) -> serde_json::Value {
+    match rng.below(6) {
+        0 => json!(-1),
+        1 => json!(1.5),
+        2 => json!("12"),
+        3 => json!(null),
+        4 => json!(u64::MAX),
+        _ => json!([1]),
+    }
+}
+
+fn generate(rng: &mut Rng, w: &World, legacy: bool) -> Script {
+    let mut s = if legacy && rng.percent(60) {
+        if rng.percent(50) {
+            gen_stream_ota(rng, w)
+        } else {
+            gen_start_ota(rng, w)
+        }
+    } else {
+        match rng.below(22) {
+            0..=2 => gen_lines(rng, w),
+            3..=5 => gen_frames(rng, w),
+            6..=10 => gen_requests(rng, w),
+            11..=14 => gen_begin(rng, w),
+            15..=19 => gen_files(rng, w),
+            20 => gen_pair(rng, w),
+            _ => gen_crowd(rng, w),
+        }
+    };
+    if rng.percent(25) {
+        s.truncate(rng);
+    }
+    if s.sent().len() <= 1500 && rng.percent(10) {
+        s.drip(rng);
+    }
+    s.reset = rng.percent(30);
+    s
+}
+
+// ---------------------------------------------------------------------------
+// Running sessions and checking the device.
+
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn connect(t: &TestDevice) -> Option<TcpStream> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((t.host(), t.port()))).await
+        {
+            s.set_nodelay(true).ok();
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Read until the device is quiet for `quiet_ms` (or closes); at most 1 s.
+async fn drain(stream: &mut TcpStream, quiet_ms: u64, out: &mut Vec<u8>) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut buf = vec![0u8; 16384];
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(quiet_ms), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return false,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return true,
+        }
+    }
+    true
+}
+
+/// Run one session; returns what the device sent, or None when it could not
+/// be reached at all.
+async fn run(t: &TestDevice, script: &Script) -> Option<Vec<u8>> {
+    let mut stream = connect(t).await?;
+    let mut extra = Vec::new();
+    let mut got = Vec::new();
+    // Whether the device still takes bytes on the main connection.
+    let mut open = true;
+    for step in &script.steps {
+        match step {
+            Step::Send(b) if open => {
+                match tokio::time::timeout(IO_TIMEOUT, stream.write_all(b)).await {
+                    Ok(Ok(())) => {}
+                    // The device closed (after an error) or stopped reading.
+                    _ => open = false,
+                }
+            }
+            Step::Read(ms) if open => open = drain(&mut stream, *ms, &mut got).await,
+            Step::Send(_) | Step::Read(_) => {}
+            Step::Pause(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+            Step::Other(other) => {
+                if let Some(g) = Box::pin(run(t, other)).await {
+                    got.extend(g);
+                }
+            }
+            Step::Open(b) => {
+                if let Some(mut c) = connect(t).await {
+                    let _ = tokio::time::timeout(IO_TIMEOUT, c.write_all(b)).await;
+                    extra.push(c);
+                }
+            }
+        }
+    }
+    if script.reset {
+        stream.set_zero_linger().ok();
+    }
+    drop(stream);
+    drop(extra);
+    Some(got)
+}
+
+/// Count the error codes (and resumes) in what the device sent.
+fn tally(got: &[u8], hist: &mut BTreeMap<String, usize>) {
+    let text = String::from_utf8_lossy(got);
+    for pat in ["\"err\": \"", "\"err\":\""] {
+        for (i, _) in text.match_indices(pat) {
+            let rest = &text[i + pat.len()..];
+            let code = rest.split('"').next().unwrap_or("");
+            *hist.entry(code.to_string()).or_default() += 1;
+        }
+    }
+    for pat in ["\"resumed\": true", "\"resumed\":true"] {
+        let n = text.matches(pat).count();
+        if n > 0 {
+            *hist.entry("(resumed)".into()).or_default() += n;
+        }
+    }
+    // Line-mode replies (micro-ota's sessions): the reply word, and for
+    // "error: …" its first words.
+    for l in text.lines() {
+        let key = if l.starts_with("error: ") {
+            let words: Vec<&str> = l.split_whitespace().take(3).collect();
+            words.join(" ").chars().take(32).collect::<String>()
+        } else if let Some(w) = ["ready", "aborted", "sig_mismatch", "sha256_mismatch"]
+            .into_iter()
+            .find(|w| l.starts_with(w))
+        {
+            w.to_string()
+        } else {
+            continue;
+        };
+        *hist.entry(format!("line {key:?}")).or_default() += 1;
+    }
+}
+
+/// `ping` and `version` in line mode; the version JSON on success.
+async fn alive(t: &TestDevice) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let Some(mut s) = connect(t).await else {
+            last = "cannot connect".into();
+            continue;
+        };
+        if s.write_all(b"ping\nversion\n").await.is_err() {
+            last = "write failed".into();
+            continue;
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let until = Instant::now() + Duration::from_secs(3);
+        while got.iter().filter(|&&b| b == b'\n').count() < 2 && Instant::now() < until {
+            match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&got).to_string();
+        let mut lines = text.lines();
+        if lines.next() == Some("pong") {
+            if let Some(v) = lines.next() {
+                return Ok(v.to_string());
+            }
+        }
+        last = format!("unexpected reply {text:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last)
+}
+
+/// Every file and folder on the device's filesystem (a host folder) with
+/// its hash, except the staging area, which pushes may change.
+fn disk_snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            if rel == "ota_stage" || rel.starts_with("ota_stage/") {
+                continue;
+            }
+            if p.is_dir() {
+                out.insert(rel, "<dir>".into());
+                walk(root, &p, out);
+            } else {
+                let data = std::fs::read(&p).unwrap_or_default();
+                out.insert(rel, sha256_hex(&data));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn diff_snapshots(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => out.push(format!("removed {k}")),
+            Some(w) if w != v => out.push(format!("changed {k}")),
+            _ => {}
+        }
+    }
+    for k in b.keys().filter(|k| !a.contains_key(*k)) {
+        out.push(format!("added {k}"));
+    }
+    out
+}
+
+/// Hashes of every file in the device's app folders, read over the wire.
+async fn wire_snapshot(t: &TestDevice) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut dev = t.connect().await;
+    let mut stack = vec![String::new()];
+    while let Some(dir) = stack.pop() {
+        for e in dev
+            .ls(if dir.is_empty() { "/" } else { &dir })
+            .await
+            .unwrap()
+        {
+            let path = if dir.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{dir}/{}", e.name)
+            };
+            if path.starts_with("ota_stage") || path.starts_with("data") {
+                continue;
+            }
+            if e.is_dir {
+                stack.push(path);
+            } else if path != "config/.ota.secrets.json" {
+                out.insert(path.clone(), sha256_hex(&dev.get(&path).await.unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn boots(log: &str) -> usize {
+    log.matches("[uota] I uota runtime").count()
+}
+
+fn hexdump(bytes: &[u8], max: usize) -> String {
+    let shown = &bytes[..bytes.len().min(max)];
+    let mut s = String::new();
+    for b in shown {
+        if b.is_ascii_graphic() || *b == b' ' {
+            s.push(*b as char);
+        } else {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if bytes.len() > max {
+        s.push_str(&format!("… ({} bytes in all)", bytes.len()));
+    }
+    s
+}
+
+/// Push the starter project as release 1.0.0 and wait until it is confirmed,
+/// so that nothing on the device changes by itself during the fuzzing.
+async fn baseline(t: &TestDevice) -> Manifest {
+    let cfg_path = t.project.join("config/ota.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["confirmAfter"] = 1.into();
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    let project = Project::load(&t.project).unwrap();
+    let manifest = Manifest::for_project(&project, PushMode::Full).unwrap();
+    let mut dev = t.connect().await;
+    let opts = PushOptions {
+        signing_key: project.secrets.signing_key.clone(),
+        ..PushOptions::default()
+    };
+    dev.push(&project.root, &manifest, &opts, &mut |_| {})
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut dev = t.wait_version(VERSION).await;
+        let info = dev.info().await.unwrap();
+        let state = info.extra.get("release").and_then(|r| r.get("state"));
+        if state.and_then(|s| s.as_str()) == Some("confirmed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "release never confirmed: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let the boot's last writes settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    manifest
+}
+
+async fn max_frame(t: &TestDevice) -> usize {
+    let mut s = connect(t).await.expect("device reachable");
+    s.write_all(b"uota 1\n").await.unwrap();
+    let mut got = Vec::new();
+    drain(&mut s, 200, &mut got).await;
+    let line = String::from_utf8_lossy(&got).to_string();
+    let hello = uota::protocol::Hello::parse(line.trim_end())
+        .unwrap()
+        .expect("a uota hello");
+    hello.max_frame
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+async fn fuzz(default_cases: usize, legacy: bool) {
+    let started = Instant::now();
+    let t = start(Setup {
+        key: Some(KEY),
+        legacy,
+        ..Setup::default()
+    })
+    .await;
+    assert!(t.host().starts_with("127."), "loopback only");
+    let manifest = baseline(&t).await;
+    let project = Project::load(&t.project).unwrap();
+    let max_frame = max_frame(&t).await;
+    let before_disk = disk_snapshot(&t.root);
+    let before_wire = wire_snapshot(&t).await;
+    let boots_before = boots(&t.log());
+    let version_before = alive(&t).await.expect("device answers before fuzzing");
+    assert!(version_before.contains(VERSION), "{version_before}");
+
+    let seed = env_u64("UOTA_FUZZ_SEED").unwrap_or(SEED);
+    let cases = env_u64("UOTA_FUZZ_CASES").map_or(default_cases, |n| n as usize);
+    let only = env_u64("UOTA_FUZZ_CASE").map(|n| n as usize);
+    // UOTA_FUZZ_VERBOSE=<n>: print every session, n bytes of each.
+    let verbose = env_u64("UOTA_FUZZ_VERBOSE").map(|n| n as usize);
+    let world = World::new(&manifest, &project, max_frame, &mut Rng::new(seed));
+    println!(
+        "device fuzzing{}: seed {seed:#x}, {cases} cases, max_frame {max_frame}, setup {:.1} s",
+        if legacy { " (legacy sessions on)" } else { "" },
+        started.elapsed().as_secs_f64()
+    );
+
+    let fuzz_start = Instant::now();
+    let mut findings: Vec<String> = Vec::new();
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut replies: BTreeMap<String, usize> = BTreeMap::new();
+    let mut errors_seen = t.log().len();
+    let mut logged_errors: Vec<String> = Vec::new();
+    let mut run_cases = 0;
+    let mut bytes_sent = 0;
+    for case in 0..cases {
+        if only.is_some_and(|o| o != case) {
+            continue;
+        }
+        let mut rng = Rng::new(seed ^ (case as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let script = generate(&mut rng, &world, legacy);
+        *kinds.entry(script.kind).or_default() += 1;
+        run_cases += 1;
+        let sent = script.sent();
+        bytes_sent += sent.len();
+        let report = |what: String| {
+            format!(
+                "case {case} ({}, {}): {what}\n    sent: {}",
+                script.kind,
+                if script.reset { "RST" } else { "FIN" },
+                script.describe(600)
+            )
+        };
+        let got = run(&t, &script).await;
+        let mut problems = Vec::new();
+        match &got {
+            None => problems.push("could not connect".to_string()),
+            Some(got) => {
+                tally(got, &mut replies);
+                if let Some(max) = verbose {
+                    println!(
+                        "case {case} ({}): {}\n    got: {}",
+                        script.kind,
+                        script.describe(max),
+                        hexdump(got, max)
+                    );
+                }
+                if got.windows(KEY.len()).any(|w| w == KEY.as_bytes()) {
+                    problems.push(format!(
+                        "a reply carries the signing key: {}",
+                        hexdump(got, 300)
+                    ));
+                }
+            }
+        }
+        match alive(&t).await {
+            Ok(v) if v == version_before => {}
+            Ok(v) => problems.push(format!("version changed to {v}")),
+            Err(e) => problems.push(format!("device stopped answering: {e}")),
+        }
+        let log = t.log();
+        if boots(&log) != boots_before {
+            problems.push("the device rebooted (crash or reset)".into());
+        }
+        let changed = diff_snapshots(&before_disk, &disk_snapshot(&t.root));
+        if !changed.is_empty() {
+            problems.push(format!("files outside staging changed: {changed:?}"));
+        }
+        if log.len() > errors_seen {
+            // An error line and its traceback (up to the next log line).
+            let mut in_error = false;
+            for l in log[errors_seen..].lines() {
+                if l.starts_with("[uota] E") {
+                    in_error = true;
+                    logged_errors.push(format!("case {case} ({}): {l}", script.kind));
+                } else if in_error && !l.starts_with('[') {
+                    if let Some(last) = logged_errors.last_mut() {
+                        last.push_str(&format!("\n        {l}"));
+                    }
+                } else {
+                    in_error = false;
+                }
+            }
+            errors_seen = log.len();
+        }
+        if !problems.is_empty() {
+            let r = report(problems.join("; "));
+            println!("FINDING {r}");
+            findings.push(r);
+            if findings.len() >= 5 {
+                println!("stopping after 5 findings");
+                break;
+            }
+        }
+    }
+    let fuzz_secs = fuzz_start.elapsed().as_secs_f64();
+
+    // The last good state, checked over the wire as a host sees it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut dev = t.connect().await;
+    dev.ping().await.expect("device still answers ping");
+    let version = dev
+        .version()
+        .await
+        .expect("device still reports its version");
+    if version != VERSION {
+        findings.push(format!("end: version is {version}, not {VERSION}"));
+    }
+    let after_wire = wire_snapshot(&t).await;
+    let changed = diff_snapshots(&before_wire, &after_wire);
+    if !changed.is_empty() {
+        findings.push(format!("end: app files changed over the wire: {changed:?}"));
+    }
+    let changed = diff_snapshots(&before_disk, &disk_snapshot(&t.root));
+    if !changed.is_empty() {
+        findings.push(format!("end: files outside staging changed: {changed:?}"));
+    }
+
+    println!(
+        "sessions by kind: {kinds:?}; {bytes_sent} bytes sent in {fuzz_secs:.1} s ({:.1} cases/s)",
+        run_cases as f64 / fuzz_secs
+    );
+    println!("error replies (and micro-ota line replies): {replies:?}");
+    if !logged_errors.is_empty() {
+        // Grouped by the exception (the traceback's last line): how often,
+        // and the first case, with its traceback.
+        let mut groups: BTreeMap<String, (usize, &String)> = BTreeMap::new();
+        for e in &logged_errors {
+            let exc = e.lines().last().unwrap_or("").trim().to_string();
+            groups.entry(exc).or_insert((0, e)).0 += 1;
+        }
+        println!(
+            "errors the device logged: {} (not counted as findings: the device kept \
+             running; \"connection failed\" means it dropped the connection unanswered)",
+            logged_errors.len()
+        );
+        for (exc, (n, first)) in &groups {
+            println!("  {n} x {exc}; first: {first}");
+        }
+    }
+    println!("cases: {run_cases}, findings: {}", findings.len());
+    for f in &findings {
+        println!("  {f}");
+    }
+    if !findings.is_empty() {
+        println!("device log (tail):\n{}", tail(&t.log(), 60));
+    }
+    assert!(findings.is_empty(), "{} findings", findings.len());
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_survives_protocol_fuzzing() {
+    fuzz(CASES, false).await;
+}
+
+/// A device with `"legacy": true` also takes micro-ota's `stream_ota` and
+/// `start_ota` sessions: most of these cases are those, mutated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_device_survives_protocol_fuzzing() {
+    fuzz(LEGACY_CASES, true).await;
+}
+
+/// Ten times the cases (a few minutes); `benches/fuzz.sh` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: run by benches/fuzz.sh"]
+async fn device_survives_long_protocol_fuzzing() {
+    fuzz(CASES * 10, false).await;
+}
+
+/// Ten times the legacy cases; `benches/fuzz.sh` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: run by benches/fuzz.sh"]
+async fn legacy_device_survives_long_protocol_fuzzing() {
+    fuzz(LEGACY_CASES * 10, true).await;
+}
