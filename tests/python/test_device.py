@@ -245,7 +245,7 @@ def test_connection_errors(make_env: Callable[..., Env]) -> None:
     with pytest.raises(uota.InvalidArgument):
         uota.Device(env.host, env.port, protocol="telnet")  # type: ignore[arg-type]
     with pytest.raises(uota.InvalidArgument):
-        uota.VirtualDevice(host="10.0.0.1").start()
+        uota.VirtualDevice(host="0.0.0.0").start()
 
 
 def test_micro_ota_protocol(make_env: Callable[..., Env]) -> None:
