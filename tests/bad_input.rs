@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{sha256_hex, start, RawClient, Setup, TestDevice};
+use common::{start, RawClient, Setup, TestDevice};
 use serde_json::json;
 use uota::config::Project;
 use uota::device::{ConnectOptions, PushOptions};
@@ -27,39 +27,18 @@ async fn baseline(t: &TestDevice) -> BTreeMap<String, String> {
     snapshot(t).await
 }
 
-/// Hashes of every file in the device's app folders, read over the wire.
+/// Hashes of the device's app files, read over the wire.
 async fn snapshot(t: &TestDevice) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut dev = t.connect().await;
-    let mut stack = vec![String::new()];
-    while let Some(dir) = stack.pop() {
-        for e in dev
-            .ls(if dir.is_empty() { "/" } else { &dir })
-            .await
-            .unwrap()
-        {
-            let path = if dir.is_empty() {
-                e.name.clone()
-            } else {
-                format!("{dir}/{}", e.name)
-            };
-            // Staging, config, app-owned /data and boot-guard state change on their own.
-            if path.starts_with("ota_stage")
-                || path.starts_with("ota_prev")
-                || path.starts_with("config")
-                || path.starts_with("data")
-                || path == "ota_boot_state.json"
-            {
-                continue;
-            }
-            if e.is_dir {
-                stack.push(path);
-            } else {
-                out.insert(path.clone(), sha256_hex(&dev.get(&path).await.unwrap()));
-            }
-        }
-    }
-    out
+    // Staging, the previous release, config, app-owned /data and boot-guard
+    // state change on their own.
+    common::wire_snapshot(t, |path| {
+        path.starts_with("ota_stage")
+            || path.starts_with("ota_prev")
+            || path.starts_with("config")
+            || path.starts_with("data")
+            || path == "ota_boot_state.json"
+    })
+    .await
 }
 
 async fn still_good(t: &TestDevice, before: &BTreeMap<String, String>) {

@@ -1572,31 +1572,12 @@ fn diff_snapshots(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) ->
 
 /// Hashes of every file in the device's app folders, read over the wire.
 async fn wire_snapshot(t: &TestDevice) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut dev = t.connect().await;
-    let mut stack = vec![String::new()];
-    while let Some(dir) = stack.pop() {
-        for e in dev
-            .ls(if dir.is_empty() { "/" } else { &dir })
-            .await
-            .unwrap()
-        {
-            let path = if dir.is_empty() {
-                e.name.clone()
-            } else {
-                format!("{dir}/{}", e.name)
-            };
-            if path.starts_with("ota_stage") || path.starts_with("data") {
-                continue;
-            }
-            if e.is_dir {
-                stack.push(path);
-            } else if path != "config/.ota.secrets.json" {
-                out.insert(path.clone(), sha256_hex(&dev.get(&path).await.unwrap()));
-            }
-        }
-    }
-    out
+    common::wire_snapshot(t, |path| {
+        path.starts_with("ota_stage")
+            || path.starts_with("data")
+            || path == "config/.ota.secrets.json"
+    })
+    .await
 }
 
 fn boots(log: &str) -> usize {

@@ -474,7 +474,12 @@ impl Device {
     }
 
     pub(crate) async fn read_line(&mut self, what: &str) -> Result<String> {
-        match self.next_event(what, self.opts.timeout).await? {
+        self.read_line_within(what, self.opts.timeout).await
+    }
+
+    /// Read one line, waiting at most `wait`.
+    pub(crate) async fn read_line_within(&mut self, what: &str, wait: Duration) -> Result<String> {
+        match self.next_event(what, wait).await? {
             Event::Line(l) => Ok(l),
             other => Err(Error::Protocol(format!(
                 "expected a line during {what}, got {other:?}"

@@ -416,14 +416,6 @@ impl Device {
         self.mark_closed();
         Ok(())
     }
-
-    async fn read_line_within(&mut self, what: &str, wait: Duration) -> Result<String> {
-        let saved = self.opts.timeout;
-        self.opts.timeout = wait;
-        let r = self.read_line(what).await;
-        self.opts.timeout = saved;
-        r
-    }
 }
 
 /// What a push actually sent.

@@ -179,6 +179,39 @@ impl TestDevice {
     }
 }
 
+/// Hashes of every file on the device, read over the wire, except paths `skip` names
+/// (a skipped folder is not entered).
+pub async fn wire_snapshot(
+    t: &TestDevice,
+    skip: impl Fn(&str) -> bool,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut dev = t.connect().await;
+    let mut stack = vec![String::new()];
+    while let Some(dir) = stack.pop() {
+        let listing = dev
+            .ls(if dir.is_empty() { "/" } else { &dir })
+            .await
+            .unwrap();
+        for e in listing {
+            let path = if dir.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{dir}/{}", e.name)
+            };
+            if skip(&path) {
+                continue;
+            }
+            if e.is_dir {
+                stack.push(path);
+            } else {
+                out.insert(path.clone(), sha256_hex(&dev.get(&path).await.unwrap()));
+            }
+        }
+    }
+    out
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     uota::auth::sha256_hex(data)
 }
