@@ -241,6 +241,177 @@ impl fmt::Debug for Password {
     }
 }
 
+/// Context string of per-device key derivation (see [`FleetKey::derive`]).
+pub const DEVICE_KEY_CONTEXT: &str = "uota-device-key:v1:";
+
+/// Context strings of a key rotation message (see [`rekey_message`]).
+const REKEY_PAD_CONTEXT: &str = "uota-rekey-pad:";
+const REKEY_MAC_CONTEXT: &str = "uota-rekey:";
+const REKEY_PROOF_CONTEXT: &str = "uota-rekey-ok:";
+
+/// Longest signing key a device accepts, in bytes.
+pub const MAX_KEY_LEN: usize = 128;
+
+/// A fleet key: the secret every per-device [`SigningKey`] is derived from.
+///
+/// A device only ever holds its own derived key, so a key extracted from one
+/// device cannot sign releases for another. `Debug` prints `FleetKey(<redacted>)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FleetKey(String);
+
+impl FleetKey {
+    /// Wrap a fleet key string (its UTF-8 bytes are the HMAC key).
+    pub fn new(key: impl Into<String>) -> Self {
+        FleetKey(key.into())
+    }
+
+    /// A fresh random key: 32 bytes from the OS generator, as 64 hex digits.
+    pub fn generate() -> Self {
+        FleetKey(random_key_hex())
+    }
+
+    /// The key as configured. Handle with care: this is the secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the key is the empty string.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The signing key of the device whose id is `device_id`:
+    /// hex HMAC-SHA256 under the fleet key of `"uota-device-key:v1:" + device_id`.
+    pub fn derive(&self, device_id: &str) -> SigningKey {
+        let mut mac = HmacSha256::new(self.0.as_bytes());
+        mac.update(DEVICE_KEY_CONTEXT.as_bytes());
+        mac.update(device_id.as_bytes());
+        SigningKey(hex::encode(mac.finalize()))
+    }
+}
+
+impl fmt::Debug for FleetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FleetKey(<redacted>)")
+    }
+}
+
+/// 32 bytes from the OS random generator as 64 lowercase hex digits.
+pub fn random_key_hex() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// A short public fingerprint of a key, safe to print: the first 16 hex
+/// digits of SHA-256 over `"uota-key-id:" + key`.
+pub fn key_fingerprint(key: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"uota-key-id:");
+    h.update(key);
+    hex::encode(&h.finalize()[..8])
+}
+
+/// A key rotation message: the new key encrypted and authenticated under the
+/// current one, bound to the session nonce.
+///
+/// The new key is XORed with a one-time pad made of HMAC blocks
+/// `HMAC(current, "uota-rekey-pad:" + nonce + ":" + i)` (i = 0, 1, …), and the
+/// ciphertext is authenticated with `HMAC(current, "uota-rekey:" + nonce + ":" + hex(ciphertext))`.
+/// Returns `(hex ciphertext, hex mac)`. The new key never crosses the link in
+/// plaintext, and a recorded message is useless in another session.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] when the new key is empty or longer than
+/// [`MAX_KEY_LEN`] bytes.
+pub fn rekey_message(
+    current: &SigningKey,
+    new: &SigningKey,
+    nonce: &str,
+) -> Result<(String, String)> {
+    let plain = new.as_bytes();
+    if plain.is_empty() || plain.len() > MAX_KEY_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "a signing key must be 1 to {MAX_KEY_LEN} bytes"
+        )));
+    }
+    let ct: Vec<u8> = plain
+        .iter()
+        .zip(rekey_pad(current, nonce, plain.len()))
+        .map(|(a, b)| a ^ b)
+        .collect();
+    let ct_hex = hex::encode(&ct);
+    let mac = rekey_mac(current, nonce, &ct_hex);
+    Ok((ct_hex, mac))
+}
+
+/// Undo [`rekey_message`] (what a device does), checking its MAC first.
+///
+/// # Errors
+///
+/// [`Error::SignatureMismatch`] when the MAC does not verify under `current`
+/// for `nonce`; [`Error::InvalidArgument`] when the ciphertext is malformed.
+pub fn open_rekey_message(
+    current: &SigningKey,
+    nonce: &str,
+    ct_hex: &str,
+    mac_hex: &str,
+) -> Result<SigningKey> {
+    if !constant_time_eq(
+        rekey_mac(current, nonce, ct_hex).as_bytes(),
+        mac_hex.as_bytes(),
+    ) {
+        return Err(Error::SignatureMismatch(
+            "the key rotation message is not signed by the current key".into(),
+        ));
+    }
+    let ct = hex::decode(ct_hex)
+        .map_err(|_| Error::InvalidArgument("rekey ciphertext is not hex".into()))?;
+    let plain: Vec<u8> = ct
+        .iter()
+        .zip(rekey_pad(current, nonce, ct.len()))
+        .map(|(a, b)| a ^ b)
+        .collect();
+    String::from_utf8(plain)
+        .map(SigningKey)
+        .map_err(|_| Error::InvalidArgument("the rotated key is not UTF-8".into()))
+}
+
+/// The device's proof that it installed `new`: hex
+/// `HMAC(new, "uota-rekey-ok:" + nonce)`.
+pub fn rekey_proof(new: &SigningKey, nonce: &str) -> String {
+    let mut mac = new.mac();
+    mac.update(REKEY_PROOF_CONTEXT.as_bytes());
+    mac.update(nonce.as_bytes());
+    hex::encode(mac.finalize())
+}
+
+fn rekey_pad(current: &SigningKey, nonce: &str, len: usize) -> Vec<u8> {
+    let mut pad = Vec::with_capacity(len + 32);
+    let mut i = 0u32;
+    while pad.len() < len {
+        let mut mac = current.mac();
+        mac.update(REKEY_PAD_CONTEXT.as_bytes());
+        mac.update(nonce.as_bytes());
+        mac.update(format!(":{i}").as_bytes());
+        pad.extend_from_slice(&mac.finalize());
+        i += 1;
+    }
+    pad.truncate(len);
+    pad
+}
+
+fn rekey_mac(current: &SigningKey, nonce: &str, ct_hex: &str) -> String {
+    let mut mac = current.mac();
+    mac.update(REKEY_MAC_CONTEXT.as_bytes());
+    mac.update(nonce.as_bytes());
+    mac.update(b":");
+    mac.update(ct_hex.as_bytes());
+    hex::encode(mac.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,5 +537,37 @@ mod tests {
         assert_eq!(pw.expose(), "hunter2");
         let parsed: SigningKey = "topsecret-key".parse().unwrap();
         assert_eq!(parsed, key);
+    }
+
+    #[test]
+    fn device_keys_differ_per_device_and_match_a_hand_computed_value() {
+        let fleet = FleetKey::new("fleet-secret");
+        let a = fleet.derive("dev-a");
+        let b = fleet.derive("dev-b");
+        assert_ne!(a, b);
+        assert_eq!(
+            a.expose(),
+            hex::encode(hmac_sha256(b"fleet-secret", b"uota-device-key:v1:dev-a"))
+        );
+        assert_eq!(format!("{fleet:?}"), "FleetKey(<redacted>)");
+        assert_eq!(FleetKey::generate().expose().len(), 64);
+        assert_ne!(FleetKey::generate(), FleetKey::generate());
+    }
+
+    #[test]
+    fn rekey_round_trip_and_tamper() {
+        let cur = SigningKey::new("current");
+        let new = SigningKey::new(random_key_hex());
+        let (ct, mac) = rekey_message(&cur, &new, "n1").unwrap();
+        assert!(!ct.contains(new.expose()));
+        assert_eq!(open_rekey_message(&cur, "n1", &ct, &mac).unwrap(), new);
+        // Another session's nonce, another key, a flipped bit: refused.
+        assert!(open_rekey_message(&cur, "n2", &ct, &mac).is_err());
+        assert!(open_rekey_message(&SigningKey::new("x"), "n1", &ct, &mac).is_err());
+        let mut bad = ct.into_bytes();
+        bad[0] = if bad[0] == b'0' { b'1' } else { b'0' };
+        assert!(open_rekey_message(&cur, "n1", std::str::from_utf8(&bad).unwrap(), &mac).is_err());
+        assert!(rekey_message(&cur, &SigningKey::new(""), "n").is_err());
+        assert_eq!(rekey_proof(&new, "n1").len(), 64);
     }
 }

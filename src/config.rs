@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::auth::{Password, SigningKey};
+use crate::auth::{FleetKey, Password, SigningKey};
 use crate::error::{Error, Result};
 
 /// Project-relative path of the config file (also its path on a device).
@@ -23,6 +23,12 @@ pub const SECRETS_PATH: &str = "config/.ota.secrets.json";
 pub const OTA_PASSWORD_KEY: &str = "otaPassword";
 /// The config key holding the signing key.
 pub const SIGNING_KEY_KEY: &str = "signingKey";
+/// The secrets key holding the fleet key (per-device keys are derived from it).
+pub const FLEET_KEY_KEY: &str = "fleetKey";
+/// The secrets key holding the signing key that `uota key rotate` installs.
+pub const NEXT_SIGNING_KEY_KEY: &str = "nextSigningKey";
+/// The secrets key holding the fleet key that `uota key rotate` moves devices to.
+pub const NEXT_FLEET_KEY_KEY: &str = "nextFleetKey";
 
 /// The starter project [`Project::init`] writes, as `(relative path, contents)`.
 ///
@@ -141,6 +147,14 @@ pub struct ProjectConfig {
     /// Seconds of silence after which the device drops a connection (`sessionTimeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_timeout: Option<u64>,
+    /// Release number to sign pushes with (`release`); absent = one above the
+    /// highest the device has accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<u64>,
+    /// Which devices the project's releases fit (`compat`: `port`, `board`,
+    /// `micropython`), checked by the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compat: Option<crate::release::Compat>,
     /// Every other key, kept as it was.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -168,6 +182,8 @@ impl Default for ProjectConfig {
             pull_interval: None,
             pull_timeout: None,
             session_timeout: None,
+            release: None,
+            compat: None,
             extra: Map::new(),
         }
     }
@@ -182,12 +198,38 @@ pub struct Secrets {
     pub ota_password: Option<Password>,
     /// The release-signing key.
     pub signing_key: Option<SigningKey>,
+    /// The fleet key devices' own signing keys are derived from (`fleetKey`).
+    pub fleet_key: Option<FleetKey>,
+    /// The signing key `uota key rotate` installs (`nextSigningKey`).
+    pub next_signing_key: Option<SigningKey>,
+    /// The fleet key `uota key rotate` moves devices to (`nextFleetKey`).
+    pub next_fleet_key: Option<FleetKey>,
 }
 
 impl Secrets {
-    /// Whether neither secret is set.
+    /// Whether no secret is set.
     pub fn is_empty(&self) -> bool {
-        self.ota_password.is_none() && self.signing_key.is_none()
+        self.ota_password.is_none()
+            && self.signing_key.is_none()
+            && self.fleet_key.is_none()
+            && self.next_signing_key.is_none()
+            && self.next_fleet_key.is_none()
+    }
+
+    /// The key that signs releases for the device `device_id`: `signingKey`
+    /// when set, else the key derived from `fleetKey`.
+    pub fn key_for_device(&self, device_id: &str) -> Option<SigningKey> {
+        self.signing_key
+            .clone()
+            .or_else(|| self.fleet_key.as_ref().map(|f| f.derive(device_id)))
+    }
+
+    /// The key `uota key rotate` installs on the device `device_id`:
+    /// `nextSigningKey` when set, else the key derived from `nextFleetKey`.
+    pub fn next_key_for_device(&self, device_id: &str) -> Option<SigningKey> {
+        self.next_signing_key
+            .clone()
+            .or_else(|| self.next_fleet_key.as_ref().map(|f| f.derive(device_id)))
     }
 }
 
@@ -261,6 +303,11 @@ impl Project {
             take_secret(&mut merged, OTA_PASSWORD_KEY, &source_of)?.map(Password::new);
         let signing_key =
             take_secret(&mut merged, SIGNING_KEY_KEY, &source_of)?.map(SigningKey::new);
+        let fleet_key = take_secret(&mut merged, FLEET_KEY_KEY, &source_of)?.map(FleetKey::new);
+        let next_signing_key =
+            take_secret(&mut merged, NEXT_SIGNING_KEY_KEY, &source_of)?.map(SigningKey::new);
+        let next_fleet_key =
+            take_secret(&mut merged, NEXT_FLEET_KEY_KEY, &source_of)?.map(FleetKey::new);
 
         let config = match serde_json::from_value::<ProjectConfig>(Value::Object(merged.clone())) {
             Ok(config) => config,
@@ -289,6 +336,9 @@ impl Project {
             secrets: Secrets {
                 ota_password,
                 signing_key,
+                fleet_key,
+                next_signing_key,
+                next_fleet_key,
             },
         })
     }
@@ -346,15 +396,26 @@ impl Project {
     /// [`Error::Config`] when the secrets file is malformed; [`Error::Io`]
     /// when it cannot be written.
     pub fn store_password(&self, password: &str) -> Result<()> {
+        self.store_secrets(&[(OTA_PASSWORD_KEY, password)])
+    }
+
+    /// Set keys of `config/.ota.secrets.json` (an empty value clears one),
+    /// keeping every other key of that file. The file is written atomically
+    /// and, on Unix, readable by its owner only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the secrets file is malformed; [`Error::Io`]
+    /// when it cannot be written.
+    pub fn store_secrets(&self, values: &[(&str, &str)]) -> Result<()> {
         let path = self.secrets_path();
         let mut secrets = read_json_object(&path)?.unwrap_or_default();
-        secrets.insert(
-            OTA_PASSWORD_KEY.to_string(),
-            Value::String(password.to_string()),
-        );
+        for (key, value) in values {
+            secrets.insert(key.to_string(), Value::String(value.to_string()));
+        }
         let mut bytes = serde_json::to_vec_pretty(&Value::Object(secrets)).expect("json");
         bytes.push(b'\n');
-        write_file(&path, &bytes)
+        write_private_file(&path, &bytes)
     }
 
     /// Path of `config/ota.json` in this project.
@@ -448,6 +509,27 @@ fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
     std::fs::write(path, contents).map_err(|e| Error::io(path, e))
+}
+
+/// Write a secrets file atomically (a temporary sibling renamed over it),
+/// readable by its owner only on Unix.
+fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| Error::io(parent, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(tmp.path(), e))?;
+    }
+    tmp.write_all(contents)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
 }
 
 /// Make sure `root/.gitignore` lists `entry`; returns its path when it was written.

@@ -49,6 +49,17 @@ pub enum Error {
     /// The device rejected the release signature.
     #[error("signature mismatch{}", detail(.0))]
     SignatureMismatch(String),
+    /// The device refused a correctly signed release that is not meant for it:
+    /// a lower release number than it has accepted (`downgrade`), another
+    /// device (`wrong_device`) or another port, board or MicroPython version
+    /// (`incompatible`).
+    #[error("release refused: {reason}{}", detail(.message))]
+    ReleaseRefused {
+        /// The device's code: `downgrade`, `wrong_device` or `incompatible`.
+        reason: String,
+        /// The device's explanation.
+        message: String,
+    },
     /// A file's content did not match its expected SHA-256.
     #[error("sha256 mismatch for {path}")]
     HashMismatch {
@@ -113,6 +124,8 @@ pub enum ErrorKind {
     Device,
     /// Signature mismatch.
     SignatureMismatch,
+    /// Release refused (downgrade, other device, incompatible).
+    ReleaseRefused,
     /// Hash mismatch.
     HashMismatch,
     /// Authentication failure.
@@ -138,6 +151,7 @@ impl Error {
             Error::Protocol(_) => ErrorKind::Protocol,
             Error::Device { .. } => ErrorKind::Device,
             Error::SignatureMismatch(_) => ErrorKind::SignatureMismatch,
+            Error::ReleaseRefused { .. } => ErrorKind::ReleaseRefused,
             Error::HashMismatch { .. } => ErrorKind::HashMismatch,
             Error::Auth(_) => ErrorKind::Auth,
             Error::InvalidPath { .. } => ErrorKind::InvalidPath,
@@ -164,6 +178,10 @@ impl Error {
             } else {
                 format!("the device rejected the release signature: {code}: {message}")
             }),
+            "downgrade" | "wrong_device" | "incompatible" => Error::ReleaseRefused {
+                reason: code.to_string(),
+                message: message.to_string(),
+            },
             "sha256_mismatch" => Error::HashMismatch {
                 path: message.to_string(),
             },

@@ -17,12 +17,14 @@ from uota._uota import (
     Manifest,
     ProtocolError,
     PushReport,
+    ReleaseRefused,
     SignatureMismatch,
     TransportError,
     UotaError,
     UotaTimeoutError,
     VirtualDevice,
     __version__,
+    derive_device_key,
     run_cli,
 )
 
@@ -40,11 +42,13 @@ __all__ = [
     "Manifest",
     "ProtocolError",
     "PushReport",
+    "ReleaseRefused",
     "SignatureMismatch",
     "TransportError",
     "UotaError",
     "UotaTimeoutError",
     "VirtualDevice",
     "__version__",
+    "derive_device_key",
     "run_cli",
 ]

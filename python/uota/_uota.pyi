@@ -49,6 +49,7 @@ __all__ = [
     "DeviceError",
     "DirEntry",
     "HashMismatch",
+    "ReleaseRefused",
     "InterpreterMissing",
     "InvalidArgument",
     "InvalidPath",
@@ -62,8 +63,17 @@ __all__ = [
     "UotaTimeoutError",
     "VirtualDevice",
     "__version__",
+    "derive_device_key",
     "run_cli",
 ]
+
+def derive_device_key(fleet_key: str, device_id: str) -> str:
+    """The signing key of one device, derived from the fleet key.
+
+    The device id is what the device reports as ``id`` (``Device.info()``).
+    Install the result as the device's ``signingKey``; a key derived for one
+    device cannot sign releases for another.
+    """
 
 def run_cli(argv: Sequence[str]) -> int:
     """Run the ``uota`` command line.
@@ -73,7 +83,7 @@ def run_cli(argv: Sequence[str]) -> int:
 
     Returns:
         The exit code: 0 on success, 1 for most errors, 2 for usage errors,
-        3 for authentication, 4 for signature or hash mismatches, 5 for
+        3 for authentication, 4 for signature or hash mismatches and refused releases, 5 for
         timeouts and transport errors, 6 when the MicroPython unix port is missing.
     """
 
@@ -117,6 +127,18 @@ class SignatureMismatch(UotaError):
 
     A device that rejects a signature keeps its active release untouched.
     """
+
+class ReleaseRefused(UotaError):
+    """The device refused a correctly signed release that is not meant for it.
+
+    The device keeps its active release.
+    """
+
+    reason: str
+    """``"downgrade"`` (a lower release number than it accepted),
+    ``"wrong_device"`` or ``"incompatible"`` (port, board or MicroPython version)."""
+    message: str
+    """The device's explanation."""
 
 class HashMismatch(UotaError):
     """A file's content did not match its SHA-256."""
@@ -180,6 +202,9 @@ class PushReport:
     @property
     def version(self) -> str:
         """The version of the committed release."""
+    @property
+    def release(self) -> int:
+        """The release number the release was signed with (0 for micro-ota devices)."""
     @property
     def files_total(self) -> int:
         """How many files the release has."""
@@ -353,6 +378,8 @@ class Device:
         legacy_session: bool = False,
         delta: bool = True,
         compress: bool = True,
+        release: Optional[int] = None,
+        rollback: bool = False,
         progress: Optional[Callable[[_PushEvent], object]] = None,
     ) -> PushReport:
         """Push the project in the folder ``project`` as one release.
@@ -375,6 +402,10 @@ class Device:
             delta: Send only files that differ from the device's active
                 release (default); ``False`` sends every file.
             compress: Deflate file payloads when the device supports it.
+            release: The release number to sign (default: ``release`` from
+                the config, else one above the highest the device accepted).
+            rollback: Sign the release as a deliberate rollback, so that the
+                device accepts a release number below the highest it accepted.
             progress: Called with each ``_PushEvent`` dict, with the GIL held.
                 For ``push_async`` it is called from a runtime thread, not the
                 event loop's. If it raises, it is not called again and the
@@ -403,6 +434,8 @@ class Device:
         legacy_session: bool = False,
         delta: bool = True,
         compress: bool = True,
+        release: Optional[int] = None,
+        rollback: bool = False,
         progress: Optional[Callable[[_PushEvent], object]] = None,
     ) -> Awaitable[PushReport]:
         """Async ``push``."""
@@ -418,6 +451,8 @@ class Device:
         legacy_session: bool = False,
         delta: bool = True,
         compress: bool = True,
+        release: Optional[int] = None,
+        rollback: bool = False,
         progress: Optional[Callable[[_PushEvent], object]] = None,
     ) -> PushReport:
         """Push the files of ``manifest``, read from the folder ``root``.
@@ -446,6 +481,8 @@ class Device:
         legacy_session: bool = False,
         delta: bool = True,
         compress: bool = True,
+        release: Optional[int] = None,
+        rollback: bool = False,
         progress: Optional[Callable[[_PushEvent], object]] = None,
     ) -> Awaitable[PushReport]:
         """Async ``push_manifest``."""

@@ -3,6 +3,7 @@
 //! One implementation serves cargo users (`src/bin/uota.rs`) and pip users
 //! (the Python package's console script calls [`run`] through the extension).
 
+mod key;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -83,6 +84,9 @@ enum Command {
     Reset(Target),
     /// Remove the app from the device, keeping the runtime, /config and /data.
     Wipe(Target),
+    /// Create, derive and rotate release-signing keys.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Change the device's OTA password and store it in config/.ota.secrets.json.
     Passwd {
         #[command(flatten)]
@@ -94,7 +98,7 @@ enum Command {
 
 /// Which device to talk to and how.
 #[derive(Debug, Args)]
-struct Target {
+pub(crate) struct Target {
     /// Device address (default: `hostname` from config/ota.json).
     #[arg(long)]
     host: Option<String>,
@@ -137,6 +141,13 @@ struct PushArgs {
     /// Send file bytes uncompressed.
     #[arg(long)]
     no_compress: bool,
+    /// Release number to sign (default: `release` from config/ota.json, else
+    /// one above the highest the device has accepted).
+    #[arg(long)]
+    release: Option<u64>,
+    /// Sign the release as a deliberate rollback to a lower release number.
+    #[arg(long)]
+    rollback: bool,
 }
 
 #[derive(Debug, Args)]
@@ -209,7 +220,7 @@ fn exit_code(e: &Error) -> i32 {
     use crate::error::ErrorKind::*;
     match e.kind() {
         Auth => 3,
-        SignatureMismatch | HashMismatch => 4,
+        SignatureMismatch | HashMismatch | ReleaseRefused => 4,
         Timeout | Transport => 5,
         InterpreterMissing => 6,
         _ => 1,
@@ -230,7 +241,7 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-fn project_root(p: &Option<PathBuf>) -> PathBuf {
+pub(crate) fn project_root(p: &Option<PathBuf>) -> PathBuf {
     p.clone().unwrap_or_else(|| PathBuf::from("."))
 }
 
@@ -243,7 +254,7 @@ fn try_project(root: &Path) -> Result<Option<Project>> {
     }
 }
 
-async fn connect(target: &Target) -> Result<(Device, Option<Project>)> {
+pub(crate) async fn connect(target: &Target) -> Result<(Device, Option<Project>)> {
     let project = try_project(&project_root(&target.project))?;
     let host = match (&target.host, &project) {
         (Some(h), _) => h.clone(),
@@ -293,6 +304,7 @@ async fn execute(command: Command, out: &Output) -> Result<()> {
             Ok(())
         }
         Command::Sim(args) => run_sim(args, out).await,
+        Command::Key(cmd) => key::run(cmd, out).await,
         Command::Fast(args) => push(args, PushMode::Fast, out).await,
         Command::Full(args) => push(args, PushMode::Full, out).await,
         Command::Version(t) => {
@@ -404,6 +416,10 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
         reset: !args.no_reset,
         runtime: args.runtime,
         signing_key: project.secrets.signing_key.clone(),
+        fleet_key: project.secrets.fleet_key.clone(),
+        release: args.release.or(project.config.release),
+        rollback: args.rollback,
+        compat: project.config.compat.clone().unwrap_or_default(),
         legacy_method: if args.legacy_session {
             LegacyMethod::Session
         } else {

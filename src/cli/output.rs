@@ -90,8 +90,9 @@ impl Output {
         } else {
             let secs = r.elapsed.as_secs_f64();
             println!(
-                "committed {} — sent {} of {} files ({} skipped{}), {} file bytes as {} on the link, {} bytes on the wire, in {:.2} s",
+                "committed {} (release {}) — sent {} of {} files ({} skipped{}), {} file bytes as {} on the link, {} bytes on the wire, in {:.2} s",
                 r.version,
+                r.release,
                 r.files_sent,
                 r.files_total,
                 r.files_skipped,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::auth::{self, Password};
+use crate::auth::{self, Password, SigningKey};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::protocol::{
@@ -393,6 +393,47 @@ impl Device {
                 "micro-ota devices have no passwd command".into(),
             )),
         }
+    }
+
+    /// The device's id as its hello reported it (empty for micro-ota devices).
+    pub fn device_id(&self) -> &str {
+        self.hello().map(|h| h.id.as_str()).unwrap_or("")
+    }
+
+    /// The highest release number the device had accepted when this
+    /// connection opened (0 for none, and for micro-ota devices).
+    pub fn highest_release(&self) -> u64 {
+        self.hello().map(|h| h.release).unwrap_or(0)
+    }
+
+    /// Replace the device's signing key `current` with `new`.
+    ///
+    /// The new key travels encrypted under the current one and bound to this
+    /// session's nonce ([`auth::rekey_message`]); the device answers with a
+    /// proof that it holds the new key, which is checked here.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SignatureMismatch`] when the device does not hold `current`;
+    /// [`Error::Device`] (`no_key`) when it has no signing key yet;
+    /// [`Error::Protocol`] when its proof does not match.
+    pub async fn rotate_key(&mut self, current: &SigningKey, new: &SigningKey) -> Result<()> {
+        let Some(hello) = self.hello() else {
+            return Err(Error::InvalidArgument(
+                "micro-ota devices cannot rotate keys".into(),
+            ));
+        };
+        let nonce = hello.nonce.clone();
+        let (key, mac) = auth::rekey_message(current, new, &nonce)?;
+        let res = self.request(&Request::Rekey { key, mac }).await?;
+        let proof = res.str_field("proof").unwrap_or_default();
+        if !auth::constant_time_eq(proof.as_bytes(), auth::rekey_proof(new, &nonce).as_bytes()) {
+            return Err(Error::Protocol(
+                "the device's proof of the new key does not match".into(),
+            ));
+        }
+        tracing::info!(target = %self.target, "signing key rotated");
+        Ok(())
     }
 
     /// Reset the device. The connection is closed afterwards.

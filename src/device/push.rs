@@ -10,11 +10,12 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::time::Instant;
 
 use super::{Device, Peer};
-use crate::auth::SigningKey;
+use crate::auth::{FleetKey, SigningKey};
 use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, Manifest, PushMode};
 use crate::protocol::message::WireMode;
 use crate::protocol::{microota, FrameType, Request};
+use crate::release::{Compat, ReleaseClaims};
 
 /// How to send a release to a device running micro-ota's runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,6 +38,16 @@ pub struct PushOptions {
     pub runtime: bool,
     /// Key to sign the release with; it must match the device's `signingKey`.
     pub signing_key: Option<SigningKey>,
+    /// Fleet key: sign with the device's own key, derived from this one and
+    /// the device id (used when `signing_key` is `None`).
+    pub fleet_key: Option<FleetKey>,
+    /// Release number; `None` takes one above the highest the device has accepted.
+    pub release: Option<u64>,
+    /// Sign the release as a deliberate rollback, so that a device accepts
+    /// a release number below the highest it has accepted.
+    pub rollback: bool,
+    /// Which devices the release fits (checked by the device).
+    pub compat: Compat,
     /// Push method for micro-ota devices.
     pub legacy_method: LegacyMethod,
     /// Send only files that differ from the device's active release.
@@ -52,6 +63,10 @@ impl Default for PushOptions {
             reset: true,
             runtime: false,
             signing_key: None,
+            fleet_key: None,
+            release: None,
+            rollback: false,
+            compat: Compat::default(),
             legacy_method: LegacyMethod::Stream,
             delta: true,
             compress: true,
@@ -98,6 +113,8 @@ pub enum PushEvent {
 pub struct PushReport {
     /// Version of the committed release.
     pub version: String,
+    /// Release number the release was signed with (0 for micro-ota devices).
+    pub release: u64,
     /// Files in the release.
     pub files_total: usize,
     /// Files sent (wholly or their missing part).
@@ -140,13 +157,17 @@ impl Device {
         let start = Instant::now();
         let wire_before = self.bytes_sent();
         let mut manifest = manifest.clone();
-        if let Some(key) = &opts.signing_key {
-            manifest.sign(key);
-        }
         let total: u64 = manifest.files.iter().map(|f| f.size).sum();
         let tally = match self.peer() {
             Peer::Uota(_) => self.push_uota(root, &manifest, opts, progress).await?,
             Peer::MicroOta => {
+                if let Some(key) = &opts.signing_key {
+                    manifest.sign(key);
+                } else if opts.fleet_key.is_some() {
+                    return Err(Error::InvalidArgument(
+                        "micro-ota devices have no device id to derive a key for: configure signingKey".into(),
+                    ));
+                }
                 match opts.legacy_method {
                     LegacyMethod::Stream => {
                         self.push_stream_ota(root, &manifest, opts, total, progress)
@@ -170,6 +191,7 @@ impl Device {
         });
         Ok(PushReport {
             version: manifest.version.clone(),
+            release: tally.release,
             files_total: manifest.files.len(),
             files_sent: tally.files_sent,
             files_skipped: tally.files_skipped,
@@ -214,6 +236,7 @@ impl Device {
         let max_frame = self.hello().map(|h| h.max_frame).unwrap_or(4096);
         let compress = opts.compress && self.hello().is_some_and(|h| h.has_cap("deflate"));
         let mut to_send = self.files_to_send(manifest, opts).await?;
+        let (claims, sig) = self.release_claims(manifest, opts)?;
 
         let begin = Request::Begin {
             version: manifest.version.clone(),
@@ -222,8 +245,12 @@ impl Device {
                 PushMode::Fast => WireMode::Fast,
             },
             count: manifest.files.len(),
-            sig: manifest.sig.clone(),
+            sig,
             runtime: opts.runtime,
+            release: claims.release,
+            rollback: claims.rollback,
+            device: claims.device.clone(),
+            compat: claims.compat.clone(),
         };
         self.send_frame(FrameType::Request, &begin.to_json())
             .await?;
@@ -236,6 +263,7 @@ impl Device {
         let began = self.read_response("begin", wait).await?;
 
         let mut tally = Tally {
+            release: claims.release,
             resumed: began.bool_field("resumed"),
             compressed: compress,
             ..Tally::default()
@@ -312,6 +340,49 @@ impl Device {
             self.mark_closed();
         }
         Ok(tally)
+    }
+
+    /// What the release signature of this push binds, and the signature
+    /// (`None` when the push is not signed).
+    fn release_claims(
+        &self,
+        manifest: &Manifest,
+        opts: &PushOptions,
+    ) -> Result<(ReleaseClaims, Option<String>)> {
+        let hello = self.hello().cloned().unwrap_or_default();
+        let release = match opts.release {
+            Some(n) => n,
+            None => hello.release.checked_add(1).ok_or_else(|| {
+                Error::InvalidArgument("the device's release number is at its maximum".into())
+            })?,
+        };
+        let key = match (&opts.signing_key, &opts.fleet_key) {
+            (Some(key), _) => Some(key.clone()),
+            (None, Some(fleet)) => {
+                if hello.id.is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "the device reports no id to derive its key from".into(),
+                    ));
+                }
+                Some(fleet.derive(&hello.id))
+            }
+            (None, None) => None,
+        };
+        let claims = ReleaseClaims {
+            release,
+            rollback: opts.rollback,
+            mode: opts.mode,
+            runtime: opts.runtime,
+            nonce: hello.nonce.clone(),
+            device: hello.id.clone(),
+            compat: opts.compat.clone(),
+        };
+        claims.compat.validate()?;
+        let sig = match &key {
+            Some(key) => Some(claims.sign(manifest, key)?),
+            None => None,
+        };
+        Ok((claims, sig))
     }
 
     async fn push_stream_ota(
@@ -421,6 +492,7 @@ impl Device {
 /// What a push actually sent.
 #[derive(Debug, Default)]
 struct Tally {
+    release: u64,
     files_sent: usize,
     files_skipped: usize,
     file_bytes: u64,

@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 /// What a uota device says about itself in reply to the hello line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// Protocol version the device speaks.
     pub proto: u32,
@@ -27,6 +27,12 @@ pub struct Hello {
     /// Whether the device accepts micro-ota's legacy push sessions.
     #[serde(default)]
     pub legacy: bool,
+    /// The device's id (what per-device keys are derived from).
+    #[serde(default)]
+    pub id: String,
+    /// The highest release number the device has accepted (0: none yet).
+    #[serde(default)]
+    pub release: u64,
 }
 
 impl Hello {
@@ -114,11 +120,22 @@ pub enum Request {
         mode: WireMode,
         /// Number of manifest entries.
         count: usize,
-        /// Hex HMAC-SHA256 of the signing payload, if signed.
+        /// Hex HMAC-SHA256 of the release payload (see [`crate::release`]), if signed.
         #[serde(skip_serializing_if = "Option::is_none")]
         sig: Option<String>,
         /// Whether the release may replace the runtime (`boot.py`, `lib/uota/`).
         runtime: bool,
+        /// Release number (monotonically increasing).
+        release: u64,
+        /// Whether the release is signed as a rollback to a lower number.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        rollback: bool,
+        /// The one device the release is for (empty: any).
+        #[serde(skip_serializing_if = "String::is_empty")]
+        device: String,
+        /// Which devices the release fits.
+        #[serde(skip_serializing_if = "crate::release::Compat::is_empty")]
+        compat: crate::release::Compat,
     },
     /// Send one file (followed by a DATA stream of its bytes).
     File {
@@ -134,6 +151,14 @@ pub enum Request {
         /// Payload encoding: `Some("deflate")` for one zlib stream per DATA frame.
         #[serde(skip_serializing_if = "Option::is_none")]
         enc: Option<String>,
+    },
+    /// Replace the device's signing key with one encrypted under the current
+    /// key (see [`crate::auth::rekey_message`]).
+    Rekey {
+        /// Hex ciphertext of the new key.
+        key: String,
+        /// Hex MAC of the ciphertext under the current key.
+        mac: String,
     },
     /// Read the active release's manifest (reply followed by a DATA stream of lines).
     Manifest,
@@ -162,6 +187,7 @@ impl Request {
             Request::Wipe => "wipe",
             Request::Passwd { .. } => "passwd",
             Request::Begin { .. } => "begin",
+            Request::Rekey { .. } => "rekey",
             Request::File { .. } => "file",
             Request::Manifest => "manifest",
             Request::Staged => "staged",
@@ -256,11 +282,17 @@ mod tests {
             count: 2,
             sig: None,
             runtime: false,
+            release: 3,
+            rollback: false,
+            device: String::new(),
+            compat: Default::default(),
         };
         let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
         assert_eq!(v["op"], "begin");
         assert_eq!(v["mode"], "full");
         assert!(v.get("sig").is_none());
+        assert_eq!(v["release"], 3);
+        assert!(v.get("rollback").is_none() && v.get("compat").is_none());
         assert_eq!(
             String::from_utf8(Request::Ping.to_json()).unwrap(),
             r#"{"op":"ping"}"#

@@ -15,7 +15,7 @@ use super::convert::{repr, to_py, Bytes, Json, PyNone};
 use super::errors::closed;
 use super::manifest::PyManifest;
 use super::runtime::{self, block_on};
-use crate::auth::{Password, SigningKey};
+use crate::auth::{FleetKey, Password, SigningKey};
 use crate::config::Project;
 use crate::device::{
     ConnectOptions, Device, DirEntry, LegacyMethod, Peer, ProtocolChoice, PushEvent, PushOptions,
@@ -23,6 +23,7 @@ use crate::device::{
 };
 use crate::error::Error;
 use crate::manifest::{Manifest, PushMode};
+use crate::release::Compat;
 
 /// The device, shared by sync and async calls; `None` once closed.
 type Slot = Arc<Mutex<Option<Device>>>;
@@ -106,7 +107,17 @@ struct PushArgs {
     legacy_session: bool,
     delta: bool,
     compress: bool,
+    release: Option<u64>,
+    rollback: bool,
     progress: Option<Py<PyAny>>,
+}
+
+/// What a project adds to a push besides its files.
+#[derive(Default)]
+struct ProjectDefaults {
+    fleet_key: Option<FleetKey>,
+    compat: Compat,
+    release: Option<u64>,
 }
 
 /// The key to sign with: the argument, else the project's; `""` means unsigned.
@@ -228,7 +239,12 @@ mod ops {
             args.signing_key.clone(),
             project.secrets.signing_key.clone(),
         );
-        push(slot, project.root, manifest, key, args).await
+        let defaults = ProjectDefaults {
+            fleet_key: project.secrets.fleet_key.clone(),
+            compat: project.config.compat.clone().unwrap_or_default(),
+            release: project.config.release,
+        };
+        push(slot, project.root, manifest, key, defaults, args).await
     }
 
     pub(super) async fn push_manifest(
@@ -238,7 +254,7 @@ mod ops {
         args: PushArgs,
     ) -> PyResult<PyPushReport> {
         let key = signing_key(args.signing_key.clone(), None);
-        push(slot, root, manifest, key, args).await
+        push(slot, root, manifest, key, ProjectDefaults::default(), args).await
     }
 
     async fn push(
@@ -246,13 +262,23 @@ mod ops {
         root: PathBuf,
         manifest: Manifest,
         key: Option<SigningKey>,
+        defaults: ProjectDefaults,
         args: PushArgs,
     ) -> PyResult<PyPushReport> {
         let opts = PushOptions {
             mode: args.mode,
             reset: args.reset,
             runtime: args.runtime,
+            // An explicit signing key overrides the project's fleet key.
+            fleet_key: if key.is_some() {
+                None
+            } else {
+                defaults.fleet_key
+            },
             signing_key: key,
+            release: args.release.or(defaults.release),
+            rollback: args.rollback,
+            compat: defaults.compat,
             legacy_method: if args.legacy_session {
                 LegacyMethod::Session
             } else {
@@ -305,6 +331,8 @@ impl PyDevice {
         legacy_session: bool,
         delta: bool,
         compress: bool,
+        release: Option<u64>,
+        rollback: bool,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PushArgs> {
         Ok(PushArgs {
@@ -315,6 +343,8 @@ impl PyDevice {
             legacy_session,
             delta,
             compress,
+            release,
+            rollback,
             progress,
         })
     }
@@ -485,7 +515,7 @@ impl PyDevice {
     }
 
     /// Push the project in `project` (its `config/ota.json` selects the files).
-    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, progress = None))]
+    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn push(
         &self,
@@ -499,6 +529,8 @@ impl PyDevice {
         legacy_session: bool,
         delta: bool,
         compress: bool,
+        release: Option<u64>,
+        rollback: bool,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PyPushReport> {
         let args = Self::push_args(
@@ -509,6 +541,8 @@ impl PyDevice {
             legacy_session,
             delta,
             compress,
+            release,
+            rollback,
             progress,
         )?;
         block_on(
@@ -518,7 +552,7 @@ impl PyDevice {
     }
 
     /// Async `push`.
-    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, progress = None))]
+    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn push_async<'py>(
         &self,
@@ -532,6 +566,8 @@ impl PyDevice {
         legacy_session: bool,
         delta: bool,
         compress: bool,
+        release: Option<u64>,
+        rollback: bool,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let args = Self::push_args(
@@ -542,6 +578,8 @@ impl PyDevice {
             legacy_session,
             delta,
             compress,
+            release,
+            rollback,
             progress,
         )?;
         future_into_py(
@@ -551,7 +589,7 @@ impl PyDevice {
     }
 
     /// Push the files of `manifest`, read from the folder `root`.
-    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, progress = None))]
+    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn push_manifest(
         &self,
@@ -565,6 +603,8 @@ impl PyDevice {
         legacy_session: bool,
         delta: bool,
         compress: bool,
+        release: Option<u64>,
+        rollback: bool,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PyPushReport> {
         let args = Self::push_args(
@@ -575,6 +615,8 @@ impl PyDevice {
             legacy_session,
             delta,
             compress,
+            release,
+            rollback,
             progress,
         )?;
         let manifest = manifest.get().snapshot();
@@ -585,7 +627,7 @@ impl PyDevice {
     }
 
     /// Async `push_manifest`.
-    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, progress = None))]
+    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn push_manifest_async<'py>(
         &self,
@@ -599,6 +641,8 @@ impl PyDevice {
         legacy_session: bool,
         delta: bool,
         compress: bool,
+        release: Option<u64>,
+        rollback: bool,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let args = Self::push_args(
@@ -609,6 +653,8 @@ impl PyDevice {
             legacy_session,
             delta,
             compress,
+            release,
+            rollback,
             progress,
         )?;
         let manifest = manifest.get().snapshot();
@@ -702,6 +748,9 @@ pub(crate) struct PyPushReport {
     /// Version of the committed release.
     #[pyo3(get)]
     version: String,
+    /// Release number it was signed with.
+    #[pyo3(get)]
+    release: u64,
     /// Files in the release.
     #[pyo3(get)]
     files_total: usize,
@@ -735,6 +784,7 @@ impl From<PushReport> for PyPushReport {
     fn from(r: PushReport) -> Self {
         Self {
             version: r.version,
+            release: r.release,
             files_total: r.files_total,
             files_sent: r.files_sent,
             files_skipped: r.files_skipped,
@@ -752,8 +802,9 @@ impl From<PushReport> for PyPushReport {
 impl PyPushReport {
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
-            "PushReport(version={}, files_sent={}, files_skipped={}, file_bytes={}, payload_bytes={}, wire_bytes={}, elapsed={:.3})",
+            "PushReport(version={}, release={}, files_sent={}, files_skipped={}, file_bytes={}, payload_bytes={}, wire_bytes={}, elapsed={:.3})",
             repr(py, &self.version),
+            self.release,
             self.files_sent,
             self.files_skipped,
             self.file_bytes,

@@ -57,6 +57,12 @@ const SPECS: &[Spec] = &[
         doc: "The release signature is missing or does not match the signing key.",
     },
     Spec {
+        name: "ReleaseRefused",
+        kind: ErrorKind::ReleaseRefused,
+        builtin: None,
+        doc: "The device refused a signed release not meant for it; `reason` is `downgrade`, `wrong_device` or `incompatible`.",
+    },
+    Spec {
         name: "HashMismatch",
         kind: ErrorKind::HashMismatch,
         builtin: None,
@@ -183,6 +189,10 @@ fn build<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
             exc.setattr("message", message)?;
         }
         Error::HashMismatch { path } => exc.setattr("path", path)?,
+        Error::ReleaseRefused { reason, message } => {
+            exc.setattr("reason", reason)?;
+            exc.setattr("message", message)?;
+        }
         Error::InvalidPath { path, reason } => {
             exc.setattr("path", path)?;
             exc.setattr("reason", reason)?;
@@ -192,11 +202,8 @@ fn build<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
             exc.setattr("path", path.display().to_string())?;
             exc.setattr("errno", source.raw_os_error())?;
         }
-        Error::Protocol(_)
-        | Error::SignatureMismatch(_)
-        | Error::Auth(_)
-        | Error::InterpreterMissing(_)
-        | Error::InvalidArgument(_) => {}
+        // Variants whose message says it all.
+        _ => {}
     }
     Ok(exc)
 }

@@ -24,11 +24,22 @@ fn run_cli(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> i32 {
     py.detach(|| crate::cli::run(argv))
 }
 
+/// The signing key of the device `device_id`, derived from `fleet_key`
+/// (see [`crate::auth::FleetKey::derive`]).
+#[pyfunction]
+fn derive_device_key(fleet_key: &str, device_id: &str) -> String {
+    crate::auth::FleetKey::new(fleet_key)
+        .derive(device_id)
+        .expose()
+        .to_string()
+}
+
 /// The `uota._uota` extension module.
 #[pymodule(gil_used = false)]
 fn _uota(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
+    m.add_function(wrap_pyfunction!(derive_device_key, m)?)?;
     m.add_class::<device::PyDevice>()?;
     m.add_class::<device::PyDirEntry>()?;
     m.add_class::<device::PyPushReport>()?;

@@ -41,6 +41,10 @@ pub struct Setup {
     pub key: Option<&'static str>,
     pub legacy: bool,
     pub image: bool,
+    /// The device id the virtual device reports (default: derived from its address).
+    pub device_id: Option<&'static str>,
+    /// The runtime's idle timeout in seconds (default 30).
+    pub session_timeout: Option<u32>,
 }
 
 pub async fn start(setup: Setup) -> TestDevice {
@@ -58,6 +62,12 @@ pub async fn start(setup: Setup) -> TestDevice {
     opts.signing_key = setup.key.map(SigningKey::new);
     opts.legacy = setup.legacy;
     opts.log = Some(tmp.path().join("device.log"));
+    if let Some(id) = setup.device_id {
+        opts.env.push(("UOTA_SIM_ID".into(), id.into()));
+    }
+    if let Some(secs) = setup.session_timeout {
+        opts.settings.session_timeout = secs;
+    }
     let dev = VirtualDevice::start(opts)
         .await
         .expect("virtual device starts");
@@ -220,6 +230,8 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub struct RawClient {
     pub stream: tokio::net::TcpStream,
     conn: uota::protocol::Connection,
+    /// The device's hello, when `connect` sent the hello line.
+    pub hello: Option<uota::protocol::Hello>,
 }
 
 impl RawClient {
@@ -232,6 +244,7 @@ impl RawClient {
         let mut c = RawClient {
             stream,
             conn: uota::protocol::Connection::new(),
+            hello: None,
         };
         if hello {
             c.send_line("uota 1").await;
@@ -248,6 +261,7 @@ impl RawClient {
                     .await;
                 assert_eq!(r["ok"], true, "{r}");
             }
+            c.hello = Some(h);
         }
         c
     }

@@ -61,6 +61,7 @@ class Config:
         self.app = raw.get("app") or "main"
         self.max_frame = int(settings.MAX_FRAME)
         self.max_conns = int(raw.get("maxConnections", 4))
+        self.max_files = int(_num(raw.get("maxFiles"), 1000))
         self.sync_app_delay = int(raw.get("syncAppDelay", 15))
         self.ssid = raw.get("ssid") or ""
         self.wifi_password = raw.get("password") or ""
@@ -97,6 +98,17 @@ class Config:
         self.verifier = verifier
         key = pick("signingKey")
         self.signing_key = key if isinstance(key, str) else ""
+
+    def set_signing_key(self, key):
+        """Store a new signing key in the secrets file (atomically), keeping
+        the password verifier in force."""
+        sec = read_json(SECRETS_PATH) or {}
+        sec["signingKey"] = key
+        if "otaPassword" not in sec:
+            sec["otaPassword"] = self.verifier
+        fs.makedirs("/config")
+        fs.atomic_write(SECRETS_PATH, json.dumps(sec).encode())
+        self.load_secrets()
 
     def verifier_bytes(self):
         """The password verifier as the 32 raw SHA-256 bytes (empty: no password)."""

@@ -45,6 +45,14 @@ def platform():
     return sys.platform
 
 
+def board():
+    """The board's name as the firmware reports it (os.uname().machine)."""
+    try:
+        return os.uname().machine
+    except (AttributeError, OSError):
+        return sys.platform
+
+
 def mpy_version():
     """sys.implementation._mpy as is: the .mpy version in the low byte, the
     native architecture and sub-version in the bits above."""
@@ -115,6 +123,9 @@ def fs_free(path="/"):
 
 
 def unique_id():
+    sim_id = env("UOTA_SIM_ID")
+    if sim_id:
+        return sim_id
     if machine is not None and hasattr(machine, "unique_id"):
         try:
             import binascii

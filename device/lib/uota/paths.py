@@ -10,7 +10,8 @@ CONFIG = "config/ota.json"
 MANIFEST = "ota_manifest.txt"
 VERSION = "ota_version.json"
 BOOT_STATE = "ota_boot_state.json"
-STATE_FILES = (MANIFEST, VERSION, BOOT_STATE)
+FLOOR = "ota_floor.json"  # the highest release number accepted (trust.py)
+STATE_FILES = (MANIFEST, VERSION, BOOT_STATE, FLOOR)
 
 # Top-level folders that updates never delete from and wipe keeps.
 KEEP_DIRS = ("config", "data", "lib")

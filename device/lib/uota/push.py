@@ -4,7 +4,7 @@
 import binascii
 import hashlib
 
-from uota import hal, log, fs, release, crypto, wire
+from uota import hal, log, fs, release, crypto, wire, trust
 from uota import manifest as mf
 from uota.release import PushError
 from uota.server import hex64, non_negative_int
@@ -49,6 +49,7 @@ async def begin(srv, conn, req):
     sig = req.get("sig")
     runtime = req.get("runtime") is True
     mac = None
+    claims = None
     try:
         if not isinstance(version, str) or not version or len(version) > 64:
             raise PushError("bad_request", "version must be a short string")
@@ -59,6 +60,8 @@ async def begin(srv, conn, req):
             raise PushError("bad_request", "mode must be full or fast")
         if count is None:
             raise PushError("bad_request", "count must be a non-negative integer")
+        if count > cfg.max_files:
+            raise PushError("too_large", "release has %d files; this device accepts at most %d" % (count, cfg.max_files))
         if sig is not None and sig != "":
             sig = hex64(sig)
             if sig is None:
@@ -67,11 +70,17 @@ async def begin(srv, conn, req):
             sig = None
         if key and sig is None:
             raise PushError("sig_required", "this device only accepts signed releases")
+        claims = trust.Claims(req, version, mode, runtime, count, conn.nonce)
+        if key and "release" not in req:
+            raise PushError("sig_required", "a signed release needs a release number")
+        claims.check()
         srv._check_no_other_session(conn)
         push = release.start(conn, version, mode, runtime, resumable=True)
+        push.release = claims.release
+        push.rollback = claims.rollback
         if key:
             mac = crypto.HmacSha256(key)
-            mac.update(version.encode())
+            mac.update(claims.header())
     except PushError as e:
         err = e
     except OSError as e:
@@ -121,10 +130,8 @@ async def begin(srv, conn, req):
             if push.count != count:
                 raise PushError("bad_request", "manifest has %d entries, begin said %d" % (push.count, count))
             push.close_manifest()
-            if mac is not None and count == 0:
-                mac.update(b"\n")  # micro-ota's payload for no files is "version\n"
             if mac is not None and not crypto.equal(mac.hexdigest(), sig):
-                raise PushError("sig_mismatch", "signature does not match")
+                raise PushError("sig_mismatch", "signature does not match (it must cover this session's nonce)")
             push.settle()
             free = hal.fs_free()
             need = push.space_needed()
@@ -166,7 +173,7 @@ def _manifest_line(push, line, count, mac):
         raise PushError("bad_request", "more manifest entries than begin said")
     push.add(sha, size, path)
     if mac is not None:
-        mac.update(("\n" + path + ":" + sha).encode())
+        mac.update(trust.entry_line(path, sha, size))
 
 
 async def file(srv, conn, req):
@@ -326,6 +333,11 @@ async def commit(srv, conn, req):
         raise PushError("no_session", "no push session on this connection")
     do_reset = req.get("reset", True) is not False
     try:
+        if not push.rollback:
+            # Before the commit point: a cut after this leaves the old
+            # release with the floor raised, and the same release number
+            # is still accepted.
+            trust.raise_floor(push.release)
         push.commit()
     except PushError as e:
         await conn.send_err(e.code, e.msg)

@@ -60,6 +60,16 @@ def _manifest_lines():
         r.close()
 
 
+def _highest_release():
+    """The release-number floor (read without importing trust.py)."""
+    text = fs.read_atomic("/" + paths.FLOOR)
+    try:
+        n = json.loads(text).get("release") if text else 0
+    except (ValueError, AttributeError):
+        n = 0
+    return n if isinstance(n, int) and n > 0 else 0
+
+
 class Server:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -258,6 +268,8 @@ class Server:
             "caps": self.caps,
             "runtime": settings.RUNTIME_VERSION,
             "legacy": self.cfg.legacy,
+            "id": hal.unique_id(),
+            "release": _highest_release(),
         }
         await conn.send_line("uota 1 " + json.dumps(info))
 
@@ -279,6 +291,7 @@ class Server:
                 await self._linger(conn)
                 return
             payload = await conn.read_payload(n)
+            conn.progress()
             try:
                 req = json.loads(payload)
             except (ValueError, UnicodeError):
@@ -348,6 +361,7 @@ class Server:
             boot=boot_guard.state(),
             release=boot_guard.release_info(version),
             id=hal.unique_id(),
+            highest_release=_highest_release(),
             legacy=self.cfg.legacy,
         )
 
@@ -524,6 +538,24 @@ class Server:
                 raise PushError("bad_request", "verifier must be sha256 hex or empty")
         self.cfg.set_verifier(v)
         await conn.send_ok()
+
+    async def op_rekey(self, conn, req):
+        """Replace the signing key with one sent encrypted under the current
+        key and bound to this connection's nonce (docs/security.md)."""
+        from uota import trust
+
+        key = self.cfg.signing_key
+        if not key:
+            raise PushError("no_key", "this device has no signing key; provision one over USB")
+        try:
+            new = trust.open_rekey(key, conn.nonce, req.get("key"), req.get("mac"))
+        except PushError as e:
+            if e.code == "sig_mismatch":
+                await asyncio.sleep_ms(500)
+            raise
+        self.cfg.set_signing_key(new)
+        log.info("signing key rotated")
+        await conn.send_ok(proof=trust.rekey_proof(new, conn.nonce))
 
     async def op_abort(self, conn, req):
         self._check_no_other_session(conn)

@@ -26,6 +26,8 @@ class Push:
         self.runtime = runtime
         self.resumable = resumable
         self.resumed = False
+        self.release = 0  # release number (trust.py); 0 = none
+        self.rollback = False
         self.count = 0
         self.last_key = None
         self.ready = False  # manifest complete and verified

@@ -13,6 +13,10 @@ RES = 2
 DATA = 3
 
 MAX_LINE = 512
+# A connection shows progress (resetting its idle timer) only by completing a
+# line or request, or by delivering this many bytes: a peer that trickles a
+# byte now and then (slowloris) still times out.
+PROGRESS_BYTES = 256
 
 
 class Closed(Exception):
@@ -34,6 +38,7 @@ class Conn:
         self.start = 0
         self.end = 0
         self.last = hal.ticks_ms()  # last progress, for the idle watchdog
+        self.unmarked = 0  # bytes received since the last progress mark
         self.task = None
         self.authed = False
         self.nonce = ""
@@ -79,6 +84,13 @@ class Conn:
         if not k:
             raise Closed()
         self.end += k
+        self.unmarked += k
+        if self.unmarked >= PROGRESS_BYTES:
+            self.progress()
+
+    def progress(self):
+        """Mark progress now (the idle watchdog counts from here)."""
+        self.unmarked = 0
         self.last = hal.ticks_ms()
 
     async def need(self, n):
@@ -127,6 +139,7 @@ class Conn:
                 self.start = i + 1
                 if line.endswith(b"\r"):
                     line = line[:-1]
+                self.progress()
                 return line
             if self.end - self.start > maxlen:
                 raise FrameError("bad_request", "line longer than %d bytes" % maxlen)

@@ -1,0 +1,630 @@
+//! Attacks from The Update Framework's list, each against a virtual device:
+//! the attack is refused with a clear error, the device keeps running its
+//! release, answers `ping`, and nothing outside staging changed.
+//! (docs/security.md maps each attack to its test.)
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{start, RawClient, Setup, TestDevice};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uota::auth::{FleetKey, SigningKey};
+use uota::config::Project;
+use uota::device::PushOptions;
+use uota::manifest::{FileEntry, Manifest, PushMode};
+use uota::release::{Compat, ReleaseClaims};
+use uota::ErrorKind;
+
+fn project_manifest(t: &TestDevice, version: &str, marker: &str) -> (Project, Manifest) {
+    // Each version's main.py differs, so each release has its own content.
+    let main = t.project.join("main.py");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let text = text
+        .lines()
+        .filter(|l| !l.starts_with("# release "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&main, format!("{text}\n# release {marker}\n")).unwrap();
+    let project = Project::load(&t.project).unwrap();
+    let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
+    m.version = version.into();
+    (project, m)
+}
+
+fn opts(key: Option<&SigningKey>, release: Option<u64>) -> PushOptions {
+    PushOptions {
+        signing_key: key.cloned(),
+        release,
+        ..PushOptions::default()
+    }
+}
+
+async fn push(
+    t: &TestDevice,
+    version: &str,
+    opts: &PushOptions,
+) -> uota::Result<uota::device::PushReport> {
+    let (project, m) = project_manifest(t, version, version);
+    let mut dev = t.connect().await;
+    let r = dev.push(&project.root, &m, opts, &mut |_| {}).await;
+    if r.is_ok() {
+        t.wait_version(version).await;
+    }
+    r
+}
+
+/// The device's files (outside staging and state that changes by itself), over the wire.
+async fn snapshot(t: &TestDevice) -> BTreeMap<String, String> {
+    common::wire_snapshot(t, |path| {
+        path.starts_with("ota_stage")
+            || path.starts_with("ota_prev")
+            || path.starts_with("data")
+            || path == "config/.ota.secrets.json" // never readable
+            || path == "ota_boot_state.json"
+    })
+    .await
+}
+
+/// The device answers ping, runs `version`, and its files are `before`.
+async fn unchanged(t: &TestDevice, version: &str, before: &BTreeMap<String, String>) {
+    let mut dev = t.connect().await;
+    dev.ping().await.expect("device still answers ping");
+    assert_eq!(dev.version().await.unwrap(), version);
+    assert_eq!(
+        &snapshot(t).await,
+        before,
+        "files changed after a refused attack"
+    );
+}
+
+/// A TCP relay that records every byte the host sends to the device.
+struct Recorder {
+    host: String,
+    port: u16,
+    sent: Arc<Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    async fn start(t: &TestDevice) -> Recorder {
+        let (host, port) = common::unique_addr();
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+            .await
+            .unwrap();
+        let target = (t.host().to_string(), t.port());
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let log = sent.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let device = tokio::net::TcpStream::connect((target.0.as_str(), target.1))
+                    .await
+                    .unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut dr, mut dw) = device.into_split();
+                let log = log.clone();
+                let up = async move {
+                    let mut buf = vec![0u8; 8192];
+                    loop {
+                        match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                log.lock().unwrap().extend_from_slice(&buf[..n]);
+                                if dw.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                };
+                let down = async move {
+                    let _ = tokio::io::copy(&mut dr, &mut cw).await;
+                };
+                tokio::spawn(async move {
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        Recorder {
+            host,
+            port,
+            sent,
+            task,
+        }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut self.sent.lock().unwrap())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Send a recorded session's bytes verbatim on a fresh connection and
+/// return the first error reply (after the hello).
+async fn replay(t: &TestDevice, bytes: &[u8]) -> serde_json::Value {
+    let mut c = RawClient::connect(t, false).await;
+    c.send(bytes).await.unwrap();
+    let hello = c.line().await;
+    assert!(hello.starts_with("uota 1 "), "{hello}");
+    c.enter_frames();
+    loop {
+        let r = c
+            .response()
+            .await
+            .expect("a reply before the device closes");
+        if r["ok"] == false {
+            return r;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_recorded_signed_session_replayed_later_is_refused() {
+    let key = SigningKey::new("fleet-of-one");
+    let t = start(Setup {
+        key: Some("fleet-of-one"),
+        ..Setup::default()
+    })
+    .await;
+    // Record a valid push of 2.0.0 through the relay.
+    let rec = Recorder::start(&t).await;
+    let (project, m) = project_manifest(&t, "2.0.0", "two");
+    let mut opts_b = opts(Some(&key), Some(2));
+    opts_b.delta = false;
+    let mut dev = uota::Device::connect_tcp(&rec.host, rec.port, t.options())
+        .await
+        .unwrap();
+    dev.push(&project.root, &m, &opts_b, &mut |_| {})
+        .await
+        .unwrap();
+    t.wait_version("2.0.0").await;
+    let recorded = rec.take();
+    assert!(recorded.len() > 1000, "the session was recorded");
+    // The owner moves on to 3.0.0, still release 2 (the same number is allowed).
+    push(&t, "3.0.0", &opts(Some(&key), Some(2))).await.unwrap();
+    let before = snapshot(&t).await;
+    // The attacker replays the captured 2.0.0 session byte for byte: its
+    // release number passes, but its signature covers another session's nonce.
+    let r = replay(&t, &recorded).await;
+    assert_eq!(r["err"], "sig_mismatch", "{r}");
+    assert!(r["msg"].as_str().unwrap().contains("nonce"), "{r}");
+    unchanged(&t, "3.0.0", &before).await;
+    // Once a higher release is in, the floor refuses it even earlier.
+    push(&t, "4.0.0", &opts(Some(&key), Some(3))).await.unwrap();
+    let before = snapshot(&t).await;
+    let r = replay(&t, &recorded).await;
+    assert_eq!(r["err"], "downgrade", "{r}");
+    unchanged(&t, "4.0.0", &before).await;
+}
+
+#[tokio::test]
+async fn a_recorded_authenticated_session_fails_authentication_when_replayed() {
+    let t = start(Setup {
+        password: Some("pw"),
+        key: Some("k"),
+        ..Setup::default()
+    })
+    .await;
+    let key = SigningKey::new("k");
+    push(&t, "1.0.0", &opts(Some(&key), None)).await.unwrap();
+    let rec = Recorder::start(&t).await;
+    let mut dev = uota::Device::connect_tcp(&rec.host, rec.port, t.options())
+        .await
+        .unwrap();
+    dev.rm("app/counter.py").await.unwrap();
+    drop(dev);
+    let recorded = rec.take();
+    // Put the file back, then replay the captured "rm" session.
+    push(&t, "1.0.1", &opts(Some(&key), None)).await.unwrap();
+    let before = snapshot(&t).await;
+    let r = replay(&t, &recorded).await;
+    assert_eq!(r["err"], "auth_failed", "{r}");
+    unchanged(&t, "1.0.1", &before).await;
+    // The password never crossed the wire.
+    assert!(
+        !String::from_utf8_lossy(&recorded).contains("\"pw\""),
+        "plaintext password on the wire"
+    );
+}
+
+#[tokio::test]
+async fn a_correctly_signed_older_release_is_refused_unless_signed_as_a_rollback() {
+    let key = SigningKey::new("k");
+    let t = start(Setup {
+        key: Some("k"),
+        ..Setup::default()
+    })
+    .await;
+    push(&t, "5.0.0", &opts(Some(&key), Some(5))).await.unwrap();
+    assert_eq!(t.connect().await.highest_release(), 5);
+    let before = snapshot(&t).await;
+    // Release 4, correctly signed: a downgrade.
+    let err = push(&t, "4.0.0", &opts(Some(&key), Some(4)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReleaseRefused, "{err}");
+    assert!(err.to_string().contains("downgrade"), "{err}");
+    unchanged(&t, "5.0.0", &before).await;
+    // The same number again is accepted (a re-push of release 5).
+    push(&t, "5.0.1", &opts(Some(&key), Some(5))).await.unwrap();
+    // Signed as a rollback, release 4 installs; the floor stays at 5.
+    let mut rb = opts(Some(&key), Some(4));
+    rb.rollback = true;
+    push(&t, "4.0.0", &rb).await.unwrap();
+    assert_eq!(t.connect().await.highest_release(), 5);
+    let before = snapshot(&t).await;
+    let err = push(&t, "4.0.1", &opts(Some(&key), Some(4)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReleaseRefused, "{err}");
+    unchanged(&t, "4.0.0", &before).await;
+    // Without an explicit number the host takes the next one.
+    let r = push(&t, "6.0.0", &opts(Some(&key), None)).await.unwrap();
+    assert_eq!(r.release, 6);
+    assert_eq!(t.connect().await.highest_release(), 6);
+}
+
+/// Begin a push by hand, signing `claims` over `signed` but sending `sent`
+/// (and `begin_edit` applied to the begin request).
+async fn begin_by_hand(
+    t: &TestDevice,
+    key: &SigningKey,
+    signed: &Manifest,
+    sent: &Manifest,
+    edit_claims: impl FnOnce(&mut ReleaseClaims),
+    edit_begin: impl FnOnce(&mut serde_json::Value),
+) -> serde_json::Value {
+    let mut c = RawClient::connect(t, true).await;
+    let hello = c.hello.clone().unwrap();
+    let mut claims = ReleaseClaims {
+        release: hello.release + 1,
+        rollback: false,
+        mode: PushMode::Full,
+        runtime: false,
+        nonce: hello.nonce.clone(),
+        device: hello.id.clone(),
+        compat: Compat::default(),
+    };
+    edit_claims(&mut claims);
+    let sig = claims.sign(signed, key).unwrap();
+    let mut begin = json!({
+        "op": "begin", "version": sent.version, "mode": "full",
+        "count": sent.files.len(), "runtime": false, "sig": sig,
+        "release": claims.release, "device": claims.device,
+    });
+    if !claims.compat.is_empty() {
+        begin["compat"] = serde_json::to_value(&claims.compat).unwrap();
+    }
+    edit_begin(&mut begin);
+    c.req(begin).await;
+    c.data(&sent.manifest_lines()).await.unwrap();
+    c.data(b"").await.unwrap();
+    c.response().await.expect("a reply to begin")
+}
+
+#[tokio::test]
+async fn tampered_manifests_and_claims_are_refused() {
+    let key = SigningKey::new("k");
+    let t = start(Setup {
+        key: Some("k"),
+        ..Setup::default()
+    })
+    .await;
+    push(&t, "1.0.0", &opts(Some(&key), None)).await.unwrap();
+    let before = snapshot(&t).await;
+    let (_, m) = project_manifest(&t, "2.0.0", "two");
+    // A file's hash swapped after signing.
+    let mut evil = m.clone();
+    evil.files[0] = FileEntry::from_bytes(evil.files[0].path.clone(), b"evil()\n");
+    let r = begin_by_hand(&t, &key, &m, &evil, |_| {}, |_| {}).await;
+    assert_eq!(r["err"], "sig_mismatch", "{r}");
+    // A file added after signing.
+    let mut more = m.clone();
+    more.files
+        .push(FileEntry::from_bytes("zz_extra.py", b"x = 1\n"));
+    let r = begin_by_hand(&t, &key, &m, &more, |_| {}, |_| {}).await;
+    assert_eq!(r["err"], "sig_mismatch", "{r}");
+    // Claims changed after signing: release number, mode, rollback flag, device.
+    for (field, value) in [
+        ("release", json!(99)),
+        ("mode", json!("fast")),
+        ("rollback", json!(true)),
+        ("runtime", json!(true)),
+    ] {
+        let r = begin_by_hand(&t, &key, &m, &m, |_| {}, |b| b[field] = value.clone()).await;
+        assert_eq!(r["err"], "sig_mismatch", "{field}: {r}");
+    }
+    // Unsigned, and signed but without a release number.
+    let r = begin_by_hand(
+        &t,
+        &key,
+        &m,
+        &m,
+        |_| {},
+        |b| {
+            b.as_object_mut().unwrap().remove("sig");
+        },
+    )
+    .await;
+    assert_eq!(r["err"], "sig_required", "{r}");
+    let r = begin_by_hand(
+        &t,
+        &key,
+        &m,
+        &m,
+        |_| {},
+        |b| {
+            b.as_object_mut().unwrap().remove("release");
+        },
+    )
+    .await;
+    assert_eq!(r["err"], "sig_required", "{r}");
+    // The untampered begin is accepted (so the refusals above are the tampering's).
+    let r = begin_by_hand(&t, &key, &m, &m, |_| {}, |_| {}).await;
+    assert_eq!(r["ok"], true, "{r}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    unchanged(&t, "1.0.0", &before).await;
+}
+
+#[tokio::test]
+async fn releases_for_another_device_port_board_or_version_are_refused() {
+    let key = SigningKey::new("k");
+    let t = start(Setup {
+        key: Some("k"),
+        device_id: Some("unit-7"),
+        ..Setup::default()
+    })
+    .await;
+    push(&t, "1.0.0", &opts(Some(&key), None)).await.unwrap();
+    let before = snapshot(&t).await;
+    let (_, m) = project_manifest(&t, "2.0.0", "two");
+    let r = begin_by_hand(
+        &t,
+        &key,
+        &m,
+        &m,
+        |c| c.device = "unit-8".into(),
+        |b| b["device"] = json!("unit-8"),
+    )
+    .await;
+    assert_eq!(r["err"], "wrong_device", "{r}");
+    let wrong: [(&str, Compat); 3] = [
+        (
+            "port",
+            Compat {
+                port: vec!["esp32".into(), "rp2".into()],
+                ..Compat::default()
+            },
+        ),
+        (
+            "board",
+            Compat {
+                board: vec!["Raspberry Pi Pico W".into()],
+                ..Compat::default()
+            },
+        ),
+        (
+            "micropython",
+            Compat {
+                micropython: Some(("9.0".into(), "9.99".into())),
+                ..Compat::default()
+            },
+        ),
+    ];
+    for (what, compat) in wrong {
+        let mut o = opts(Some(&key), None);
+        o.compat = compat;
+        let err = push(&t, "2.0.0", &o).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ReleaseRefused, "{what}: {err}");
+        assert!(err.to_string().contains("incompatible"), "{what}: {err}");
+    }
+    unchanged(&t, "1.0.0", &before).await;
+    // A release that fits this device (the unix port reports "linux").
+    let mut o = opts(Some(&key), None);
+    o.compat = Compat {
+        port: vec!["esp32".into(), "linux".into()],
+        micropython: Some(("1.0".into(), "99".into())),
+        ..Compat::default()
+    };
+    push(&t, "2.0.0", &o).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_key_derived_for_one_device_cannot_sign_for_another() {
+    let fleet = FleetKey::new("the-fleet-key");
+    let key_a = fleet.derive("dev-a");
+    let key_b = fleet.derive("dev-b");
+    // SimOptions wants a &'static str key: leak the two derived keys (test only).
+    let ka: &'static str = Box::leak(key_a.expose().to_string().into_boxed_str());
+    let kb: &'static str = Box::leak(key_b.expose().to_string().into_boxed_str());
+    let a = start(Setup {
+        key: Some(ka),
+        device_id: Some("dev-a"),
+        ..Setup::default()
+    })
+    .await;
+    let b = start(Setup {
+        key: Some(kb),
+        device_id: Some("dev-b"),
+        ..Setup::default()
+    })
+    .await;
+    // The fleet key signs for both (each push derives the device's own key).
+    let fleet_opts = PushOptions {
+        fleet_key: Some(fleet.clone()),
+        ..PushOptions::default()
+    };
+    push(&a, "1.0.0", &fleet_opts).await.unwrap();
+    push(&b, "1.0.0", &fleet_opts).await.unwrap();
+    let before = snapshot(&b).await;
+    // Device A's key, extracted, does not sign for device B.
+    let err = push(&b, "6.6.6", &opts(Some(&key_a), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SignatureMismatch, "{err}");
+    unchanged(&b, "1.0.0", &before).await;
+    // Nor does another fleet key.
+    let other = PushOptions {
+        fleet_key: Some(FleetKey::new("another-fleet")),
+        ..PushOptions::default()
+    };
+    let err = push(&b, "6.6.6", &other).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SignatureMismatch, "{err}");
+    unchanged(&b, "1.0.0", &before).await;
+}
+
+#[tokio::test]
+async fn rotating_a_key_needs_the_current_key_and_never_sends_the_new_one_in_plaintext() {
+    let old = SigningKey::new("old-key");
+    let new = SigningKey::new(uota::auth::random_key_hex());
+    let t = start(Setup {
+        key: Some("old-key"),
+        ..Setup::default()
+    })
+    .await;
+    push(&t, "1.0.0", &opts(Some(&old), None)).await.unwrap();
+    // A rotation signed with a wrong current key is refused; the key stays.
+    let mut dev = t.connect().await;
+    let err = dev
+        .rotate_key(&SigningKey::new("guess"), &new)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SignatureMismatch, "{err}");
+    drop(dev);
+    // The real rotation, recorded on the wire.
+    let rec = Recorder::start(&t).await;
+    let mut dev = uota::Device::connect_tcp(&rec.host, rec.port, t.options())
+        .await
+        .unwrap();
+    dev.rotate_key(&old, &new).await.unwrap();
+    drop(dev);
+    let recorded = rec.take();
+    assert!(
+        !String::from_utf8_lossy(&recorded).contains(new.expose()),
+        "the new key crossed the wire in plaintext"
+    );
+    // Replaying the rotation message in another session is refused.
+    let r = replay(&t, &recorded).await;
+    assert_eq!(r["err"], "sig_mismatch", "{r}");
+    // The old key no longer signs; the new one does.
+    let err = push(&t, "2.0.0", &opts(Some(&old), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SignatureMismatch, "{err}");
+    push(&t, "2.0.0", &opts(Some(&new), None)).await.unwrap();
+    // The device log never shows either key.
+    let log = t.log();
+    assert!(!log.contains(old.expose()) && !log.contains(new.expose()));
+}
+
+#[tokio::test]
+async fn oversized_and_endless_transfers_are_cut_off() {
+    let t = start(Setup::default()).await;
+    push(&t, "1.0.0", &opts(None, None)).await.unwrap();
+    let before = snapshot(&t).await;
+    // More files than the device accepts (maxFiles, 1000 by default).
+    let mut c = RawClient::connect(&t, true).await;
+    c.req(
+        json!({"op": "begin", "version": "9", "mode": "full", "count": 100_000, "runtime": false}),
+    )
+    .await;
+    c.data(b"").await.unwrap();
+    let r = c.response().await.unwrap();
+    assert_eq!(r["err"], "too_large", "{r}");
+    // A release bigger than the free flash: refused after the manifest, before any file.
+    let mut c = RawClient::connect(&t, true).await;
+    let huge = FileEntry {
+        path: "app/huge.bin".into(),
+        size: 1 << 40,
+        sha256: [7; 32],
+    };
+    let m = Manifest::new("9", vec![huge]).unwrap();
+    let r = c.begin(&m).await;
+    assert_eq!(r["err"], "no_space", "{r}");
+    // Endless data: a file stream that goes on past the size the manifest gave.
+    let (_, m) = project_manifest(&t, "2.0.0", "two");
+    let mut c = RawClient::connect(&t, true).await;
+    let r = c.begin(&m).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let f = &m.files[0];
+    c.req(json!({"op": "file", "path": f.path, "size": f.size, "sha256": f.sha256_hex()}))
+        .await;
+    let chunk = vec![b'#'; 4096];
+    let mut refused = None;
+    for _ in 0..64 {
+        if c.data(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = c.data(b"").await;
+    if let Some(r) = c.response().await {
+        refused = Some(r);
+    }
+    let r = refused.expect("an error reply");
+    assert_eq!(r["err"], "size_mismatch", "{r}");
+    unchanged(&t, "1.0.0", &before).await;
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_dropped_while_others_are_served() {
+    let t = start(Setup {
+        session_timeout: Some(2),
+        ..Setup::default()
+    })
+    .await;
+    push(&t, "1.0.0", &opts(None, None)).await.unwrap();
+    let mut slow = RawClient::connect(&t, true).await;
+    // A request frame header announcing 200 bytes, then one byte every 300 ms.
+    slow.send(&[1, 0, 0, 0, 200]).await.unwrap();
+    let started = Instant::now();
+    let mut dropped = false;
+    let mut buf = [0u8; 64];
+    while started.elapsed() < Duration::from_secs(12) {
+        if slow.send(b" ").await.is_err() {
+            dropped = true;
+            break;
+        }
+        // Meanwhile another client is served.
+        let mut other = t.connect().await;
+        other.ping().await.expect("other clients are served");
+        drop(other);
+        match tokio::time::timeout(Duration::from_millis(300), slow.stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                dropped = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(dropped, "the trickling connection was never dropped");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "dropped only after {:?}",
+        started.elapsed()
+    );
+    t.connect().await.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_push_session_gets_busy() {
+    let t = start(Setup::default()).await;
+    push(&t, "1.0.0", &opts(None, None)).await.unwrap();
+    let before = snapshot(&t).await;
+    let (_, m) = project_manifest(&t, "2.0.0", "two");
+    let mut first = RawClient::connect(&t, true).await;
+    assert_eq!(first.begin(&m).await["ok"], true);
+    let mut second = RawClient::connect(&t, true).await;
+    let r = second.begin(&m).await;
+    assert_eq!(r["err"], "busy", "{r}");
+    // The first session is intact: abort it and nothing changed.
+    assert_eq!(first.request(json!({"op": "abort"})).await["ok"], true);
+    unchanged(&t, "1.0.0", &before).await;
+}
