@@ -208,3 +208,130 @@ async fn sim_command_serves_until_interrupted() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn keys_are_created_derived_rotated_and_promoted_from_the_command_line() {
+    let fleet = uota::auth::FleetKey::new("cli-fleet-key");
+    let device_key: &'static str = Box::leak(
+        fleet
+            .derive("cli-dev")
+            .expose()
+            .to_string()
+            .into_boxed_str(),
+    );
+    let t = start(Setup {
+        key: Some(device_key),
+        device_id: Some("cli-dev"),
+        ..Setup::default()
+    })
+    .await;
+    let project = t.project.to_str().unwrap();
+    let secrets = t.project.join("config/.ota.secrets.json");
+    std::fs::write(
+        &secrets,
+        r#"{"otaPassword": "", "fleetKey": "cli-fleet-key"}"#,
+    )
+    .unwrap();
+
+    // derive prints the device's key, the one it was provisioned with.
+    let out = uota(&[
+        "--json",
+        "key",
+        "derive",
+        "--project",
+        project,
+        "--device",
+        "cli-dev",
+    ]);
+    assert_eq!(json(&out)["signingKey"], device_key);
+    // A push signs with the key derived for the device it talks to.
+    let out = uota(&[
+        "--json",
+        "full",
+        "--project",
+        project,
+        "--version",
+        "1.0.0",
+        "--release",
+        "10",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["release"], 10);
+    t.wait_version("1.0.0").await;
+    // A lower release number is refused (exit code 4) and named as a downgrade.
+    let out = uota(&[
+        "full",
+        "--project",
+        project,
+        "--version",
+        "0.9.0",
+        "--release",
+        "9",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("downgrade"));
+
+    // A fleet key exists: `key new --fleet` refuses to replace it without --force.
+    let out = uota(&["key", "new", "--fleet", "--project", project]);
+    assert_eq!(out.status.code(), Some(1));
+    // The next fleet key: only its fingerprint is printed.
+    let out = uota(&[
+        "--json",
+        "key",
+        "new",
+        "--fleet",
+        "--next",
+        "--project",
+        project,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&secrets).unwrap()).unwrap();
+    let next = stored["nextFleetKey"].as_str().unwrap().to_string();
+    assert_eq!(next.len(), 64);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&next));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secrets).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "secrets file readable by others: {mode:o}");
+    }
+    // Rotate the device to its key under the next fleet key.
+    let out = uota(&["--json", "key", "rotate", "--project", project]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The old fleet key no longer signs for it...
+    let out = uota(&["full", "--project", project, "--version", "2.0.0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ...until the next keys are promoted.
+    let out = uota(&["key", "promote", "--project", project]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = uota(&["--json", "full", "--project", project, "--version", "2.0.0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["release"], 11);
+    t.wait_version("2.0.0").await;
+}

@@ -94,3 +94,35 @@ def test_signed_push_and_wrong_key(make_env: Callable[..., Env]) -> None:
         assert dev.push_manifest(env.project, m).version == "2.0.0"
     with env.reconnect(since) as dev:
         assert dev.version() == "2.0.0"
+
+
+def test_derive_device_key_is_hmac_of_the_device_id() -> None:
+    import hashlib
+    import hmac
+
+    want = hmac.new(b"fleet", b"uota-device-key:v1:dev-1", hashlib.sha256).hexdigest()
+    assert uota.derive_device_key("fleet", "dev-1") == want
+    assert uota.derive_device_key("fleet", "dev-2") != want
+
+
+def test_a_lower_release_number_is_refused_as_release_refused(make_env: Callable[..., Env]) -> None:
+    env = make_env(signing_key="k")
+    since = time.monotonic()
+    with env.connect() as dev:
+        report = dev.push(env.project, release=7)
+    assert report.release == 7
+    with env.reconnect(since) as dev:
+        assert dev.version() == "1.0.0"
+    env.set_version("0.9.0")
+    with env.connect() as dev:
+        with pytest.raises(uota.ReleaseRefused) as info:
+            dev.push(env.project, release=6)
+    assert info.value.reason == "downgrade"
+    with env.connect() as dev:
+        assert dev.version() == "1.0.0"
+    # Signed as a rollback, the lower number installs.
+    since = time.monotonic()
+    with env.connect() as dev:
+        assert dev.push(env.project, release=6, rollback=True).release == 6
+    with env.reconnect(since) as dev:
+        assert dev.version() == "0.9.0"
