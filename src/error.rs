@@ -60,6 +60,17 @@ pub enum Error {
         /// The device's explanation.
         message: String,
     },
+    /// Code run on the device (over the REPL) raised an exception it did not catch.
+    #[error("the device raised {exception}{}", detail(.message))]
+    DeviceException {
+        /// The exception's type, as the traceback's last line names it
+        /// (`ZeroDivisionError`, `OSError`, `KeyboardInterrupt`, …).
+        exception: String,
+        /// The exception's message (the rest of that line; may be empty).
+        message: String,
+        /// The whole traceback, as the device printed it.
+        traceback: String,
+    },
     /// A file's content did not match its expected SHA-256.
     #[error("sha256 mismatch for {path}")]
     HashMismatch {
@@ -100,6 +111,33 @@ pub enum Error {
     /// An argument or option is not valid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// Serial port autodetection found no known USB-serial bridge.
+    #[error("{}", no_serial_port(.seen))]
+    NoSerialPort {
+        /// Every serial port seen, described (path, USB ids, product).
+        seen: Vec<String>,
+    },
+    /// Serial port autodetection found more than one board.
+    #[error("{} serial ports look like boards, choose one with --port: {}", .candidates.len(), .candidates.join("; "))]
+    AmbiguousSerialPort {
+        /// The ports that look like boards, described.
+        candidates: Vec<String>,
+    },
+}
+
+fn no_serial_port(seen: &[String]) -> String {
+    let wanted = "no serial port with a known USB-serial bridge \
+                  (CP210x, CH34x, FTDI, ESP32 or RP2040 native USB)";
+    if seen.is_empty() {
+        "no serial port found: is the board plugged in with a data cable (not a charge-only one) \
+         and its USB-serial driver installed? Name the port with --port if it is not listed"
+            .to_string()
+    } else {
+        format!(
+            "{wanted} found among the serial ports seen: {}; name the board's port with --port",
+            seen.join("; ")
+        )
+    }
 }
 
 fn detail(s: &str) -> String {
@@ -149,7 +187,7 @@ impl Error {
             Error::Transport { .. } | Error::ConnectionClosed { .. } => ErrorKind::Transport,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Protocol(_) => ErrorKind::Protocol,
-            Error::Device { .. } => ErrorKind::Device,
+            Error::Device { .. } | Error::DeviceException { .. } => ErrorKind::Device,
             Error::SignatureMismatch(_) => ErrorKind::SignatureMismatch,
             Error::ReleaseRefused { .. } => ErrorKind::ReleaseRefused,
             Error::HashMismatch { .. } => ErrorKind::HashMismatch,
@@ -159,6 +197,8 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::InterpreterMissing(_) => ErrorKind::InterpreterMissing,
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::NoSerialPort { .. } => ErrorKind::Transport,
+            Error::AmbiguousSerialPort { .. } => ErrorKind::InvalidArgument,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod device;
 pub mod error;
 pub mod manifest;
 pub mod protocol;
+pub mod repl;
 pub mod release;
 pub mod sim;
 pub mod templates;

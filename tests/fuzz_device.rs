@@ -13,10 +13,23 @@
 //! byte-identical to the snapshot; no reply may carry the signing key. At
 //! the end the app files are compared over the wire too.
 //!
-//! A finding is printed with its case number and the bytes sent; replay one
-//! case with `UOTA_FUZZ_CASE=<n>` (and the same `UOTA_FUZZ_SEED`).
-//! `UOTA_FUZZ_CASES` overrides the number of cases. `docs/fuzzing.md` has
-//! the details.
+//! The device has a signing key, and a release signature binds the nonce of
+//! the hello on its connection, so the scripts hold their signed `begin`s as
+//! `Step::SignedBegin`: what to sign and how to break it, decided by the
+//! generator; the runner builds and signs the request from the hello it
+//! received (see "Signed begins" below). The output counts the signed begins
+//! by what they were meant to be and how the device answered; a full run
+//! fails when fewer than 5 were accepted (the fuzzer would no longer reach
+//! files, `staged`, `commit` and `abort`) and when one the device had to
+//! refuse (stale nonce, another device, a release below the floor, …) was
+//! accepted.
+//!
+//! A finding is printed with its case number, the bytes sent and the begins
+//! as built; replay one case with `UOTA_FUZZ_CASE=<n>` (and the same
+//! `UOTA_FUZZ_SEED`). `UOTA_FUZZ_CASES` overrides the number of cases;
+//! `UOTA_FUZZ_RAISE_FLOOR=0` makes valid begins claim the device's floor
+//! instead of numbers above it (the cases stay the same otherwise).
+//! `docs/fuzzing.md` has the details.
 
 mod common;
 
@@ -28,10 +41,13 @@ use common::{sha256_hex, start, Setup, TestDevice};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use uota::auth::SigningKey;
 use uota::config::Project;
 use uota::device::PushOptions;
 use uota::manifest::{FileEntry, Manifest, PushMode};
-use uota::protocol::frame::{encode_to_vec, FrameType};
+use uota::protocol::frame::{encode_to_vec, FrameDecoder, FrameType, HEADER_LEN};
+use uota::protocol::Hello;
+use uota::release::{Compat, ReleaseClaims};
 
 /// Cases of the default run (about 30 s in a debug build on 2 cores).
 const CASES: usize = 300;
@@ -283,6 +299,9 @@ struct World {
     releases: Vec<Manifest>,
     /// The bytes of every entry of those releases (except the sentinel).
     contents: BTreeMap<String, Vec<u8>>,
+    /// Whether valid begins may claim release numbers above the device's
+    /// floor (`UOTA_FUZZ_RAISE_FLOOR=0`: never, they claim the floor itself).
+    raise_floor: bool,
 }
 
 impl World {
@@ -318,6 +337,7 @@ impl World {
             key: uota::auth::SigningKey::new(KEY),
             releases,
             contents,
+            raise_floor: env_u64("UOTA_FUZZ_RAISE_FLOOR") != Some(0),
         }
     }
 }
@@ -327,14 +347,17 @@ impl World {
 
 enum Step {
     Send(Vec<u8>),
+    /// A `begin` request the runner builds and signs when it gets here, for
+    /// the hello it received on this connection (see [`SignedBegin`]).
+    SignedBegin(Box<SignedBegin>),
     /// Read what the device answers until it is quiet for this long.
     Read(u64),
     Pause(u64),
     /// Run this session to its end on a second connection, meanwhile.
     Other(Box<Script>),
-    /// Open one more connection, send these bytes on it, and leave it open
-    /// until the session ends.
-    Open(Vec<u8>),
+    /// Open one more connection, run these steps on it (bytes, reads and
+    /// signed begins only), and leave it open until the session ends.
+    Open(Vec<Step>),
 }
 
 struct Script {
@@ -384,19 +407,21 @@ impl Script {
         self.steps.push(Step::Read(25));
     }
 
-    fn sent(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for s in &self.steps {
-            if let Step::Send(b) = s {
-                out.extend_from_slice(b);
-            }
-        }
-        out
+    fn signed_begin(&mut self, begin: SignedBegin) {
+        self.steps.push(Step::SignedBegin(Box::new(begin)));
     }
 
-    /// What every connection of the session sent, for a report.
+    /// How many bytes the main connection sends (a signed begin counted at
+    /// its estimated length).
+    fn sent_len(&self) -> usize {
+        self.steps.iter().map(Step::len).sum()
+    }
+
+    /// What every connection of the session sent, for a report (signed
+    /// begins as what they were told to be; the runner reports the requests
+    /// it actually built).
     fn describe(&self, max: usize) -> String {
-        let mut out = hexdump(&self.sent(), max);
+        let mut out = render(&self.steps, max);
         for step in &self.steps {
             match step {
                 Step::Other(o) => out.push_str(&format!(
@@ -404,9 +429,9 @@ impl Script {
                     o.kind,
                     o.describe(max)
                 )),
-                Step::Open(b) => out.push_str(&format!(
+                Step::Open(steps) => out.push_str(&format!(
                     "\n    another connection left open after: {}",
-                    hexdump(b, max)
+                    render(steps, max)
                 )),
                 _ => {}
             }
@@ -414,9 +439,11 @@ impl Script {
         out
     }
 
-    /// Cut the session at a random byte (the link drops there).
+    /// Cut the session at a random byte (the link drops there). A signed
+    /// begin counts as its estimated length; a cut inside it sends only its
+    /// first bytes.
     fn truncate(&mut self, rng: &mut Rng) {
-        let total: usize = self.sent().len();
+        let total = self.sent_len();
         if total == 0 {
             return;
         }
@@ -426,11 +453,26 @@ impl Script {
             match s {
                 Step::Send(b) if b.len() > keep => {
                     steps.push(Step::Send(b[..keep].to_vec()));
+                    // The manifest stream of an earlier begin may be cut.
+                    for s in &mut steps {
+                        if let Step::SignedBegin(b) = s {
+                            b.intact = false;
+                        }
+                    }
                     break;
                 }
                 Step::Send(b) => {
                     keep -= b.len();
                     steps.push(Step::Send(b));
+                }
+                Step::SignedBegin(mut b) if b.estimate_len() > keep => {
+                    b.cut = Some(keep);
+                    steps.push(Step::SignedBegin(b));
+                    break;
+                }
+                Step::SignedBegin(b) => {
+                    keep -= b.estimate_len();
+                    steps.push(Step::SignedBegin(b));
                 }
                 other => steps.push(other),
             }
@@ -438,7 +480,8 @@ impl Script {
         self.steps = steps;
     }
 
-    /// Resend the bytes in small pieces with short pauses (odd TCP segments).
+    /// Resend the bytes in small pieces with short pauses (odd TCP
+    /// segments); a signed begin is dripped the same way when it is sent.
     fn drip(&mut self, rng: &mut Rng) {
         let mut steps = Vec::new();
         for s in std::mem::take(&mut self.steps) {
@@ -454,11 +497,378 @@ impl Script {
                         rest = &rest[n..];
                     }
                 }
+                Step::SignedBegin(mut b) => {
+                    b.drip = Some(rng.next());
+                    steps.push(Step::SignedBegin(b));
+                }
                 other => steps.push(other),
             }
         }
         self.steps = steps;
     }
+}
+
+impl Step {
+    /// Bytes this step sends on its own connection (estimated for a signed
+    /// begin).
+    fn len(&self) -> usize {
+        match self {
+            Step::Send(b) => b.len(),
+            Step::SignedBegin(b) => b.cut.unwrap_or(usize::MAX).min(b.estimate_len()),
+            _ => 0,
+        }
+    }
+}
+
+/// The bytes of one connection's steps, escaped, with signed begins shown
+/// as what they were told to be.
+fn render(steps: &[Step], max: usize) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    let mut total = 0;
+    for step in steps {
+        match step {
+            Step::Send(b) => {
+                let n = b.len().min(max - shown.min(max));
+                out.push_str(&escape(&b[..n]));
+                shown += n;
+                total += b.len();
+            }
+            Step::SignedBegin(b) if shown < max => {
+                out.push_str(&format!("<{b}>"));
+                shown += step.len();
+                total += step.len();
+            }
+            _ => total += step.len(),
+        }
+    }
+    if total > shown {
+        out.push_str(&format!("… (about {total} bytes in all)"));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Signed begins, built at run time.
+//
+// A release signature binds the nonce of the device's hello on the very
+// connection that carries it (src/release.rs, docs/security.md), so a valid
+// `begin` cannot be made before the session runs. A script holds a
+// `Step::SignedBegin` instead: the release, which release number relative to
+// the device's floor, and how to break the request, all drawn by the
+// generator. The runner builds the request when it reaches the step, from
+// the latest hello among the bytes it has received on that connection so far
+// (waiting up to a moment more for one; without any it signs an empty nonce
+// and device id, which the device refuses), and sends it as one REQ frame:
+// whole, only its first `cut` bytes (a truncated session), or in drips of 1
+// to 9 bytes with short pauses. Only the nonce, the device id and the
+// device's floor come from the device, so a case replays the same way.
+
+/// Which release number a `begin` claims, relative to the device's floor
+/// (the `release` of its hello).
+#[derive(Debug, Clone, Copy)]
+enum ReleaseChoice {
+    /// The floor itself: accepted (the same number again may be pushed).
+    Floor,
+    /// One above the floor (what the host signs by default).
+    Next,
+    /// Further above the floor.
+    Ahead(u64),
+    /// One below the floor, signed as a rollback: accepted.
+    RollbackBelow,
+    /// One below the floor without the rollback flag: `downgrade`.
+    Below,
+}
+
+/// One change to a signed `begin`: before signing (the signature and the
+/// request agree, and the device must judge the claim itself) or after
+/// (the request no longer matches its signature, or is malformed).
+#[derive(Debug, Clone)]
+enum BeginEdit {
+    /// Sign with the nonce of another session (a replay).
+    StaleNonce(String),
+    /// Sign for, and name, this device; `None`: the device's own id with a
+    /// character appended. `Some("")` means any device (valid).
+    Device(Option<String>),
+    /// Sign these compatibility fields; whether they fit the virtual device.
+    Compat(Compat, bool),
+    /// After signing: a `count` (the signature covers the real one).
+    Count(usize),
+    /// After signing: this text as the signature.
+    Sig(String),
+    /// After signing: the signature in uppercase (still valid hex).
+    SigUpper,
+    /// After signing: no signature.
+    NoSig,
+    /// After signing: this version.
+    Version(String),
+    /// After signing: this mode.
+    Mode(&'static str),
+    /// After signing: `"runtime": true`.
+    Runtime,
+    /// After signing: the opposite of the signed rollback flag.
+    RollbackFlipped,
+    /// After signing: no release number.
+    NoRelease,
+    /// After signing: this raw JSON text as the release number.
+    RawRelease(&'static str),
+    /// After signing: a field set to a value; whether the device must
+    /// refuse the begin for it.
+    Field(&'static str, serde_json::Value, bool),
+}
+
+impl BeginEdit {
+    /// Whether this edit alone must make the device refuse the begin of
+    /// `m` on the device `id`.
+    fn refused(&self, m: &Manifest, id: &str) -> bool {
+        match self {
+            BeginEdit::Device(Some(d)) => !d.is_empty() && d != id,
+            BeginEdit::Compat(_, fits) => !fits,
+            BeginEdit::Count(n) => *n != m.files.len(),
+            BeginEdit::Version(v) => *v != m.version,
+            BeginEdit::SigUpper => false,
+            BeginEdit::Field(_, _, refused) => *refused,
+            _ => true,
+        }
+    }
+}
+
+/// What the generator meant a begin to be, given the hello it was built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Intent {
+    /// Correctly signed and followed by its intact manifest stream.
+    Valid,
+    /// The device must refuse it, whatever follows.
+    Broken,
+    /// Either (mutated manifest lines, a cut request, …).
+    Unknown,
+}
+
+struct SignedBegin {
+    manifest: Manifest,
+    release: ReleaseChoice,
+    edits: Vec<BeginEdit>,
+    /// Whether the script follows it with the release's manifest lines,
+    /// unchanged, and the end of the stream.
+    intact: bool,
+    /// Send only this many bytes of the frame (the session is cut there).
+    cut: Option<usize>,
+    /// Send it in drips, with this seed.
+    drip: Option<u64>,
+}
+
+impl std::fmt::Display for SignedBegin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "signed begin of {} (release {:?}",
+            self.manifest.version, self.release
+        )?;
+        if !self.edits.is_empty() {
+            write!(f, ", edits {:?}", self.edits)?;
+        }
+        if let Some(n) = self.cut {
+            write!(f, ", cut after {n} bytes")?;
+        }
+        if self.drip.is_some() {
+            write!(f, ", dripped")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl SignedBegin {
+    /// A correctly signed begin of `m` claiming `release`, followed by its
+    /// intact manifest stream unless the generator says otherwise.
+    fn new(m: &Manifest, release: ReleaseChoice) -> SignedBegin {
+        SignedBegin {
+            manifest: m.clone(),
+            release,
+            edits: Vec::new(),
+            intact: true,
+            cut: None,
+            drip: None,
+        }
+    }
+
+    /// The request for the device that sent `hello` (an empty nonce and
+    /// device id without one), signed with the device's key.
+    fn build(&self, hello: Option<&Hello>, key: &SigningKey) -> String {
+        let (nonce, id, floor) = match hello {
+            Some(h) => (h.nonce.clone(), h.id.clone(), h.release),
+            None => (String::new(), String::new(), 0),
+        };
+        let (release, rollback) = match self.release {
+            ReleaseChoice::Floor => (floor, false),
+            ReleaseChoice::Next => (floor.saturating_add(1), false),
+            ReleaseChoice::Ahead(k) => (floor.saturating_add(k), false),
+            ReleaseChoice::RollbackBelow => (floor.saturating_sub(1), true),
+            ReleaseChoice::Below => (floor.saturating_sub(1), false),
+        };
+        let mut claims = ReleaseClaims {
+            release,
+            rollback,
+            mode: PushMode::Full,
+            runtime: false,
+            nonce,
+            device: id.clone(),
+            compat: Compat::default(),
+        };
+        for e in &self.edits {
+            match e {
+                BeginEdit::StaleNonce(n) => claims.nonce = n.clone(),
+                BeginEdit::Device(Some(d)) => claims.device = d.clone(),
+                BeginEdit::Device(None) => claims.device = format!("{id}0"),
+                BeginEdit::Compat(c, _) => claims.compat = c.clone(),
+                _ => {}
+            }
+        }
+        let m = &self.manifest;
+        // `sign` refuses claims the payload cannot carry: sign those as they
+        // are (the device must refuse them).
+        let sig = claims
+            .sign(m, key)
+            .unwrap_or_else(|_| hex::encode(key.sign(&claims.payload(m))));
+        let mut v = json!({
+            "op": "begin", "version": m.version, "mode": claims.mode.as_str(),
+            "count": m.files.len(), "sig": sig, "runtime": claims.runtime,
+            "release": claims.release, "device": claims.device,
+        });
+        let o = v.as_object_mut().expect("an object");
+        if claims.rollback {
+            o.insert("rollback".into(), json!(true));
+        }
+        if !claims.compat.is_empty() {
+            o.insert(
+                "compat".into(),
+                serde_json::to_value(&claims.compat).unwrap(),
+            );
+        }
+        let mut raw_release = None;
+        for e in &self.edits {
+            match e {
+                BeginEdit::Count(n) => {
+                    o.insert("count".into(), json!(n));
+                }
+                BeginEdit::Sig(s) => {
+                    o.insert("sig".into(), json!(s));
+                }
+                BeginEdit::SigUpper => {
+                    if let Some(s) = o.get("sig").and_then(|s| s.as_str()) {
+                        let upper = s.to_uppercase();
+                        o.insert("sig".into(), json!(upper));
+                    }
+                }
+                BeginEdit::NoSig => {
+                    o.remove("sig");
+                }
+                BeginEdit::Version(s) => {
+                    o.insert("version".into(), json!(s));
+                }
+                BeginEdit::Mode(s) => {
+                    o.insert("mode".into(), json!(s));
+                }
+                BeginEdit::Runtime => {
+                    o.insert("runtime".into(), json!(true));
+                }
+                BeginEdit::RollbackFlipped => {
+                    o.insert("rollback".into(), json!(!claims.rollback));
+                }
+                BeginEdit::NoRelease => {
+                    o.remove("release");
+                }
+                BeginEdit::RawRelease(raw) => raw_release = Some(*raw),
+                BeginEdit::Field(k, val, _) => {
+                    o.insert((*k).into(), val.clone());
+                }
+                BeginEdit::StaleNonce(_) | BeginEdit::Device(_) | BeginEdit::Compat(..) => {}
+            }
+        }
+        let mut text = v.to_string();
+        if let Some(raw) = raw_release {
+            let signed = format!("\"release\":{}", claims.release);
+            text = text.replacen(&signed, &format!("\"release\":{raw}"), 1);
+        }
+        text
+    }
+
+    /// What the begin is meant to be for the device that sent `hello`.
+    fn intent(&self, hello: Option<&Hello>) -> Intent {
+        let Some(h) = hello else {
+            // Signed with an empty nonce: never this session's.
+            return Intent::Broken;
+        };
+        let below = matches!(self.release, ReleaseChoice::Below) && h.release > 0;
+        if below || self.edits.iter().any(|e| e.refused(&self.manifest, &h.id)) {
+            Intent::Broken
+        } else if self.intact && self.cut.is_none() {
+            Intent::Valid
+        } else {
+            Intent::Unknown
+        }
+    }
+
+    /// The length of its frame for a typical hello.
+    fn estimate_len(&self) -> usize {
+        let hello = Hello {
+            nonce: "0".repeat(32),
+            id: "0".repeat(16),
+            release: 1,
+            ..Hello::default()
+        };
+        let key = SigningKey::new(KEY);
+        HEADER_LEN + self.build(Some(&hello), &key).len()
+    }
+}
+
+/// Raw JSON texts that are not a release number the begin was signed for.
+const BAD_RELEASES: &[&str] = &[
+    "\"2\"",
+    "-1",
+    "1.5",
+    "1.0",
+    "1e400",
+    "true",
+    "null",
+    "[1]",
+    "{}",
+    "18446744073709551616",
+    "123456789012345678901234567890",
+];
+
+/// A correctly signed begin of `m` with a release number the device
+/// accepts, sometimes for any device or with fitting compatibility fields.
+///
+/// Numbers above the floor are valid too, and no fuzzed push is ever
+/// committed (the sentinel), so the floor must never move.
+fn valid_begin(rng: &mut Rng, w: &World, m: &Manifest) -> SignedBegin {
+    let mut release = match rng.below(10) {
+        0..=4 => ReleaseChoice::Floor,
+        5..=7 => ReleaseChoice::Next,
+        8 => ReleaseChoice::RollbackBelow,
+        _ => ReleaseChoice::Ahead(rng.range(2, 1000) as u64),
+    };
+    if !w.raise_floor && matches!(release, ReleaseChoice::Next | ReleaseChoice::Ahead(_)) {
+        release = ReleaseChoice::Floor;
+    }
+    let mut b = SignedBegin::new(m, release);
+    if rng.percent(10) {
+        b.edits.push(BeginEdit::Device(Some(String::new())));
+    }
+    if rng.percent(10) {
+        let c = match rng.below(2) {
+            0 => Compat {
+                port: vec!["esp32".into(), "linux".into()],
+                ..Compat::default()
+            },
+            _ => Compat {
+                micropython: Some(("1.0".into(), "99.99".into())),
+                ..Compat::default()
+            },
+        };
+        b.edits.push(BeginEdit::Compat(c, true));
+    }
+    b
 }
 
 /// Random bytes in line mode: garbage, known commands with bad arguments,
@@ -766,16 +1176,6 @@ fn gen_requests(rng: &mut Rng, w: &World) -> Script {
     s
 }
 
-/// The `begin` request of a release, correctly signed unless told otherwise.
-fn begin_json(w: &World, m: &Manifest, count: usize, sig: Option<String>, runtime: bool) -> String {
-    let sig = sig.unwrap_or_else(|| m.signature(&w.key));
-    json!({
-        "op": "begin", "version": m.version, "mode": "full",
-        "count": count, "sig": sig, "runtime": runtime,
-    })
-    .to_string()
-}
-
 /// Split a stream into DATA frames at random points (never an empty one,
 /// which would end the stream early).
 fn data_frames(s: &mut Script, rng: &mut Rng, bytes: &[u8], max: usize) {
@@ -856,7 +1256,10 @@ fn mutate_lines(rng: &mut Rng, w: &World, text: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A valid `begin` whose manifest stream (and sometimes request) is mutated.
+/// A signed `begin` whose manifest stream or request (or both) is mutated:
+/// the old mutations after signing, and claims the device must refuse
+/// although they are signed (a stale nonce, another device, a release below
+/// the floor, a port that does not fit) or fields of the wrong type.
 fn gen_begin(rng: &mut Rng, w: &World) -> Script {
     let mut s = Script::new("begin");
     s.hello();
@@ -864,37 +1267,110 @@ fn gen_begin(rng: &mut Rng, w: &World) -> Script {
     let lines = m.manifest_lines();
     // Either the lines or the request are mutated (or both, or neither:
     // then the push is open and valid, and the session just ends).
-    let mutated = if rng.percent(70) {
+    let lines_mutated = rng.percent(70);
+    let mutated = if lines_mutated {
         mutate_lines(rng, w, &lines)
     } else {
         lines
     };
-    let mut begin: serde_json::Value =
-        serde_json::from_str(&begin_json(w, m, m.files.len(), None, false)).unwrap();
+    let ends = rng.percent(90);
+    let mut begin = valid_begin(rng, w, m);
+    begin.intact = !lines_mutated && ends;
     for _ in 0..rng.below(3) {
-        match rng.below(9) {
-            0 => begin["count"] = json!(m.files.len() + 1),
-            1 => begin["count"] = json!(m.files.len().saturating_sub(1)),
-            2 => begin["sig"] = json!(rng.hex(64)),
-            3 => begin["sig"] = json!(m.signature(&w.key).to_uppercase()),
-            4 => begin["sig"] = json!(rng.pick(&["", "00"])),
-            5 => {
-                begin.as_object_mut().unwrap().remove("sig");
-            }
-            6 => begin["version"] = json!(format!("{}.1", m.version)),
-            7 => begin["mode"] = json!("fast"),
-            _ => begin["runtime"] = json!(true),
-        }
+        let edit = match rng.below(9) {
+            0 => BeginEdit::Count(m.files.len() + 1),
+            1 => BeginEdit::Count(m.files.len().saturating_sub(1)),
+            2 => BeginEdit::Sig(rng.hex(64)),
+            3 => BeginEdit::SigUpper,
+            4 => BeginEdit::Sig(rng.pick(&["", "00"]).to_string()),
+            5 => BeginEdit::NoSig,
+            6 => BeginEdit::Version(format!("{}.1", m.version)),
+            7 => BeginEdit::Mode("fast"),
+            _ => BeginEdit::Runtime,
+        };
+        begin.edits.push(edit);
     }
-    let req = if rng.percent(10) {
+    if rng.percent(40) {
+        let edit = match rng.below(10) {
+            0 => Some(BeginEdit::StaleNonce(rng.hex(32))),
+            1 => Some(BeginEdit::Device(None)),
+            2 => {
+                let id = rng.pick(&["fuzz-other-device", "0", "*"]);
+                Some(BeginEdit::Device(Some(id.to_string())))
+            }
+            3 => {
+                begin.release = ReleaseChoice::Below;
+                None
+            }
+            4 => Some(BeginEdit::RollbackFlipped),
+            5 => {
+                let c = match rng.below(3) {
+                    0 => Compat {
+                        port: vec!["esp32".into()],
+                        ..Compat::default()
+                    },
+                    1 => Compat {
+                        board: vec!["ESP32S3".into()],
+                        ..Compat::default()
+                    },
+                    _ => Compat {
+                        micropython: Some(("0.1".into(), "0.2".into())),
+                        ..Compat::default()
+                    },
+                };
+                Some(BeginEdit::Compat(c, false))
+            }
+            6 => Some(BeginEdit::RawRelease(
+                BAD_RELEASES[rng.below(BAD_RELEASES.len())],
+            )),
+            7 => {
+                // Values `compat` must not be (those that are empty, like
+                // [] or {}, are read as no compatibility fields).
+                let (v, refused) = rng
+                    .pick(&[
+                        (json!("esp32"), true),
+                        (json!(["esp32"]), true),
+                        (json!({"port": "esp32"}), true),
+                        (json!({"port": [1]}), true),
+                        (json!({"port": ["a,b"]}), true),
+                        (json!({"port": ["linux\n"]}), true),
+                        (json!({"board": [""]}), true),
+                        (json!({"micropython": ["1.x", "2"]}), true),
+                        (json!({"micropython": [1, 2]}), true),
+                        (json!({"micropython": "1.0"}), true),
+                        (json!({"micropython": ["1.0"]}), true),
+                        (json!(7), true),
+                        (json!([]), false),
+                        (json!({}), false),
+                        (json!(null), false),
+                    ])
+                    .clone();
+                Some(BeginEdit::Field("compat", v, refused))
+            }
+            8 => Some(BeginEdit::NoRelease),
+            _ => {
+                let v = rng
+                    .pick(&[
+                        json!(5),
+                        json!(null),
+                        json!(["x"]),
+                        json!("a\nrelease=9"),
+                        json!("x".repeat(65)),
+                    ])
+                    .clone();
+                Some(BeginEdit::Field("device", v, true))
+            }
+        };
+        begin.edits.extend(edit);
+    }
+    if rng.percent(10) {
         let (_, j) = rand_request(rng, w, true);
-        j
+        s.req(&j);
     } else {
-        begin.to_string()
-    };
-    s.req(&req);
+        s.signed_begin(begin);
+    }
     data_frames(&mut s, rng, &mutated, 200);
-    if rng.percent(90) {
+    if ends {
         s.data(b"");
     } else {
         // A request where the stream should go on.
@@ -1054,7 +1530,7 @@ fn gen_files(rng: &mut Rng, w: &World) -> Script {
     let mut s = Script::new("files");
     s.hello();
     let m = rng.pick(&w.releases);
-    s.req(&begin_json(w, m, m.files.len(), None, false));
+    s.signed_begin(valid_begin(rng, w, m));
     data_frames(&mut s, rng, &m.manifest_lines(), 300);
     s.data(b"");
     s.read();
@@ -1089,7 +1565,7 @@ fn gen_pair(rng: &mut Rng, w: &World) -> Script {
     let mut s = Script::new("pair");
     s.hello();
     let m = rng.pick(&w.releases);
-    s.req(&begin_json(w, m, m.files.len(), None, false));
+    s.signed_begin(valid_begin(rng, w, m));
     data_frames(&mut s, rng, &m.manifest_lines(), 300);
     s.data(b"");
     s.read();
@@ -1119,16 +1595,22 @@ fn gen_crowd(rng: &mut Rng, w: &World) -> Script {
         let mut b = Vec::new();
         match rng.below(5) {
             0 => {}
-            1 => b.extend_from_slice(b"uota 1\n\x01\x00\x00"),
-            2 => b.extend(rng.some_bytes(1, 40)),
+            1 => b.push(Step::Send(b"uota 1\n\x01\x00\x00".to_vec())),
+            2 => b.push(Step::Send(rng.some_bytes(1, 40))),
             3 => {
-                b.extend_from_slice(b"uota 1\n");
-                let req = begin_json(w, m, m.files.len(), None, false);
-                b.extend(encode_to_vec(FrameType::Request, req.as_bytes()));
+                // Half a push: it holds the push session.
+                b.push(Step::Send(b"uota 1\n".to_vec()));
+                b.push(Step::Read(15));
+                let mut begin = valid_begin(rng, w, m);
+                begin.intact = false;
+                b.push(Step::SignedBegin(Box::new(begin)));
                 let lines = m.manifest_lines();
-                b.extend(encode_to_vec(FrameType::Data, &lines[..lines.len() / 2]));
+                b.push(Step::Send(encode_to_vec(
+                    FrameType::Data,
+                    &lines[..lines.len() / 2],
+                )));
             }
-            _ => b.extend_from_slice(b"ver"),
+            _ => b.push(Step::Send(b"ver".to_vec())),
         }
         s.steps.push(Step::Open(b));
     }
@@ -1372,7 +1854,7 @@ fn generate(rng: &mut Rng, w: &World, legacy: bool) -> Script {
     if rng.percent(25) {
         s.truncate(rng);
     }
-    if s.sent().len() <= 1500 && rng.percent(10) {
+    if s.sent_len() <= 1500 && rng.percent(10) {
         s.drip(rng);
     }
     s.reset = rng.percent(30);
@@ -1414,45 +1896,200 @@ async fn drain(stream: &mut TcpStream, quiet_ms: u64, out: &mut Vec<u8>) -> bool
     true
 }
 
-/// Run one session; returns what the device sent, or None when it could not
-/// be reached at all.
-async fn run(t: &TestDevice, script: &Script) -> Option<Vec<u8>> {
-    let mut stream = connect(t).await?;
-    let mut extra = Vec::new();
-    let mut got = Vec::new();
-    // Whether the device still takes bytes on the main connection.
-    let mut open = true;
-    for step in &script.steps {
+/// How the device answered a signed begin.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum BeginReply {
+    Accepted {
+        resumed: bool,
+    },
+    Refused(String),
+    /// No reply frame came (the session was cut, or the connection was not
+    /// in frame mode).
+    None,
+}
+
+/// One signed begin the runner sent, for the report and the counts.
+struct BeginRecord {
+    json: String,
+    intent: Intent,
+    reply: BeginReply,
+}
+
+/// What a session did, as the runner saw it.
+#[derive(Default)]
+struct Outcome {
+    /// Everything the device sent, on every connection of the session.
+    got: Vec<u8>,
+    begins: Vec<BeginRecord>,
+}
+
+/// One connection of a session.
+struct Conn {
+    stream: TcpStream,
+    /// What the device sent on it.
+    got: Vec<u8>,
+    /// Whether the device still takes bytes on it.
+    open: bool,
+    /// The signed begins sent on it, with where in `got` their reply starts.
+    begins: Vec<(usize, BeginRecord)>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            got: Vec::new(),
+            open: true,
+            begins: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, b: &[u8]) {
+        if self.open {
+            match tokio::time::timeout(IO_TIMEOUT, self.stream.write_all(b)).await {
+                Ok(Ok(())) => {}
+                // The device closed (after an error) or stopped reading.
+                _ => self.open = false,
+            }
+        }
+    }
+
+    /// Run a step that concerns this connection only.
+    async fn step(&mut self, step: &Step) {
         match step {
-            Step::Send(b) if open => {
-                match tokio::time::timeout(IO_TIMEOUT, stream.write_all(b)).await {
-                    Ok(Ok(())) => {}
-                    // The device closed (after an error) or stopped reading.
-                    _ => open = false,
-                }
+            Step::Send(b) => self.send(b).await,
+            Step::Read(ms) if self.open => {
+                self.open = drain(&mut self.stream, *ms, &mut self.got).await;
             }
-            Step::Read(ms) if open => open = drain(&mut stream, *ms, &mut got).await,
-            Step::Send(_) | Step::Read(_) => {}
+            Step::SignedBegin(b) if self.open => self.signed_begin(b).await,
             Step::Pause(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
-            Step::Other(other) => {
-                if let Some(g) = Box::pin(run(t, other)).await {
-                    got.extend(g);
-                }
-            }
-            Step::Open(b) => {
-                if let Some(mut c) = connect(t).await {
-                    let _ = tokio::time::timeout(IO_TIMEOUT, c.write_all(b)).await;
-                    extra.push(c);
+            _ => {}
+        }
+    }
+
+    /// Build, sign and send a begin for the latest hello received here.
+    async fn signed_begin(&mut self, b: &SignedBegin) {
+        let mut hello = last_hello(&self.got);
+        if hello.is_none() {
+            // The script reads before its begins, but a hello may be late.
+            self.open = drain(&mut self.stream, 50, &mut self.got).await;
+            hello = last_hello(&self.got);
+        }
+        let json = b.build(hello.as_ref(), &SigningKey::new(KEY));
+        let intent = b.intent(hello.as_ref());
+        let frame = encode_to_vec(FrameType::Request, json.as_bytes());
+        let frame = &frame[..b.cut.unwrap_or(usize::MAX).min(frame.len())];
+        self.begins.push((
+            self.got.len(),
+            BeginRecord {
+                json,
+                intent,
+                reply: BeginReply::None,
+            },
+        ));
+        match b.drip {
+            None => self.send(frame).await,
+            Some(seed) => {
+                let mut rng = Rng::new(seed);
+                let mut rest = frame;
+                while !rest.is_empty() {
+                    let n = rng.range(1, 9).min(rest.len());
+                    self.send(&rest[..n]).await;
+                    if rng.percent(10) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    rest = &rest[n..];
                 }
             }
         }
     }
-    if script.reset {
-        stream.set_zero_linger().ok();
+
+    /// Close the connection (with an RST when `reset`), and add what it
+    /// got, and its begins with their replies, to `out`.
+    fn finish(self, reset: bool, out: &mut Outcome) {
+        if reset {
+            self.stream.set_zero_linger().ok();
+        }
+        drop(self.stream);
+        for (at, mut b) in self.begins {
+            b.reply = begin_reply(&self.got[at..]);
+            out.begins.push(b);
+        }
+        out.got.extend(self.got);
     }
-    drop(stream);
-    drop(extra);
-    Some(got)
+}
+
+/// The device's latest hello (`uota 1 {json}`) in what it sent.
+fn last_hello(got: &[u8]) -> Option<Hello> {
+    let mut found = None;
+    let mut from = 0;
+    while let Some(i) = got[from..].windows(5).position(|w| w == b"uota ") {
+        let start = from + i;
+        if let Some(n) = got[start..].iter().position(|&c| c == b'\n') {
+            let line = String::from_utf8_lossy(&got[start..start + n]);
+            if let Ok(Some(h)) = Hello::parse(line.trim_end()) {
+                found = Some(h);
+            }
+        }
+        from = start + 1;
+    }
+    found
+}
+
+/// The answer to a begin: the first reply frame in `bytes`, which start
+/// where the device's output stood when the begin was sent (a begin's reply
+/// comes after its manifest stream; the scripts send their begins with no
+/// earlier request unanswered).
+fn begin_reply(bytes: &[u8]) -> BeginReply {
+    let mut decoder = FrameDecoder::new(usize::MAX);
+    let mut rest = bytes;
+    while let Ok(Some((f, used))) = decoder.decode_slice(rest) {
+        if f.kind == FrameType::Response {
+            let v: serde_json::Value = serde_json::from_slice(&f.payload).unwrap_or_default();
+            return if v["ok"] == json!(true) {
+                BeginReply::Accepted {
+                    resumed: v["resumed"] == json!(true),
+                }
+            } else {
+                BeginReply::Refused(v["err"].as_str().unwrap_or("?").to_string())
+            };
+        }
+        rest = &rest[used..];
+    }
+    BeginReply::None
+}
+
+/// Run one session; returns what happened, or None when the device could
+/// not be reached at all.
+async fn run(t: &TestDevice, script: &Script) -> Option<Outcome> {
+    let mut main = Conn::new(connect(t).await?);
+    let mut out = Outcome::default();
+    let mut extra = Vec::new();
+    for step in &script.steps {
+        match step {
+            Step::Other(other) => {
+                if let Some(o) = Box::pin(run(t, other)).await {
+                    out.got.extend(o.got);
+                    out.begins.extend(o.begins);
+                }
+            }
+            Step::Open(steps) => {
+                if let Some(c) = connect(t).await {
+                    let mut c = Conn::new(c);
+                    for s in steps {
+                        c.step(s).await;
+                    }
+                    extra.push(c);
+                }
+            }
+            other => main.step(other).await,
+        }
+    }
+    main.finish(script.reset, &mut out);
+    for c in extra {
+        c.finish(false, &mut out);
+    }
+    Some(out)
 }
 
 /// Count the error codes (and resumes) in what the device sent.
@@ -1585,17 +2222,22 @@ fn boots(log: &str) -> usize {
 }
 
 fn hexdump(bytes: &[u8], max: usize) -> String {
-    let shown = &bytes[..bytes.len().min(max)];
+    let mut s = escape(&bytes[..bytes.len().min(max)]);
+    if bytes.len() > max {
+        s.push_str(&format!("… ({} bytes in all)", bytes.len()));
+    }
+    s
+}
+
+/// Bytes as text, other than printable ASCII as `\xNN`.
+fn escape(bytes: &[u8]) -> String {
     let mut s = String::new();
-    for b in shown {
+    for b in bytes {
         if b.is_ascii_graphic() || *b == b' ' {
             s.push(*b as char);
         } else {
             s.push_str(&format!("\\x{b:02x}"));
         }
-    }
-    if bytes.len() > max {
-        s.push_str(&format!("… ({} bytes in all)", bytes.len()));
     }
     s
 }
@@ -1692,6 +2334,8 @@ async fn fuzz(default_cases: usize, legacy: bool) {
     let mut findings: Vec<String> = Vec::new();
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     let mut replies: BTreeMap<String, usize> = BTreeMap::new();
+    // Signed begins by what they were meant to be and how the device answered.
+    let mut begin_replies: BTreeMap<(Intent, String), usize> = BTreeMap::new();
     let mut errors_seen = t.log().len();
     let mut logged_errors: Vec<String> = Vec::new();
     let mut run_cases = 0;
@@ -1704,25 +2348,46 @@ async fn fuzz(default_cases: usize, legacy: bool) {
         let script = generate(&mut rng, &world, legacy);
         *kinds.entry(script.kind).or_default() += 1;
         run_cases += 1;
-        let sent = script.sent();
-        bytes_sent += sent.len();
+        bytes_sent += script.sent_len();
+        let outcome = run(&t, &script).await;
+        // The begins as the runner built them, and the answers.
+        let begins_sent: String = outcome
+            .iter()
+            .flat_map(|o| &o.begins)
+            .map(|b| format!("\n    begin ({:?}): {} -> {:?}", b.intent, b.json, b.reply))
+            .collect();
         let report = |what: String| {
             format!(
-                "case {case} ({}, {}): {what}\n    sent: {}",
+                "case {case} ({}, {}): {what}\n    sent: {}{begins_sent}",
                 script.kind,
                 if script.reset { "RST" } else { "FIN" },
                 script.describe(600)
             )
         };
-        let got = run(&t, &script).await;
         let mut problems = Vec::new();
-        match &got {
+        match &outcome {
             None => problems.push("could not connect".to_string()),
-            Some(got) => {
+            Some(Outcome { got, begins }) => {
                 tally(got, &mut replies);
+                for b in begins {
+                    let answer = match &b.reply {
+                        BeginReply::Accepted { resumed: false } => "accepted".to_string(),
+                        BeginReply::Accepted { resumed: true } => "accepted (resumed)".into(),
+                        BeginReply::Refused(code) => code.clone(),
+                        BeginReply::None => "(no reply)".into(),
+                    };
+                    *begin_replies.entry((b.intent, answer)).or_default() += 1;
+                    if b.intent == Intent::Broken && matches!(b.reply, BeginReply::Accepted { .. })
+                    {
+                        problems.push(format!(
+                            "a begin the device had to refuse was accepted: {}",
+                            b.json
+                        ));
+                    }
+                }
                 if let Some(max) = verbose {
                     println!(
-                        "case {case} ({}): {}\n    got: {}",
+                        "case {case} ({}): {}{begins_sent}\n    got: {}",
                         script.kind,
                         script.describe(max),
                         hexdump(got, max)
@@ -1804,6 +2469,27 @@ async fn fuzz(default_cases: usize, legacy: bool) {
         run_cases as f64 / fuzz_secs
     );
     println!("error replies (and micro-ota line replies): {replies:?}");
+    let accepted: usize = begin_replies
+        .iter()
+        .filter(|((_, a), _)| a.starts_with("accepted"))
+        .map(|(_, n)| n)
+        .sum();
+    let mut by_answer: BTreeMap<&str, usize> = BTreeMap::new();
+    for ((_, a), n) in &begin_replies {
+        *by_answer.entry(a.as_str()).or_default() += n;
+    }
+    println!(
+        "signed begins: {} sent, {accepted} accepted; by answer: {by_answer:?}",
+        begin_replies.values().sum::<usize>()
+    );
+    for intent in [Intent::Valid, Intent::Broken, Intent::Unknown] {
+        let these: BTreeMap<&str, usize> = begin_replies
+            .iter()
+            .filter(|((i, _), _)| *i == intent)
+            .map(|((_, a), n)| (a.as_str(), *n))
+            .collect();
+        println!("  meant {intent:?}: {these:?}");
+    }
     if !logged_errors.is_empty() {
         // Grouped by the exception (the traceback's last line): how often,
         // and the first case, with its traceback.
@@ -1829,6 +2515,14 @@ async fn fuzz(default_cases: usize, legacy: bool) {
         println!("device log (tail):\n{}", tail(&t.log(), 60));
     }
     assert!(findings.is_empty(), "{} findings", findings.len());
+    // The fuzzer must get past `begin` on a signed device: without accepted
+    // begins it never reaches files, `staged`, `commit` or `abort`.
+    if only.is_none() && run_cases >= 50 {
+        assert!(
+            accepted >= 5,
+            "only {accepted} signed begins were accepted: the fuzzer lost its depth"
+        );
+    }
 }
 
 fn tail(s: &str, lines: usize) -> String {
@@ -1860,4 +2554,59 @@ async fn device_survives_long_protocol_fuzzing() {
 #[ignore = "long: run by benches/fuzz.sh"]
 async fn legacy_device_survives_long_protocol_fuzzing() {
     fuzz(LEGACY_CASES * 10, true).await;
+}
+
+/// The runner's signed begins, without a device: signed for the hello's
+/// nonce, id and floor; with an empty nonce when there is no hello.
+#[test]
+fn signed_begins_are_built_from_the_latest_hello() {
+    let m = Manifest::new("1.2", vec![FileEntry::from_bytes("main.py", b"x")]).unwrap();
+    let key = SigningKey::new(KEY);
+    let mut got =
+        br#"uota 1 {"proto": 1, "max_frame": 8192, "nonce": "aa", "id": "d1", "release": 3}"#
+            .to_vec();
+    got.extend_from_slice(b"\n\x02\x00\x00\x00\x02{}junk uota 2\n");
+    got.extend_from_slice(
+        br#"uota 1 {"proto": 1, "max_frame": 8192, "nonce": "bb", "id": "d2", "release": 4}"#,
+    );
+    got.push(b'\n');
+    let hello = last_hello(&got).expect("a hello");
+    assert_eq!((hello.nonce.as_str(), hello.id.as_str()), ("bb", "d2"));
+    let mut b = SignedBegin::new(&m, ReleaseChoice::Next);
+    let v: serde_json::Value = serde_json::from_str(&b.build(Some(&hello), &key)).unwrap();
+    let claims = ReleaseClaims {
+        release: 5,
+        rollback: false,
+        mode: PushMode::Full,
+        runtime: false,
+        nonce: "bb".into(),
+        device: "d2".into(),
+        compat: Compat::default(),
+    };
+    assert_eq!(v["sig"], json!(claims.sign(&m, &key).unwrap()));
+    assert_eq!(
+        (v["release"].clone(), v["device"].clone()),
+        (json!(5), json!("d2"))
+    );
+    assert_eq!(b.intent(Some(&hello)), Intent::Valid);
+    b.edits.push(BeginEdit::RawRelease("1.0"));
+    assert!(b.build(Some(&hello), &key).contains(r#""release":1.0"#));
+    assert_eq!(b.intent(Some(&hello)), Intent::Broken);
+    // No hello: an empty nonce and device id, which no device accepts.
+    assert!(last_hello(b"uota 1 {garbage\n").is_none());
+    let b = SignedBegin::new(&m, ReleaseChoice::Floor);
+    let v: serde_json::Value = serde_json::from_str(&b.build(None, &key)).unwrap();
+    assert_eq!(
+        (v["release"].clone(), v["device"].clone()),
+        (json!(0), json!(""))
+    );
+    assert_eq!(b.intent(None), Intent::Broken);
+    // The reply is the first RES frame after the begin.
+    let mut reply = encode_to_vec(FrameType::Data, b"x");
+    reply.extend(encode_to_vec(
+        FrameType::Response,
+        br#"{"ok": false, "err": "downgrade"}"#,
+    ));
+    assert_eq!(begin_reply(&reply), BeginReply::Refused("downgrade".into()));
+    assert_eq!(begin_reply(b"unknown\n"), BeginReply::None);
 }

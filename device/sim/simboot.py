@@ -39,6 +39,27 @@
 # While counting, an erase really erases (the block becomes 0xFF, as flash),
 # instead of being a no-op.
 #
+# Serial virtual device (see src/sim/serial.rs): the interpreter's stdin and
+# stdout are a pseudo-terminal, and instead of the OTA runtime's boot the
+# device comes up like a board on its USB/UART console:
+#   UOTA_SIM_REPL=1                after mounting, run /boot.py then /main.py
+#                                  (each only if present; an exception, Ctrl-C
+#                                  included, prints its traceback and the boot
+#                                  goes on, SystemExit ends the process with its
+#                                  code), then start the interactive REPL on
+#                                  stdin/stdout (MICROPYINSPECT)
+#   UOTA_SIM_RUN=all|boot|none     which of /boot.py and /main.py to run
+#                                  (default all; "boot" is a board's soft reset
+#                                  from the raw REPL, which skips main.py)
+#   UOTA_SIM_READY=<host file>     "1" is written to it once Ctrl-C (SIGINT)
+#                                  interrupts like a board's: just before
+#                                  /boot.py (the shim's own setup ignores it)
+#   UOTA_SIM_QUIET_BANNER=1        print SIM_QUIET_MARK just before the REPL
+#                                  starts; the supervisor drops it and the
+#                                  friendly banner behind it (a board coming
+#                                  back from a raw-REPL soft reset prints only
+#                                  the raw REPL banner)
+#
 # Exit codes: 75 the device reset itself (restart it), 0 install/export done,
 # 2 bad environment or image, anything else a crash.
 import os
@@ -256,11 +277,70 @@ class _OsShim:
         self._real_rename(a.lstrip("/") or ".", b.lstrip("/") or ".")
 
 
+SIM_QUIET_MARK = "\x00uota-sim-quiet\x00"
+
+
+def run_board_file(path):
+    """Run /boot.py or /main.py as a board does: skip it when missing, print
+    the traceback of an exception (KeyboardInterrupt too) and go on; a
+    SystemExit ends the process (75: reset, anything else: soft reset)."""
+    try:
+        with open(path) as f:
+            src = f.read()
+    except OSError:
+        return
+    # A namespace of its own, so that a script cannot clobber the shim's names.
+    g = {"__name__": "__main__", "__file__": path}
+    try:
+        exec(compile(src, path, "exec"), g)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: B036 -- Ctrl-C included, as on a board
+        sys.print_exception(e)
+
+
+def serial_device(ready):
+    """Boot like a board on a serial console, then hand over to the REPL."""
+    import micropython
+
+    run = env("UOTA_SIM_RUN", "all")
+    if run not in ("all", "boot", "none"):
+        die("UOTA_SIM_RUN must be all, boot or none, not %s" % run)
+    micropython.kbd_intr(3)
+    if ready is not None:
+        ready.write("1")
+        ready.close()
+    if run != "none":
+        run_board_file("/boot.py")
+    if run == "all":
+        run_board_file("/main.py")
+    micropython.kbd_intr(-1)
+    if env("UOTA_SIM_QUIET_BANNER") == "1":
+        sys.stdout.write(SIM_QUIET_MARK)
+    # The unix port starts its REPL after the script when this is set.
+    os.putenv("MICROPYINSPECT", "1")
+    # The REPL works in this module's namespace: leave it nearly empty, as on a
+    # board, keeping only what the block devices still look up.
+    g = globals()
+    for name in list(g):
+        if name not in ("__name__", "BLOCK", "os", "FileBlockDevice", "CutBlockDevice"):
+            del g[name]
+
+
 def main():
     root = env("UOTA_SIM_ROOT")
     image = env("UOTA_SIM_IMAGE")
     install = env("UOTA_SIM_INSTALL")
     export = env("UOTA_SIM_EXPORT")
+    ready = None
+    if env("UOTA_SIM_REPL") == "1":
+        import micropython
+
+        # Ctrl-C (SIGINT) must not cut the shim's own setup short.
+        micropython.kbd_intr(-1)
+        if env("UOTA_SIM_READY"):
+            # Opened while the host's files are still mounted at "/".
+            ready = open(env("UOTA_SIM_READY"), "w")
     if not root and not image:
         die("set UOTA_SIM_ROOT or UOTA_SIM_IMAGE")
     host = env("UOTA_SIM_HOST", "127.0.0.1")
@@ -296,6 +376,10 @@ def main():
     os.chdir("/")
     # A board's import path: the current folder, frozen modules, /lib.
     sys.path[:] = ["", ".frozen", "/lib"]
+
+    if env("UOTA_SIM_REPL") == "1":
+        serial_device(ready)
+        return
 
     try:
         with open("/boot.py") as f:

@@ -146,6 +146,7 @@ pub(crate) async fn run(cmd: KeyCommand, out: &Output) -> Result<()> {
                 ));
             }
             dev.rotate_key(&current, &next).await?;
+            dev.close().await?;
             out.value("rotated", &format!("{id} {}", fingerprint(&next)));
             Ok(())
         }

@@ -5,6 +5,7 @@
 
 mod key;
 mod output;
+mod terminal;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Password, SigningKey};
 use crate::config::Project;
-use crate::device::{ConnectOptions, Device, LegacyMethod, ProtocolChoice, PushOptions};
+use crate::device::{ConnectOptions, Device, LegacyMethod, Link, ProtocolChoice, PushOptions};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, PushMode};
 use crate::sim::{self, SimOptions, Storage};
@@ -84,6 +85,8 @@ enum Command {
     Reset(Target),
     /// Remove the app from the device, keeping the runtime, /config and /data.
     Wipe(Target),
+    /// The board's REPL in this terminal over USB serial (Ctrl-] leaves).
+    Terminal(terminal::TerminalArgs),
     /// Create, derive and rotate release-signing keys.
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -102,9 +105,18 @@ pub(crate) struct Target {
     /// Device address (default: `hostname` from config/ota.json).
     #[arg(long)]
     host: Option<String>,
-    /// OTA port (default: `port` from config/ota.json, else 2018).
+    /// OTA port number (default: `port` from config/ota.json, else 2018), or
+    /// a serial port path (`/dev/ttyUSB0`, `COM3`) to work over USB.
     #[arg(long)]
-    port: Option<u16>,
+    port: Option<String>,
+    /// Link: tcp, serial, or auto (serial when --port names a serial port).
+    /// `serial` without a port uses `serialPort` from the config, else the
+    /// one USB-serial board attached.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tcp", "serial"])]
+    transport: String,
+    /// Serial baud rate (default: `serialBaud` from the config, else 115200).
+    #[arg(long)]
+    baud: Option<u32>,
     /// Project folder (default: the current folder).
     #[arg(long)]
     project: Option<PathBuf>,
@@ -254,21 +266,57 @@ fn try_project(root: &Path) -> Result<Option<Project>> {
     }
 }
 
-pub(crate) async fn connect(target: &Target) -> Result<(Device, Option<Project>)> {
-    let project = try_project(&project_root(&target.project))?;
-    let host = match (&target.host, &project) {
+/// Where the target is: a TCP address or a serial port.
+pub(crate) fn link(target: &Target, project: &Option<Project>) -> Result<Link> {
+    let cfg = project.as_ref().map(|p| &p.config);
+    let port_is_path = target
+        .port
+        .as_deref()
+        .is_some_and(Link::looks_like_serial_port);
+    let serial = match target.transport.as_str() {
+        "serial" => true,
+        "tcp" => false,
+        _ => port_is_path,
+    };
+    if serial {
+        let path = match &target.port {
+            Some(p) if port_is_path => Some(p.clone()),
+            Some(p) => {
+                return Err(Error::InvalidArgument(format!(
+                    "--port {p} is a TCP port number; name a serial port (/dev/ttyUSB0, COM3) or leave it out to auto-detect"
+                )))
+            }
+            None => cfg.and_then(|c| c.serial_port.clone()).filter(|p| !p.is_empty()),
+        };
+        let baud = target
+            .baud
+            .or(cfg.and_then(|c| c.serial_baud))
+            .unwrap_or(crate::transport::serial::DEFAULT_BAUD);
+        return Ok(Link::Serial { path, baud });
+    }
+    if port_is_path {
+        return Err(Error::InvalidArgument(
+            "--port names a serial port but --transport is tcp".into(),
+        ));
+    }
+    let host = match (&target.host, cfg) {
         (Some(h), _) => h.clone(),
-        (None, Some(p)) if !p.config.hostname.is_empty() => p.config.hostname.clone(),
+        (None, Some(c)) if !c.hostname.is_empty() => c.hostname.clone(),
         _ => {
             return Err(Error::InvalidArgument(
-                "no device address: pass --host or set hostname in config/ota.json".into(),
+                "no device address: pass --host (or --port with a serial port), or set hostname in config/ota.json".into(),
             ))
         }
     };
-    let port = target
-        .port
-        .or(project.as_ref().map(|p| p.config.port))
-        .unwrap_or(2018);
+    let port = match &target.port {
+        Some(p) => p.parse::<u16>().expect("checked above"),
+        None => cfg.map(|c| c.port).unwrap_or(2018),
+    };
+    Ok(Link::Tcp { host, port })
+}
+
+pub(crate) async fn connect(target: &Target) -> Result<(Device, Option<Project>)> {
+    let project = try_project(&project_root(&target.project))?;
     let password = match &target.password {
         Some(p) if !p.is_empty() => Some(Password::new(p.clone())),
         Some(_) => None,
@@ -291,7 +339,8 @@ pub(crate) async fn connect(target: &Target) -> Result<(Device, Option<Project>)
         },
         ..ConnectOptions::default()
     };
-    let dev = Device::connect_tcp(&host, port, opts).await?;
+    let link = link(target, &project)?;
+    let dev = Device::open(&link, opts).await?;
     Ok((dev, project))
 }
 
@@ -305,35 +354,41 @@ async fn execute(command: Command, out: &Output) -> Result<()> {
         }
         Command::Sim(args) => run_sim(args, out).await,
         Command::Key(cmd) => key::run(cmd, out).await,
+        Command::Terminal(args) => terminal::run(args, out).await,
         Command::Fast(args) => push(args, PushMode::Fast, out).await,
         Command::Full(args) => push(args, PushMode::Full, out).await,
         Command::Version(t) => {
             let (mut dev, _) = connect(&t).await?;
             let v = dev.version().await?;
+            dev.close().await?;
             out.value("version", &v);
             Ok(())
         }
         Command::Info(t) => {
             let (mut dev, _) = connect(&t).await?;
             let info = dev.info().await?;
+            dev.close().await?;
             out.json_or_lines(&info);
             Ok(())
         }
         Command::Ping(t) => {
             let (mut dev, _) = connect(&t).await?;
             let rtt = dev.ping().await?;
+            dev.close().await?;
             out.value("pong_ms", &format!("{:.1}", rtt.as_secs_f64() * 1000.0));
             Ok(())
         }
         Command::Ls { target, path } => {
             let (mut dev, _) = connect(&target).await?;
             let entries = dev.ls(&path).await?;
+            dev.close().await?;
             out.entries(&entries);
             Ok(())
         }
         Command::Get { target, path, dest } => {
             let (mut dev, _) = connect(&target).await?;
             let data = dev.get(&path).await?;
+            dev.close().await?;
             let dest = dest.unwrap_or_else(|| {
                 PathBuf::from(
                     path.rsplit('/')
@@ -359,6 +414,7 @@ async fn execute(command: Command, out: &Output) -> Result<()> {
         Command::Rm { target, path } => {
             let (mut dev, _) = connect(&target).await?;
             dev.rm(&path).await?;
+            dev.close().await?;
             out.value("removed", &path);
             Ok(())
         }
@@ -371,6 +427,7 @@ async fn execute(command: Command, out: &Output) -> Result<()> {
         Command::Wipe(t) => {
             let (mut dev, _) = connect(&t).await?;
             dev.wipe().await?;
+            dev.close().await?;
             out.value("wiped", "ok");
             Ok(())
         }
@@ -391,6 +448,7 @@ async fn execute(command: Command, out: &Output) -> Result<()> {
             let (mut dev, project) = connect(&target).await?;
             let new_pw = (!new.is_empty()).then(|| Password::new(new.clone()));
             dev.passwd(new_pw.as_ref()).await?;
+            dev.close().await?;
             if let Some(p) = project {
                 p.store_password(&new)?;
             }
@@ -434,6 +492,7 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
         .await;
     bar.finish();
     let report = report?;
+    dev.close().await?;
     out.push_report(&report);
     Ok(())
 }

@@ -8,9 +8,12 @@
 
 mod blocking;
 mod legacy;
+mod link;
 mod push;
+mod serial;
 
 pub use blocking::BlockingDevice;
+pub use link::Link;
 pub use push::{LegacyMethod, PushEvent, PushOptions, PushReport};
 
 use std::time::Duration;
@@ -127,6 +130,8 @@ pub struct Device {
     closed: bool,
     read_buf: Vec<u8>,
     bytes_out: u64,
+    /// The session runs on a REPL console (serial), not a connection of its own.
+    console: bool,
 }
 
 impl std::fmt::Debug for Device {
@@ -180,6 +185,7 @@ impl Device {
             closed: false,
             read_buf: vec![0; 64 * 1024],
             bytes_out: 0,
+            console: false,
         };
         if dev.opts.protocol == ProtocolChoice::MicroOta {
             dev.legacy_login().await?;

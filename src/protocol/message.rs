@@ -171,6 +171,8 @@ pub enum Request {
     },
     /// Abandon the push session.
     Abort,
+    /// End the connection (a serial session hands the console back to the REPL).
+    Bye,
 }
 
 impl Request {
@@ -193,6 +195,7 @@ impl Request {
             Request::Staged => "staged",
             Request::Commit { .. } => "commit",
             Request::Abort => "abort",
+            Request::Bye => "bye",
         }
     }
 

@@ -3,6 +3,10 @@
 //! A transport only moves bytes; it never parses commands. Each one implements
 //! [`Transport`], so the [`crate::device::Device`] client works over any of them.
 
+#[cfg(unix)]
+pub mod prefixed;
+pub mod pty;
+pub mod serial;
 pub mod tcp;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -15,3 +19,9 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
 /// A boxed transport.
 pub type BoxTransport = Box<dyn Transport>;
+
+impl Transport for BoxTransport {
+    fn peer(&self) -> String {
+        (**self).peer()
+    }
+}

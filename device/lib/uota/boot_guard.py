@@ -121,6 +121,15 @@ def boot():
     except Exception as e:
         print("[uota] E recovery:", repr(e))
     st = load()
+    if serial_session():
+        # A maintenance boot for a serial OTA session: the app does not run,
+        # so it is not one of a pending release's attempts, and the boot the
+        # host interrupted to get here gets its attempt back (the board
+        # resets into a normal, counted boot after the session).
+        if st["state"] == "pending" and st["attempts"] > 0 and st["fail"] is None:
+            st["attempts"] -= 1
+            save(st)
+        return st
     if st["state"] == "pending" and recovered:
         limit = _boot_attempts()
         if st["attempts"] >= limit:
@@ -151,6 +160,14 @@ def boot():
     if st["crashes"] > 3:
         print("[uota] W %d boots in a row without a healthy start" % st["crashes"])
     return st
+
+
+def serial_session():
+    try:
+        os.stat("/ota_serial_session")  # paths.SERIAL_SESSION
+        return True
+    except OSError:
+        return False
 
 
 def _hw_watchdog():

@@ -337,6 +337,14 @@ def reset_requested():
     return _reset_requested
 
 
+def soft_reset():
+    """Restart the interpreter (boot.py runs again); a full reset where
+    there is no soft reset (the unix port). Never returns."""
+    if machine is not None and hasattr(machine, "soft_reset"):
+        machine.soft_reset()
+    reset()
+
+
 def reset():
     """Reset the board. Never returns.
 

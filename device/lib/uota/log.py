@@ -7,6 +7,14 @@ INFO = 3
 DEBUG = 4
 
 level = INFO
+# While the console carries OTA frames (transports/serial_stdio.py) nothing
+# may be printed on it.
+_quiet = False
+
+
+def quiet(on):
+    global _quiet
+    _quiet = on
 
 
 def set_level(n):
@@ -18,13 +26,14 @@ def set_level(n):
 
 
 def _out(tag, msg):
-    print("[uota]", tag, msg)
+    if not _quiet:
+        print("[uota]", tag, msg)
 
 
 def error(msg, exc=None):
     if level >= ERROR:
         _out("E", msg)
-        if exc is not None:
+        if exc is not None and not _quiet:
             sys.print_exception(exc)
 
 

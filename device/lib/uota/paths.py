@@ -11,7 +11,8 @@ MANIFEST = "ota_manifest.txt"
 VERSION = "ota_version.json"
 BOOT_STATE = "ota_boot_state.json"
 FLOOR = "ota_floor.json"  # the highest release number accepted (trust.py)
-STATE_FILES = (MANIFEST, VERSION, BOOT_STATE, FLOOR)
+SERIAL_SESSION = "ota_serial_session"  # the next boot is a serial session
+STATE_FILES = (MANIFEST, VERSION, BOOT_STATE, FLOOR, SERIAL_SESSION)
 
 # Top-level folders that updates never delete from and wipe keeps.
 KEEP_DIRS = ("config", "data", "lib")

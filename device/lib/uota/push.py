@@ -333,11 +333,6 @@ async def commit(srv, conn, req):
         raise PushError("no_session", "no push session on this connection")
     do_reset = req.get("reset", True) is not False
     try:
-        if not push.rollback:
-            # Before the commit point: a cut after this leaves the old
-            # release with the floor raised, and the same release number
-            # is still accepted.
-            trust.raise_floor(push.release)
         push.commit()
     except PushError as e:
         await conn.send_err(e.code, e.msg)

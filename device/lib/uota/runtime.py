@@ -34,6 +34,10 @@ def main():
             release.recover()
         except Exception as e:
             log.error("could not finish or clean the staging area", e)
+    if boot_guard.serial_session():  # armed from the REPL by a host
+        from uota.transports import serial_stdio
+
+        serial_stdio.serve_at_boot()  # resets afterwards
     try:
         asyncio.run(_main(cfg))
     except KeyboardInterrupt:

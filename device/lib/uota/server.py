@@ -557,6 +557,11 @@ class Server:
         log.info("signing key rotated")
         await conn.send_ok(proof=trust.rekey_proof(new, conn.nonce))
 
+    async def op_bye(self, conn, req):
+        """End this connection (a serial session returns to the REPL)."""
+        await conn.send_ok()
+        return False
+
     async def op_abort(self, conn, req):
         self._check_no_other_session(conn)
         if release.session is not None:

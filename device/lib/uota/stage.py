@@ -309,6 +309,13 @@ class Push:
         tmp = MARKER + ".tmp"
         with open(tmp, "w") as f:
             f.write(json.dumps(meta))
+        if self.release and not self.rollback:
+            from uota import trust
+
+            # Only once the commit cannot be refused any more, just before
+            # the commit point: a cut in between leaves the old release with
+            # the floor raised, and the same release number is accepted again.
+            trust.raise_floor(self.release)
         release.committed = True
         os.rename(tmp, MARKER)  # the commit point
         release.roll_forward()

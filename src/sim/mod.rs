@@ -5,6 +5,10 @@
 //! or a littlefs2 image of a board's size, as its filesystem, listening on a
 //! loopback address. When the runtime resets the device (exit code 75) the
 //! supervisor starts it again into `boot.py`, as a board would reboot.
+//!
+//! [`serial`] runs the same interpreter behind a pseudo-terminal instead: a
+//! serial virtual device whose REPL the host reaches as a serial port, at a
+//! UART's line rate if asked.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,6 +21,11 @@ use tokio::task::JoinHandle;
 use crate::auth::{Password, SigningKey};
 use crate::error::{Error, Result};
 use crate::templates::{self, RenderedFile, RuntimeSettings};
+
+#[cfg(unix)]
+pub mod serial;
+#[cfg(unix)]
+pub use serial::{SerialSimOptions, VirtualSerialDevice};
 
 /// Exit code with which the runtime asks for a reset on the unix port.
 pub const RESET_EXIT_CODE: i32 = 75;
@@ -216,6 +225,7 @@ pub async fn export_image(opts: &SimOptions, dest: &Path) -> Result<()> {
 }
 
 /// The boot shim written to a temporary file for the interpreter to run.
+#[derive(Debug)]
 struct ShimFile(tempfile::TempDir);
 
 impl ShimFile {

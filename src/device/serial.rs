@@ -1,0 +1,159 @@
+//! OTA over a board's serial console.
+//!
+//! The installed runtime serves the same protocol as over WiFi on the REPL's
+//! console: the host stops the running program, enters the raw REPL, starts
+//! `uota.transports.serial_stdio.serve()` and then talks frames to it. `bye`
+//! ends the session and hands the console back to the REPL
+//! (docs/protocol.md, "Serial sessions").
+
+use super::{ConnectOptions, Device, ProtocolChoice};
+use crate::error::{Error, Result};
+use crate::protocol::Request;
+use crate::repl::Repl;
+use crate::transport::prefixed::PrefixedTransport;
+use crate::transport::{BoxTransport, Transport};
+
+/// What the host runs in the raw REPL to arm a serial session: the next
+/// boot serves the OTA protocol on the console instead of starting the app.
+const ARM_CODE: &str = "try:\n import uota.transports.serial_stdio as _uota_s\nexcept ImportError:\n _uota_s = None\nprint('uota-serial:missing' if _uota_s is None else _uota_s.arm())\n";
+
+/// The line the armed boot prints before it serves.
+const READY_LINE: &str = "uota-serial:ready";
+
+impl Device {
+    /// Open an OTA session over a REPL console (a serial port).
+    ///
+    /// Whatever runs on the board is interrupted; the session then runs the
+    /// installed runtime's console server. End it with [`Device::bye`] (or a
+    /// reset or commit, which restart the board).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Device`] with code `no_runtime` when the board has no uota
+    /// runtime (install it with `uota bootstrap`), REPL and handshake errors.
+    pub async fn connect_repl<T: Transport>(
+        mut repl: Repl<T>,
+        opts: ConnectOptions,
+    ) -> Result<Device> {
+        // A board that is still booting (after a reset or a previous
+        // session) misses interrupts until its boot.py runs: probe with a
+        // short wait for the raw banner, again and again, for up to `boot`.
+        let boot = opts.timeout.max(std::time::Duration::from_secs(10));
+        let enter_raw = repl.config().timeouts.enter_raw;
+        repl.timeouts_mut().enter_raw = std::time::Duration::from_millis(700);
+        let started = tokio::time::Instant::now();
+        let reached = loop {
+            match repl.ensure_raw().await {
+                Ok(()) => break Ok(()),
+                Err(e) if e.kind() == crate::ErrorKind::Timeout && started.elapsed() < boot => {
+                    tracing::debug!(error = %e, "the board did not reach the raw REPL yet; again");
+                    repl.interrupt().await.ok();
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        repl.timeouts_mut().enter_raw = enter_raw;
+        reached?;
+        let armed = repl.exec(ARM_CODE).await?;
+        match armed.stdout_text().trim() {
+            "uota-serial:armed" => {}
+            "uota-serial:missing" => {
+                return Err(Error::Device {
+                    op: "serial".into(),
+                    code: "no_runtime".into(),
+                    message: "the board has no uota runtime; install it with `uota bootstrap`"
+                        .into(),
+                })
+            }
+            other => {
+                return Err(Error::Protocol(format!(
+                    "the board did not arm a serial session (it printed {other:?})"
+                )))
+            }
+        }
+        // Soft reset: the board boots into the serial session (no app, no
+        // threads), prints READY_LINE and serves.
+        repl.write_raw(b"\x04").await?;
+        let boot_wait = opts.timeout.max(std::time::Duration::from_secs(10));
+        wait_for_line(&mut repl, READY_LINE, boot_wait).await?;
+        let (io, rest) = repl.into_parts();
+        let io: BoxTransport = Box::new(PrefixedTransport::new(rest, io));
+        let opts = ConnectOptions {
+            protocol: ProtocolChoice::Uota,
+            ..opts
+        };
+        let mut dev = Device::handshake(io, opts).await?;
+        dev.console = true;
+        Ok(dev)
+    }
+
+    /// Whether this session runs on a REPL console (a serial port).
+    pub fn is_console(&self) -> bool {
+        self.console
+    }
+
+    /// End a session: `bye`, after which a serial board resets into a normal
+    /// boot. Returns the transport (e.g. for a [`Repl`]). Over TCP this
+    /// simply ends the connection.
+    pub async fn bye(mut self) -> Result<BoxTransport> {
+        if !self.closed {
+            self.request(&Request::Bye).await?;
+            self.closed = true;
+        }
+        Ok(self.io)
+    }
+
+    /// End the session and leave the board running: over a console, `bye`
+    /// (the board then resets into a normal boot, unless a commit or
+    /// `reset` already restarted it). Over TCP the connection is closed.
+    pub async fn close(self) -> Result<()> {
+        if !self.console || self.closed {
+            return Ok(());
+        }
+        self.bye().await.map(drop)
+    }
+}
+
+/// Read lines until one equals `want` (the boot prints its log first).
+async fn wait_for_line<T: Transport>(
+    repl: &mut Repl<T>,
+    want: &str,
+    within: std::time::Duration,
+) -> Result<()> {
+    let mut line = Vec::new();
+    let mut seen = String::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        loop {
+            let n = repl.read_raw(&mut byte).await?;
+            if n == 0 {
+                return Err(Error::ConnectionClosed {
+                    during: "starting the serial session".into(),
+                });
+            }
+            match byte[0] {
+                b'\n' => {
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    if text == want {
+                        return Ok(());
+                    }
+                    tracing::debug!(line = %text, "serial session: boot output");
+                    if seen.len() < 2000 {
+                        seen.push_str(&text);
+                        seen.push('\n');
+                    }
+                    line.clear();
+                }
+                b'\r' => {}
+                b => line.push(b),
+            }
+        }
+    };
+    match tokio::time::timeout(within, read).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout {
+            what: format!("the board booting into the serial session (it printed: {seen:?})"),
+            after: within,
+        }),
+    }
+}
