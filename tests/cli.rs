@@ -335,3 +335,69 @@ async fn keys_are_created_derived_rotated_and_promoted_from_the_command_line() {
     assert_eq!(json(&out)["release"], 11);
     t.wait_version("2.0.0").await;
 }
+
+/// `uota sim --serial`, then `uota full` and `uota version` with `--port <pty path>`.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_query_over_a_serial_port() {
+    use tokio::io::AsyncBufReadExt;
+    let t = start(Setup::default()).await; // only for its starter project
+    let dir = tempfile::tempdir().unwrap();
+    let (host, port) = common::unique_addr();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_uota"))
+        .args(["--json", "sim", "--serial", "--root"])
+        .arg(dir.path())
+        .args(["--host", &host, "--port", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("uota sim --serial prints its port")
+        .unwrap()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let path = v["serial"].as_str().unwrap().to_string();
+    assert!(path.starts_with("/dev/pts/"), "{path}");
+
+    let project = t.project.to_str().unwrap();
+    let out = uota(&[
+        "--json",
+        "full",
+        "--project",
+        project,
+        "--port",
+        &path,
+        "--version",
+        "7.0.0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["version"], "7.0.0");
+    // The board reboots into the release; version over the same port.
+    let mut version = String::new();
+    for _ in 0..20 {
+        let out = uota(&["--json", "version", "--port", &path]);
+        if out.status.success() {
+            version = json(&out)["version"].as_str().unwrap().to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(version, "7.0.0");
+    assert_eq!(
+        std::fs::read(dir.path().join("main.py")).unwrap(),
+        std::fs::read(t.project.join("main.py")).unwrap()
+    );
+    // A TCP port number with --transport serial is a usage error, explained.
+    let out = uota(&["version", "--transport", "serial", "--port", "2018"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("serial port"));
+    child.kill().await.unwrap();
+}

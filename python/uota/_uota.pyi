@@ -50,6 +50,7 @@ __all__ = [
     "DirEntry",
     "HashMismatch",
     "ReleaseRefused",
+    "Repl",
     "InterpreterMissing",
     "InvalidArgument",
     "InvalidPath",
@@ -121,6 +122,11 @@ class DeviceError(UotaError):
     """The device's error code (``"not_found"``, ``"busy"``, ``"no_space"``, ...)."""
     message: str
     """Human-readable detail from the device (may be empty)."""
+    exception: str
+    """For code run with ``Repl.exec``: the exception's type (``"ZeroDivisionError"``);
+    absent otherwise."""
+    traceback: str
+    """For code run with ``Repl.exec``: the traceback the board printed; absent otherwise."""
 
 class SignatureMismatch(UotaError):
     """The release signature is missing or does not match the signing key.
@@ -234,6 +240,43 @@ class PushReport:
         """Wall time of the push, in seconds."""
 
 @final
+class Repl:
+    """A board's REPL on a serial port: run code, evaluate expressions.
+
+    A context manager; ``close()`` leaves the board at its friendly prompt.
+    """
+
+    def __new__(cls, port: Optional[str] = None, *, baud: int = 115200, timeout: float = 5.0) -> Repl:
+        """Open the serial port ``port`` (``None``: the one USB-serial board attached)."""
+    @staticmethod
+    def open_async(port: Optional[str] = None, *, baud: int = 115200, timeout: float = 5.0) -> Awaitable[Repl]:
+        """Async constructor."""
+    @property
+    def port(self) -> str:
+        """The serial port."""
+    def exec(self, code: str) -> str:
+        """Run ``code`` in the raw REPL and return what it printed.
+
+        Raises:
+            DeviceError: The code raised; ``exception`` and ``traceback`` say what.
+            UotaTimeoutError: The board did not answer in time.
+        """
+    def exec_async(self, code: str) -> Awaitable[str]:
+        """Async ``exec``."""
+    def eval(self, expr: str) -> str:
+        """Evaluate ``expr`` on the board and return its ``repr()``."""
+    def eval_async(self, expr: str) -> Awaitable[str]:
+        """Async ``eval``."""
+    def interrupt(self) -> None:
+        """Stop the program running on the board (Ctrl-C)."""
+    def soft_reset(self) -> None:
+        """Soft-reset the board and come back to the raw REPL."""
+    def close(self) -> None:
+        """Leave the raw REPL and close the port. Idempotent."""
+    def __enter__(self) -> Repl: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+@final
 class Device:
     """A connection to one device over WiFi TCP.
 
@@ -293,6 +336,41 @@ class Device:
         Returns:
             An awaitable resolving to the connected ``Device``.
         """
+    @staticmethod
+    def serial(
+        port: Optional[str] = None,
+        *,
+        baud: int = 115200,
+        password: Optional[str] = None,
+        timeout: float = 10.0,
+    ) -> Device:
+        """Open an OTA session on a board's serial console (USB).
+
+        The board's program is interrupted and the board reboots into a
+        serial session of its uota runtime (install it with ``uota bootstrap``);
+        ``close()`` ends it and the board reboots into its app.
+
+        Args:
+            port: The serial port (``"/dev/ttyUSB0"``, ``"COM3"``); ``None`` picks
+                the one USB-serial board attached.
+            baud: Baud rate (ignored by native USB ports).
+            password: The OTA password, if the device has one.
+            timeout: Seconds to wait for each reply.
+
+        Raises:
+            DeviceError: ``code == "no_runtime"``: the board has no uota runtime.
+            TransportError: The port cannot be opened, or no board / several
+                boards were found.
+        """
+    @staticmethod
+    def serial_async(
+        port: Optional[str] = None,
+        *,
+        baud: int = 115200,
+        password: Optional[str] = None,
+        timeout: float = 10.0,
+    ) -> Awaitable[Device]:
+        """Async ``serial``; the awaitable resolves to the ``Device``."""
     @property
     def host(self) -> str:
         """The address connected to."""
@@ -573,7 +651,12 @@ class Manifest:
     def total_size(self) -> int:
         """The sum of the file sizes."""
     def sign(self, key: str) -> None:
-        """Sign the manifest in place with ``key``, setting ``sig``."""
+        """Sign the manifest in place with ``key``, setting ``sig``.
+
+        This is micro-ota's signature (for micro-ota devices and offline
+        checks). A uota device accepts only signatures bound to the push
+        session, made at push time: pass ``signing_key`` to ``Device.push``.
+        """
     def verify(self, key: str) -> None:
         """Check ``sig`` against ``key`` (in constant time).
 

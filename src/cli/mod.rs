@@ -191,6 +191,16 @@ struct SimArgs {
     /// MicroPython heap size, e.g. 256k.
     #[arg(long)]
     heap: Option<String>,
+    /// A board on a serial port instead: the REPL on a pseudo-terminal whose
+    /// path is printed (the runtime's WiFi server still listens on --host:--port).
+    #[arg(long)]
+    serial: bool,
+    /// With --serial: limit the link to this UART baud rate (8N1).
+    #[arg(long, requires = "serial")]
+    baud: Option<u32>,
+    /// With --serial: a bare board, without the uota runtime (for `uota bootstrap`).
+    #[arg(long, requires = "serial")]
+    bare: bool,
 }
 
 /// Parse `args` (including the program name) and run the command; returns the exit code.
@@ -511,6 +521,43 @@ fn parse_size(s: &str) -> Result<u64> {
     Ok(bytes / 4096 * 4096)
 }
 
+/// `uota sim --serial`: a serial virtual device until Ctrl-C.
+#[cfg(unix)]
+async fn run_serial_sim(
+    opts: SimOptions,
+    baud: Option<u32>,
+    bare: bool,
+    out: &Output,
+) -> Result<()> {
+    opts.check_loopback()?;
+    if !bare && sim::provision(&opts).await? {
+        tracing::info!("installed the uota runtime on the virtual device");
+    }
+    if let Storage::Folder(root) = &opts.storage {
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    }
+    let mut serial = sim::SerialSimOptions::folder(".");
+    serial.storage = opts.storage.clone();
+    serial.run_boot = true;
+    serial.baud = baud;
+    serial.heap_size = opts.heap_size.clone();
+    serial.env = vec![
+        ("UOTA_SIM_HOST".into(), opts.host.clone()),
+        ("UOTA_SIM_PORT".into(), opts.port.to_string()),
+    ];
+    let dev = sim::VirtualSerialDevice::start(serial).await?;
+    out.value("serial", &dev.path().display().to_string());
+    let _ = tokio::signal::ctrl_c().await;
+    dev.stop().await
+}
+
+#[cfg(not(unix))]
+async fn run_serial_sim(_: SimOptions, _: Option<u32>, _: bool, _: &Output) -> Result<()> {
+    Err(Error::InvalidArgument(
+        "serial virtual devices need a Unix pseudo-terminal".into(),
+    ))
+}
+
 async fn run_sim(args: SimArgs, out: &Output) -> Result<()> {
     let storage = match (&args.root, &args.image) {
         (_, Some(img)) => Storage::Image {
@@ -529,6 +576,9 @@ async fn run_sim(args: SimArgs, out: &Output) -> Result<()> {
         .map(SigningKey::new);
     opts.legacy = args.legacy;
     opts.heap_size = args.heap;
+    if args.serial {
+        return run_serial_sim(opts, args.baud, args.bare, out).await;
+    }
     out.value(
         "listening",
         &format!("{}:{} (Ctrl-C to stop)", args.host, args.port),

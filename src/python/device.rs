@@ -18,7 +18,7 @@ use super::runtime::{self, block_on};
 use crate::auth::{FleetKey, Password, SigningKey};
 use crate::config::Project;
 use crate::device::{
-    ConnectOptions, Device, DirEntry, LegacyMethod, Peer, ProtocolChoice, PushEvent, PushOptions,
+    ConnectOptions, Device, DirEntry, LegacyMethod, Link, Peer, ProtocolChoice, PushEvent, PushOptions,
     PushReport,
 };
 use crate::error::Error;
@@ -81,7 +81,38 @@ async fn connect(
     port: u16,
     opts: Result<ConnectOptions, Error>,
 ) -> PyResult<PyDevice> {
-    let dev = Device::connect_tcp(&host, port, opts?).await?;
+    let link = Link::Tcp {
+        host: host.clone(),
+        port,
+    };
+    open(link, host, port, opts).await
+}
+
+/// Open a session on the serial console `path` (auto-detected when `None`).
+async fn connect_serial(
+    path: Option<String>,
+    baud: u32,
+    opts: Result<ConnectOptions, Error>,
+) -> PyResult<PyDevice> {
+    let link = Link::Serial {
+        path: path.clone(),
+        baud,
+    };
+    open(link, path.unwrap_or_default(), 0, opts).await
+}
+
+async fn open(
+    link: Link,
+    host: String,
+    port: u16,
+    opts: Result<ConnectOptions, Error>,
+) -> PyResult<PyDevice> {
+    let dev = Device::open(&link, opts?).await?;
+    let host = if host.is_empty() {
+        dev.target().to_string()
+    } else {
+        host
+    };
     let protocol = match dev.peer() {
         Peer::Uota(_) => "uota",
         Peer::MicroOta => "micro-ota",
@@ -214,8 +245,12 @@ mod ops {
     }
 
     pub(super) async fn close(slot: Slot) -> PyResult<PyNone> {
-        // Dropping the device closes the connection.
-        drop(slot.lock().await.take());
+        // A serial session says bye (the board resets into its app); a TCP
+        // connection just closes.
+        let dev = slot.lock().await.take();
+        if let Some(dev) = dev {
+            dev.close().await?;
+        }
         Ok(PyNone)
     }
 
@@ -380,6 +415,37 @@ impl PyDevice {
     ) -> PyResult<Bound<'py, PyAny>> {
         let opts = connect_options(password, timeout, protocol);
         future_into_py(py, connect(host, port, opts))
+    }
+
+    /// Open an OTA session on a board's serial console (blocking).
+    ///
+    /// `port` is the serial port (`/dev/ttyUSB0`, `COM3`); `None` picks the
+    /// one USB-serial board attached.
+    #[staticmethod]
+    #[pyo3(signature = (port = None, *, baud = 115200, password = None, timeout = 10.0))]
+    fn serial(
+        py: Python<'_>,
+        port: Option<String>,
+        baud: u32,
+        password: Option<String>,
+        timeout: f64,
+    ) -> PyResult<Self> {
+        let opts = connect_options(password, timeout, "uota");
+        block_on(py, connect_serial(port, baud, opts))
+    }
+
+    /// Async `serial`; the awaitable resolves to a `Device`.
+    #[staticmethod]
+    #[pyo3(signature = (port = None, *, baud = 115200, password = None, timeout = 10.0))]
+    fn serial_async<'py>(
+        py: Python<'py>,
+        port: Option<String>,
+        baud: u32,
+        password: Option<String>,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let opts = connect_options(password, timeout, "uota");
+        future_into_py(py, connect_serial(port, baud, opts))
     }
 
     /// The address connected to.

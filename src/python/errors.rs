@@ -189,6 +189,17 @@ fn build<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
             exc.setattr("message", message)?;
         }
         Error::HashMismatch { path } => exc.setattr("path", path)?,
+        Error::DeviceException {
+            exception,
+            message,
+            traceback,
+        } => {
+            exc.setattr("op", "exec")?;
+            exc.setattr("code", "exception")?;
+            exc.setattr("exception", exception)?;
+            exc.setattr("message", message)?;
+            exc.setattr("traceback", traceback)?;
+        }
         Error::ReleaseRefused { reason, message } => {
             exc.setattr("reason", reason)?;
             exc.setattr("message", message)?;

@@ -11,6 +11,7 @@ mod convert;
 mod device;
 mod errors;
 mod manifest;
+mod repl;
 mod runtime;
 mod sim;
 
@@ -45,6 +46,7 @@ fn _uota(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<device::PyPushReport>()?;
     m.add_class::<manifest::PyManifest>()?;
     m.add_class::<sim::PyVirtualDevice>()?;
+    m.add_class::<repl::PyRepl>()?;
     errors::register(m)?;
     sim::register_atexit(m)?;
     Ok(())

@@ -143,7 +143,7 @@ impl<T: Transport> Repl<T> {
     pub async fn exec_with(
         &mut self,
         code: impl AsRef<[u8]>,
-        mut on_output: impl FnMut(Stream, &[u8]),
+        mut on_output: impl FnMut(Stream, &[u8]) + Send,
     ) -> Result<ExecOutput> {
         self.ensure_raw().await?;
         let request = Request::Exec {
@@ -276,7 +276,7 @@ impl<T: Transport> Repl<T> {
     async fn run(
         &mut self,
         request: Request,
-        on_output: &mut dyn FnMut(Stream, &[u8]),
+        on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<Completion> {
         if self.machine.is_busy() {
             // A previous call was cancelled (its future dropped) half-way.
@@ -291,7 +291,7 @@ impl<T: Transport> Repl<T> {
         result
     }
 
-    async fn drive(&mut self, on_output: &mut dyn FnMut(Stream, &[u8])) -> Result<Completion> {
+    async fn drive(&mut self, on_output: &mut (dyn FnMut(Stream, &[u8]) + Send)) -> Result<Completion> {
         loop {
             while let Some(bytes) = self.machine.poll_transmit() {
                 self.write(&bytes).await?;

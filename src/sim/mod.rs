@@ -92,7 +92,8 @@ impl SimOptions {
         }
     }
 
-    fn check_loopback(&self) -> Result<()> {
+    /// Refuse any address outside 127.0.0.0/8 and ::1 (virtual devices stay on loopback).
+    pub fn check_loopback(&self) -> Result<()> {
         let ok = match self.host.parse::<std::net::IpAddr>() {
             Ok(ip) => ip.is_loopback(),
             Err(_) => self.host == "localhost",

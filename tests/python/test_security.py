@@ -86,12 +86,17 @@ def test_signed_push_and_wrong_key(make_env: Callable[..., Env]) -> None:
         assert sha256_hex(counter_before) != sha256_hex((env.project / "app/counter.py").read_bytes())
         assert env.app_state(dev)["version"] == "1.0.0"
 
-    # A manifest signed beforehand with the right key is accepted.
+    # A manifest signed beforehand (micro-ota's payload) is not enough for a
+    # uota device: its signature must cover this session's nonce, so the
+    # key signs at push time.
     m = uota.Manifest.for_project(env.project)
     m.sign("right-key")
+    with env.connect() as dev:
+        with pytest.raises(uota.SignatureMismatch):
+            dev.push_manifest(env.project, m)
     since = time.monotonic()
     with env.connect() as dev:
-        assert dev.push_manifest(env.project, m).version == "2.0.0"
+        assert dev.push_manifest(env.project, m, signing_key="right-key").version == "2.0.0"
     with env.reconnect(since) as dev:
         assert dev.version() == "2.0.0"
 
