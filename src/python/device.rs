@@ -18,8 +18,8 @@ use super::runtime::{self, block_on};
 use crate::auth::{FleetKey, Password, SigningKey};
 use crate::config::Project;
 use crate::device::{
-    ConnectOptions, Device, DirEntry, LegacyMethod, Link, Peer, ProtocolChoice, PushEvent, PushOptions,
-    PushReport,
+    ConnectOptions, Device, DirEntry, LegacyMethod, Link, Peer, ProtocolChoice, PushEvent,
+    PushOptions, PushReport,
 };
 use crate::error::Error;
 use crate::manifest::{Manifest, PushMode};

@@ -291,7 +291,10 @@ impl<T: Transport> Repl<T> {
         result
     }
 
-    async fn drive(&mut self, on_output: &mut (dyn FnMut(Stream, &[u8]) + Send)) -> Result<Completion> {
+    async fn drive(
+        &mut self,
+        on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<Completion> {
         loop {
             while let Some(bytes) = self.machine.poll_transmit() {
                 self.write(&bytes).await?;
