@@ -376,7 +376,9 @@ async fn push_and_query_over_a_serial_port() {
     ]);
     assert!(
         out.status.success(),
-        "{}",
+        "{:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(json(&out)["version"], "7.0.0");
