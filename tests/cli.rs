@@ -403,3 +403,111 @@ async fn push_and_query_over_a_serial_port() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("serial port"));
     child.kill().await.unwrap();
 }
+
+/// A bare serial board: `uota board`, `uota bootstrap`, then OTA over the
+/// same port, and `uota fs` over the REPL.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_a_bare_serial_board_then_files_and_ota() {
+    use tokio::io::AsyncBufReadExt;
+    let t = start(Setup::default()).await; // only for its starter project
+    let dir = tempfile::tempdir().unwrap();
+    let (host, port) = common::unique_addr();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_uota"))
+        .args(["--json", "sim", "--serial", "--bare", "--root"])
+        .arg(dir.path())
+        .args(["--host", &host, "--port", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let path = serde_json::from_str::<serde_json::Value>(&first).unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let project = t.project.to_str().unwrap();
+    let ok = |out: &Output| {
+        assert!(
+            out.status.success(),
+            "{:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    // No runtime yet: OTA over serial says to bootstrap.
+    let out = uota(&["version", "--port", &path]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bootstrap"));
+    // What the board runs, cached in the project.
+    let out = uota(&["--json", "board", "--port", &path, "--project", project]);
+    ok(&out);
+    assert_eq!(json(&out)["platform"], "linux");
+    assert!(t.project.join(".uota_cache.json").is_file());
+    // Bootstrap: the runtime and the project's config go on; the board boots into uota.
+    let out = uota(&["--json", "bootstrap", "--port", &path, "--project", project]);
+    ok(&out);
+    assert!(dir.path().join("lib/uota/server.py").is_file());
+    assert!(dir.path().join("config/ota.json").is_file());
+    let out = uota(&[
+        "--json",
+        "full",
+        "--project",
+        project,
+        "--port",
+        &path,
+        "--version",
+        "5.0.0",
+    ]);
+    ok(&out);
+    assert_eq!(json(&out)["version"], "5.0.0");
+
+    // Files over the REPL: a binary file with every byte value, round trip.
+    let local = dir.path().join("../blob.bin");
+    let blob: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    std::fs::write(&local, &blob).unwrap();
+    let out = uota(&[
+        "fs",
+        "put",
+        "--port",
+        &path,
+        local.to_str().unwrap(),
+        "/data/blob.bin",
+    ]);
+    ok(&out);
+    assert_eq!(
+        std::fs::read(dir.path().join("data/blob.bin")).unwrap(),
+        blob
+    );
+    let back = dir.path().join("../back.bin");
+    let out = uota(&[
+        "fs",
+        "get",
+        "--port",
+        &path,
+        "/data/blob.bin",
+        back.to_str().unwrap(),
+    ]);
+    ok(&out);
+    assert_eq!(std::fs::read(&back).unwrap(), blob);
+    let out = uota(&["--json", "fs", "stat", "--port", &path, "/data/blob.bin"]);
+    ok(&out);
+    assert_eq!(json(&out)["size"], 70_000);
+    let out = uota(&["fs", "mkdir", "--port", &path, "/data/a/b"]);
+    ok(&out);
+    assert!(dir.path().join("data/a/b").is_dir());
+    let out = uota(&["fs", "rm", "--port", &path, "/data/blob.bin"]);
+    ok(&out);
+    assert!(!dir.path().join("data/blob.bin").exists());
+    let out = uota(&["--json", "fs", "ls", "--port", &path, "/"]);
+    ok(&out);
+    assert!(json(&out)["entries"].to_string().contains("main.py"));
+    child.kill().await.unwrap();
+}

@@ -3,6 +3,7 @@
 //! One implementation serves cargo users (`src/bin/uota.rs`) and pip users
 //! (the Python package's console script calls [`run`] through the extension).
 
+mod board;
 mod key;
 mod output;
 mod terminal;
@@ -85,6 +86,13 @@ enum Command {
     Reset(Target),
     /// Remove the app from the device, keeping the runtime, /config and /data.
     Wipe(Target),
+    /// Install the uota runtime on a board over USB serial (then it boots into uota).
+    Bootstrap(board::BootstrapArgs),
+    /// What MicroPython a board on USB serial runs (cached in .uota_cache.json).
+    Board(board::Port),
+    /// Files on a board over its USB serial REPL (no runtime needed).
+    #[command(subcommand)]
+    Fs(board::FsCommand),
     /// The board's REPL in this terminal over USB serial (Ctrl-] leaves).
     Terminal(terminal::TerminalArgs),
     /// Create, derive and rotate release-signing keys.
@@ -365,6 +373,9 @@ async fn execute(command: Command, out: &Output) -> Result<()> {
         Command::Sim(args) => run_sim(args, out).await,
         Command::Key(cmd) => key::run(cmd, out).await,
         Command::Terminal(args) => terminal::run(args, out).await,
+        Command::Bootstrap(args) => board::run_bootstrap(args, out).await,
+        Command::Board(port) => board::board_info(port, out).await,
+        Command::Fs(cmd) => board::run_fs(cmd, out).await,
         Command::Fast(args) => push(args, PushMode::Fast, out).await,
         Command::Full(args) => push(args, PushMode::Full, out).await,
         Command::Version(t) => {
@@ -399,27 +410,7 @@ async fn execute(command: Command, out: &Output) -> Result<()> {
             let (mut dev, _) = connect(&target).await?;
             let data = dev.get(&path).await?;
             dev.close().await?;
-            let dest = dest.unwrap_or_else(|| {
-                PathBuf::from(
-                    path.rsplit('/')
-                        .next()
-                        .filter(|s| !s.is_empty())
-                        .unwrap_or("out"),
-                )
-            });
-            if dest.as_os_str() == "-" {
-                use std::io::Write;
-                std::io::stdout()
-                    .write_all(&data)
-                    .map_err(|e| Error::io("<stdout>", e))?;
-            } else {
-                std::fs::write(&dest, &data).map_err(|e| Error::io(&dest, e))?;
-                out.value(
-                    "written",
-                    &format!("{} ({} bytes)", dest.display(), data.len()),
-                );
-            }
-            Ok(())
+            board::write_local(&path, dest, &data, out)
         }
         Command::Rm { target, path } => {
             let (mut dev, _) = connect(&target).await?;

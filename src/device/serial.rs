@@ -35,25 +35,8 @@ impl Device {
         mut repl: Repl<T>,
         opts: ConnectOptions,
     ) -> Result<Device> {
-        // A board that is still booting (after a reset or a previous
-        // session) misses interrupts until its boot.py runs: probe with a
-        // short wait for the raw banner, again and again, for up to `boot`.
         let boot = opts.timeout.max(std::time::Duration::from_secs(10));
-        let enter_raw = repl.config().timeouts.enter_raw;
-        repl.timeouts_mut().enter_raw = std::time::Duration::from_millis(700);
-        let started = tokio::time::Instant::now();
-        let reached = loop {
-            match repl.ensure_raw().await {
-                Ok(()) => break Ok(()),
-                Err(e) if e.kind() == crate::ErrorKind::Timeout && started.elapsed() < boot => {
-                    tracing::debug!(error = %e, "the board did not reach the raw REPL yet; again");
-                    repl.interrupt().await.ok();
-                }
-                Err(e) => break Err(e),
-            }
-        };
-        repl.timeouts_mut().enter_raw = enter_raw;
-        reached?;
+        repl.ensure_raw_within(boot).await?;
         let armed = repl.exec(ARM_CODE).await?;
         match armed.stdout_text().trim() {
             "uota-serial:armed" => {}

@@ -125,6 +125,28 @@ impl<T: Transport> Repl<T> {
         }
     }
 
+    /// [`ensure_raw`](Self::ensure_raw) on a board that may still be
+    /// booting (after a reset): interrupts miss it until its `boot.py` runs,
+    /// so probe with a short wait for the raw banner, again and again, for up
+    /// to `within`.
+    pub async fn ensure_raw_within(&mut self, within: std::time::Duration) -> Result<()> {
+        let enter_raw = self.machine.config().timeouts.enter_raw;
+        self.timeouts_mut().enter_raw = enter_raw.min(std::time::Duration::from_millis(700));
+        let started = tokio::time::Instant::now();
+        let reached = loop {
+            match self.ensure_raw().await {
+                Ok(()) => break Ok(()),
+                Err(e) if e.kind() == crate::ErrorKind::Timeout && started.elapsed() < within => {
+                    tracing::debug!(error = %e, "the board did not reach the raw REPL yet; again");
+                    self.interrupt().await.ok();
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.timeouts_mut().enter_raw = enter_raw;
+        reached
+    }
+
     /// Run `code` and wait for it to end; its stdout is returned, an uncaught
     /// exception is an [`Error::DeviceException`].
     #[tracing::instrument(level = "debug", skip_all, fields(peer = %self.peer, len = code.as_ref().len()))]

@@ -30,7 +30,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bootstrap;
 pub mod driver;
+pub mod fs;
+pub mod info;
 pub mod machine;
 
 pub use driver::Repl;
