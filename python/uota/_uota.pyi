@@ -271,6 +271,32 @@ class Repl:
         """Stop the program running on the board (Ctrl-C)."""
     def soft_reset(self) -> None:
         """Soft-reset the board and come back to the raw REPL."""
+    def board_info(self) -> dict[str, Any]:
+        """What MicroPython the board runs: ``micropython``, ``machine``,
+        ``platform``, ``mpy``, ``mem_free``, ``fs_free``, ``fs_total``,
+        ``has_deflate``, ``unique_id``."""
+    def put(self, path: str, data: bytes) -> None:
+        """Write ``data`` to the device file ``path``: 8-bit clean, compressed
+        when the board can inflate, verified (SHA-256) on the board before it
+        replaces the old file.
+
+        Raises:
+            HashMismatch: The board received something else; the old file is intact.
+            DeviceError: A filesystem error on the board (``no_space``, ...).
+        """
+    def get(self, path: str) -> bytes:
+        """Read the device file ``path`` (SHA-256 checked)."""
+    def ls(self, path: str = "/") -> list[dict[str, Any]]:
+        """List a device folder: dicts with ``name``, ``is_dir``, ``size``."""
+    def bootstrap(self, project: Optional[_StrPath] = None, *, mpy: bool = False) -> dict[str, Any]:
+        """Install the uota runtime on the board (with the project's
+        ``config/ota.json`` and secrets as the device keeps them), optionally
+        compiled to ``.mpy``, then soft-reset it into uota.
+
+        Returns:
+            ``files``, ``compiled``, ``removed``, ``bytes``, ``wire_bytes``,
+            ``reset`` and ``board`` (as ``board_info()``).
+        """
     def close(self) -> None:
         """Leave the raw REPL and close the port. Idempotent."""
     def __enter__(self) -> Repl: ...

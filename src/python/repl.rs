@@ -10,9 +10,13 @@ use pyo3::types::PyTuple;
 use pyo3_async_runtimes::tokio::future_into_py;
 use tokio::sync::Mutex;
 
-use super::convert::{repr, PyNone};
+use super::convert::{repr, Bytes, Json, PyNone};
 use super::errors::closed;
 use super::runtime::block_on;
+use crate::config::Project;
+use crate::repl::bootstrap::{bootstrap, BootstrapOptions};
+use crate::repl::fs::{EntryKind, FsOptions, ReplFs};
+use crate::repl::info::BoardInfo;
 use crate::repl::Repl;
 use crate::transport::serial::{self, SerialTransport};
 
@@ -67,6 +71,96 @@ async fn soft_reset(slot: Slot) -> PyResult<PyNone> {
     let repl = guard.as_mut().ok_or_else(closed)?;
     repl.soft_reset().await?;
     Ok(PyNone)
+}
+
+/// Options of the file agent for this link: a pseudo-terminal or native USB
+/// console can take more bytes in flight than a UART.
+fn fs_options(port: &str) -> FsOptions {
+    let fast = port.starts_with("/dev/pts/")
+        || serial::list_ports()
+            .into_iter()
+            .find(|p| p.path == port)
+            .and_then(|p| p.bridge)
+            .is_some_and(|b| b.native_usb);
+    if fast {
+        FsOptions::fast_link()
+    } else {
+        FsOptions::default()
+    }
+}
+
+async fn board_info(slot: Slot) -> PyResult<Json> {
+    let mut guard = slot.lock().await;
+    let repl = guard.as_mut().ok_or_else(closed)?;
+    let info = BoardInfo::read(repl).await?;
+    Ok(Json(serde_json::to_value(info).unwrap_or_default()))
+}
+
+async fn put(slot: Slot, opts: FsOptions, path: String, data: Vec<u8>) -> PyResult<PyNone> {
+    let mut guard = slot.lock().await;
+    let repl = guard.as_mut().ok_or_else(closed)?;
+    let mut fs = ReplFs::open(repl, opts).await?;
+    let res = fs.put(&path, &data).await;
+    fs.close().await?;
+    res?;
+    Ok(PyNone)
+}
+
+async fn get(slot: Slot, opts: FsOptions, path: String) -> PyResult<Bytes> {
+    let mut guard = slot.lock().await;
+    let repl = guard.as_mut().ok_or_else(closed)?;
+    let mut fs = ReplFs::open(repl, opts).await?;
+    let res = fs.get(&path).await;
+    fs.close().await?;
+    Ok(Bytes(res?))
+}
+
+async fn ls(slot: Slot, opts: FsOptions, path: String) -> PyResult<Json> {
+    let mut guard = slot.lock().await;
+    let repl = guard.as_mut().ok_or_else(closed)?;
+    let mut fs = ReplFs::open(repl, opts).await?;
+    let res = fs.ls(&path).await;
+    fs.close().await?;
+    let entries: Vec<serde_json::Value> = res?
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "name": e.name,
+                "is_dir": e.kind == EntryKind::Dir,
+                "size": e.size,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::Value::Array(entries)))
+}
+
+async fn run_bootstrap(
+    slot: Slot,
+    opts: FsOptions,
+    project: Option<std::path::PathBuf>,
+    mpy: bool,
+) -> PyResult<Json> {
+    let project = match project {
+        Some(root) => Some(Project::load(&root)?),
+        None => None,
+    };
+    let mut guard = slot.lock().await;
+    let repl = guard.as_mut().ok_or_else(closed)?;
+    let bopts = BootstrapOptions {
+        mpy,
+        fs: opts,
+        ..BootstrapOptions::default()
+    };
+    let report = bootstrap(repl, project.as_ref(), &bopts).await?;
+    Ok(Json(serde_json::json!({
+        "files": report.files,
+        "compiled": report.compiled,
+        "removed": report.removed,
+        "bytes": report.put.bytes,
+        "wire_bytes": report.put.wire_bytes,
+        "reset": report.reset,
+        "board": serde_json::to_value(&report.board).unwrap_or_default(),
+    })))
 }
 
 async fn close(slot: Slot) -> PyResult<PyNone> {
@@ -133,6 +227,44 @@ impl PyRepl {
     /// Soft-reset the board and come back to the raw REPL.
     fn soft_reset(&self, py: Python<'_>) -> PyResult<PyNone> {
         block_on(py, soft_reset(self.slot.clone()))
+    }
+
+    /// What MicroPython the board runs: version, machine, platform, `mpy`,
+    /// free heap and flash, deflate.
+    fn board_info(&self, py: Python<'_>) -> PyResult<Json> {
+        block_on(py, board_info(self.slot.clone()))
+    }
+
+    /// Write `data` to the device file `path` (verified, then renamed into place).
+    fn put(&self, py: Python<'_>, path: String, data: Vec<u8>) -> PyResult<PyNone> {
+        let opts = fs_options(&self.port);
+        block_on(py, put(self.slot.clone(), opts, path, data))
+    }
+
+    /// Read the device file `path`.
+    fn get(&self, py: Python<'_>, path: String) -> PyResult<Bytes> {
+        let opts = fs_options(&self.port);
+        block_on(py, get(self.slot.clone(), opts, path))
+    }
+
+    /// List a device folder: dicts with `name`, `is_dir`, `size`.
+    #[pyo3(signature = (path = "/"))]
+    fn ls(&self, py: Python<'_>, path: &str) -> PyResult<Json> {
+        let opts = fs_options(&self.port);
+        block_on(py, ls(self.slot.clone(), opts, path.to_string()))
+    }
+
+    /// Install the uota runtime (and the project's config and secrets) on the
+    /// board, then soft-reset it into uota.
+    #[pyo3(signature = (project = None, *, mpy = false))]
+    fn bootstrap(
+        &self,
+        py: Python<'_>,
+        project: Option<std::path::PathBuf>,
+        mpy: bool,
+    ) -> PyResult<Json> {
+        let opts = fs_options(&self.port);
+        block_on(py, run_bootstrap(self.slot.clone(), opts, project, mpy))
     }
 
     /// Leave the raw REPL and close the port. Idempotent.

@@ -423,7 +423,7 @@ impl<'r, T: Transport> ReplFs<'r, T> {
 
     /// Write what `src` yields to the device file `path`, streaming it (the
     /// host holds at most one block of 64 KB of it at a time).
-    pub async fn put_reader(&mut self, path: &str, src: &mut dyn Read) -> Result<()> {
+    pub async fn put_reader(&mut self, path: &str, src: &mut (dyn Read + Send)) -> Result<()> {
         self.ready().await?;
         let path = device_path(path)?;
         let sent = self.send_file(&path, src).await?;
@@ -440,7 +440,7 @@ impl<'r, T: Transport> ReplFs<'r, T> {
         &mut self,
         local: &Path,
         remote: &str,
-        progress: &mut dyn FnMut(&PutProgress),
+        progress: &mut (dyn FnMut(&PutProgress) + Send),
     ) -> Result<PutReport> {
         let remote = device_path(remote)?;
         let base = remote.trim_end_matches('/');
@@ -490,7 +490,7 @@ impl<'r, T: Transport> ReplFs<'r, T> {
         &mut self,
         dirs: &[String],
         files: &[TreeFile],
-        progress: &mut dyn FnMut(&PutProgress),
+        progress: &mut (dyn FnMut(&PutProgress) + Send),
     ) -> Result<PutReport> {
         self.ready().await?;
         let mut report = PutReport::default();
@@ -653,7 +653,7 @@ impl<'r, T: Transport> ReplFs<'r, T> {
 
     /// Read the device file `path` into `out`, streaming; returns its size.
     /// `out` may have received part of the file when this fails.
-    pub async fn get_to(&mut self, path: &str, out: &mut dyn std::io::Write) -> Result<u64> {
+    pub async fn get_to(&mut self, path: &str, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
         self.ready().await?;
         let path = device_path(path)?;
         self.command(op::GET, path.as_bytes()).await?;
@@ -856,7 +856,7 @@ impl<'r, T: Transport> ReplFs<'r, T> {
     /// device's answer: one reply is due for it unless this fails. A local
     /// error once the header is queued (the source cannot be read) ends the
     /// file with a trailer the device refuses, so the link stays in step.
-    async fn send_file(&mut self, path: &str, src: &mut dyn Read) -> Result<Sent> {
+    async fn send_file(&mut self, path: &str, src: &mut (dyn Read + Send)) -> Result<Sent> {
         let io_err = |e| Error::io(format!("<source of {path}>"), e);
         let mut block = vec![0u8; BLOCK];
         let mut n = read_full(src, &mut block).map_err(io_err)?;

@@ -21,11 +21,9 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def serial_board(tmp_path: Path) -> Iterator[str]:
-    """Start `uota sim --serial` (runtime installed) and yield its port path."""
+def _serial_sim(tmp_path: Path, *extra: str) -> Iterator[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uota", "--json", "sim", "--serial", "--root", str(tmp_path / "device"),
+        [sys.executable, "-m", "uota", "--json", "sim", "--serial", *extra, "--root", str(tmp_path / "device"),
          "--host", next_address(), "--port", "2018"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -42,6 +40,18 @@ def serial_board(tmp_path: Path) -> Iterator[str]:
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.fixture
+def serial_board(tmp_path: Path) -> Iterator[str]:
+    """`uota sim --serial` (runtime installed); yields its port path."""
+    yield from _serial_sim(tmp_path)
+
+
+@pytest.fixture
+def bare_board(tmp_path: Path) -> Iterator[str]:
+    """`uota sim --serial --bare` (no runtime); yields its port path."""
+    yield from _serial_sim(tmp_path, "--bare")
 
 
 def test_repl_exec_eval_and_device_exceptions(serial_board: str) -> None:
@@ -69,3 +79,24 @@ def test_device_over_serial_answers_and_closes(serial_board: str) -> None:
     finally:
         dev.close()
     assert dev.closed
+
+
+def test_bootstrap_a_bare_board_then_files_and_ota(bare_board: str, tmp_path: Path) -> None:
+    with uota.Repl(bare_board) as repl:
+        info = repl.board_info()
+        assert info["platform"] == "linux" and info["mem_free"] > 0
+        blob = bytes(range(256)) * 300
+        repl.put("/blob.bin", blob)
+        assert repl.get("/blob.bin") == blob
+        assert {"name": "blob.bin", "is_dir": False, "size": len(blob)} in repl.ls()
+        report = repl.bootstrap()
+        assert any(f.endswith("server.py") for f in report["files"])
+        assert report["reset"] is True
+    assert (tmp_path / "device" / "lib" / "uota" / "server.py").is_file()
+    # The board now boots into uota: an OTA session over the same port.
+    dev = uota.Device.serial(bare_board)
+    try:
+        assert dev.version() == "unknown"
+        assert dev.get("blob.bin") == blob
+    finally:
+        dev.close()
