@@ -653,7 +653,11 @@ impl<'r, T: Transport> ReplFs<'r, T> {
 
     /// Read the device file `path` into `out`, streaming; returns its size.
     /// `out` may have received part of the file when this fails.
-    pub async fn get_to(&mut self, path: &str, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
+    pub async fn get_to(
+        &mut self,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64> {
         self.ready().await?;
         let path = device_path(path)?;
         self.command(op::GET, path.as_bytes()).await?;
