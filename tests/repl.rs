@@ -302,7 +302,11 @@ async fn soft_reset_clears_the_interpreter_and_returns_to_raw() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", b.trace()));
     assert_eq!(b.repl.mode(), ReplMode::Raw);
-    assert_eq!(b.dev.boots(), boots_before + 1, "the unix port restarted once");
+    assert_eq!(
+        b.dev.boots(),
+        boots_before + 1,
+        "the unix port restarted once"
+    );
     assert_eq!(b.repl.eval("'marker' in globals()").await.unwrap(), "False");
     // What the host saw is a board's soft reset.
     let after = &b.trace()[trace_before..];
@@ -336,7 +340,11 @@ async fn soft_reset_clears_the_interpreter_and_returns_to_raw() {
         .unwrap_or_else(|e| panic!("{e}\n{}", b.trace()));
     assert_eq!(text(&out.stdout), "resetting\n");
     assert_eq!(b.dev.boots(), boots_before + 3);
-    assert!(b.trace().matches("main.py ran").count() >= 2, "{}", b.trace());
+    assert!(
+        b.trace().matches("main.py ran").count() >= 2,
+        "{}",
+        b.trace()
+    );
     assert_eq!(b.repl.eval("'back'").await.unwrap(), "'back'");
 }
 
