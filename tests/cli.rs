@@ -456,6 +456,14 @@ async fn bootstrap_a_bare_serial_board_then_files_and_ota() {
     ok(&out);
     assert!(dir.path().join("lib/uota/server.py").is_file());
     assert!(dir.path().join("config/ota.json").is_file());
+    // mpyFiles (lib/** here): compiled with mpy-cross for the board in
+    // .uota_cache.json, sent as .mpy.
+    std::fs::create_dir_all(t.project.join("lib")).unwrap();
+    std::fs::write(
+        t.project.join("lib/helper.py"),
+        "def double(x):\n    return 2 * x\n",
+    )
+    .unwrap();
     let out = uota(&[
         "--json",
         "full",
@@ -468,6 +476,10 @@ async fn bootstrap_a_bare_serial_board_then_files_and_ota() {
     ]);
     ok(&out);
     assert_eq!(json(&out)["version"], "5.0.0");
+    let mpy =
+        std::fs::read(dir.path().join("lib/helper.mpy")).expect("lib/helper.mpy on the board");
+    assert_eq!(mpy[0], b'M', "an .mpy file");
+    assert!(!dir.path().join("lib/helper.py").exists());
 
     // Files over the REPL: a binary file with every byte value, round trip.
     let local = dir.path().join("../blob.bin");

@@ -469,8 +469,11 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
     if let Some(v) = &args.release_version {
         manifest.version = v.clone();
     }
+    // mpyFiles: compiled for the board the project last saw, when it can be.
+    let compiled = crate::repl::info::compile_for_push(&project, &mut manifest)?;
     let (mut dev, _) = connect(&args.target).await?;
     let opts = PushOptions {
+        overlay: compiled.as_ref().map(|d| d.path().to_path_buf()),
         mode,
         reset: !args.no_reset,
         runtime: args.runtime,

@@ -48,6 +48,10 @@ pub struct PushOptions {
     pub rollback: bool,
     /// Which devices the release fits (checked by the device).
     pub compat: Compat,
+    /// A folder whose files are sent instead of those under the push's root
+    /// with the same relative path (generated files, e.g. `.mpy` compiled
+    /// for the board).
+    pub overlay: Option<std::path::PathBuf>,
     /// Push method for micro-ota devices.
     pub legacy_method: LegacyMethod,
     /// Send only files that differ from the device's active release.
@@ -67,6 +71,7 @@ impl Default for PushOptions {
             release: None,
             rollback: false,
             compat: Compat::default(),
+            overlay: None,
             legacy_method: LegacyMethod::Stream,
             delta: true,
             compress: true,
@@ -174,7 +179,8 @@ impl Device {
                             .await?
                     }
                     LegacyMethod::Session => {
-                        self.push_start_ota(root, &manifest, total, progress)
+                        let overlay = opts.overlay.as_deref();
+                        self.push_start_ota(root, overlay, &manifest, total, progress)
                             .await?
                     }
                 }
@@ -303,8 +309,9 @@ impl Device {
         let mut sender = FileSender::new(max_frame, compress, bytes);
         for entry in &plan {
             let offset = offsets.get(&entry.path).copied().unwrap_or(0);
+            let src = source_root(root, opts.overlay.as_deref(), entry);
             sender
-                .send(self, root, entry, offset, &mut tally, progress)
+                .send(self, &src, entry, offset, &mut tally, progress)
                 .await?;
         }
 
@@ -328,8 +335,9 @@ impl Device {
                     tracing::info!(path = %entry.path, "device lacks a file of the active release; sending it");
                     resent.insert(message.clone());
                     sender.total += entry.size;
+                    let src = source_root(root, opts.overlay.as_deref(), entry);
                     sender
-                        .send(self, root, entry, 0, &mut tally, progress)
+                        .send(self, &src, entry, 0, &mut tally, progress)
                         .await?;
                     tally.files_skipped = tally.files_skipped.saturating_sub(1);
                 }
@@ -416,7 +424,8 @@ impl Device {
             });
             let fh = enc.file_header(entry)?;
             self.send(&fh).await?;
-            let mut file = open_source(root, entry).await?;
+            let src = source_root(root, opts.overlay.as_deref(), entry);
+            let mut file = open_source(&src, entry).await?;
             loop {
                 let n = file
                     .read(&mut buf)
@@ -445,6 +454,7 @@ impl Device {
     async fn push_start_ota(
         &mut self,
         root: &Path,
+        overlay: Option<&Path>,
         manifest: &Manifest,
         total: u64,
         progress: &mut (dyn FnMut(&PushEvent) + Send),
@@ -469,9 +479,10 @@ impl Device {
                 size: entry.size,
             });
             self.send(microota::file_line(entry)?.as_bytes()).await?;
-            let data = tokio::fs::read(root.join(&entry.path))
+            let src = source_root(root, overlay, entry).join(&entry.path);
+            let data = tokio::fs::read(&src)
                 .await
-                .map_err(|e| Error::io(root.join(&entry.path), e))?;
+                .map_err(|e| Error::io(src, e))?;
             self.send(&data).await?;
             self.flush().await?;
             expect_line(self, "file", "ok").await?;
@@ -640,6 +651,14 @@ async fn expect_line(dev: &mut Device, what: &str, expect: &str) -> Result<()> {
     Err(Error::Protocol(format!(
         "expected {expect:?} after {what}, got {reply:?}"
     )))
+}
+
+/// The folder `entry` is read from: the overlay when it holds the file, else `root`.
+fn source_root(root: &Path, overlay: Option<&Path>, entry: &FileEntry) -> std::path::PathBuf {
+    match overlay {
+        Some(dir) if dir.join(&entry.path).is_file() => dir.to_path_buf(),
+        _ => root.to_path_buf(),
+    }
 }
 
 async fn open_source(root: &Path, entry: &FileEntry) -> Result<tokio::fs::File> {

@@ -314,6 +314,7 @@ mod ops {
             release: args.release.or(defaults.release),
             rollback: args.rollback,
             compat: defaults.compat,
+            overlay: None,
             legacy_method: if args.legacy_session {
                 LegacyMethod::Session
             } else {
