@@ -480,9 +480,7 @@ impl Device {
             });
             self.send(microota::file_line(entry)?.as_bytes()).await?;
             let src = source_root(root, overlay, entry).join(&entry.path);
-            let data = tokio::fs::read(&src)
-                .await
-                .map_err(|e| Error::io(src, e))?;
+            let data = tokio::fs::read(&src).await.map_err(|e| Error::io(src, e))?;
             self.send(&data).await?;
             self.flush().await?;
             expect_line(self, "file", "ok").await?;
