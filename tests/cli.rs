@@ -523,3 +523,58 @@ async fn bootstrap_a_bare_serial_board_then_files_and_ota() {
     assert!(json(&out)["entries"].to_string().contains("main.py"));
     child.kill().await.unwrap();
 }
+
+/// `uota terminal`: keys go to the board's REPL, its output comes back, Ctrl-] leaves.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_types_into_the_repl_and_ctrl_bracket_leaves() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (host, port) = common::unique_addr();
+    let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_uota"))
+        .args(["--json", "sim", "--serial", "--bare", "--root"])
+        .arg(dir.path())
+        .args(["--host", &host, "--port", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let path = serde_json::from_str::<serde_json::Value>(&first).unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut term = tokio::process::Command::new(env!("CARGO_BIN_EXE_uota"))
+        .args(["terminal", "--port", &path])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut keys = term.stdin.take().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    keys.write_all(b"\r\nprint(6 * 7 * 1000)\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    keys.write_all(b"\x1d").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), term.wait_with_output())
+        .await
+        .expect("Ctrl-] ends the terminal")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("42000"), "{shown}");
+    sim.kill().await.unwrap();
+}
