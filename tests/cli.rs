@@ -340,28 +340,8 @@ async fn keys_are_created_derived_rotated_and_promoted_from_the_command_line() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_and_query_over_a_serial_port() {
-    use tokio::io::AsyncBufReadExt;
     let t = start(Setup::default()).await; // only for its starter project
-    let dir = tempfile::tempdir().unwrap();
-    let (host, port) = common::unique_addr();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_uota"))
-        .args(["--json", "sim", "--serial", "--root"])
-        .arg(dir.path())
-        .args(["--host", &host, "--port", &port.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("uota sim --serial prints its port")
-        .unwrap()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
-    let path = v["serial"].as_str().unwrap().to_string();
-    assert!(path.starts_with("/dev/pts/"), "{path}");
+    let (mut child, path, dir) = serial_sim(&[]).await;
 
     let project = t.project.to_str().unwrap();
     let out = uota(&[
@@ -409,29 +389,8 @@ async fn push_and_query_over_a_serial_port() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_a_bare_serial_board_then_files_and_ota() {
-    use tokio::io::AsyncBufReadExt;
     let t = start(Setup::default()).await; // only for its starter project
-    let dir = tempfile::tempdir().unwrap();
-    let (host, port) = common::unique_addr();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_uota"))
-        .args(["--json", "sim", "--serial", "--bare", "--root"])
-        .arg(dir.path())
-        .args(["--host", &host, "--port", &port.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let path = serde_json::from_str::<serde_json::Value>(&first).unwrap()["serial"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (mut child, path, dir) = serial_sim(&["--bare"]).await;
     let project = t.project.to_str().unwrap();
     let ok = |out: &Output| {
         assert!(
@@ -528,28 +487,8 @@ async fn bootstrap_a_bare_serial_board_then_files_and_ota() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_types_into_the_repl_and_ctrl_bracket_leaves() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let (host, port) = common::unique_addr();
-    let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_uota"))
-        .args(["--json", "sim", "--serial", "--bare", "--root"])
-        .arg(dir.path())
-        .args(["--host", &host, "--port", &port.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let path = serde_json::from_str::<serde_json::Value>(&first).unwrap()["serial"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    use tokio::io::AsyncWriteExt;
+    let (mut sim, path, _dir) = serial_sim(&["--bare"]).await;
     let mut term = tokio::process::Command::new(env!("CARGO_BIN_EXE_uota"))
         .args(["terminal", "--port", &path])
         .stdin(std::process::Stdio::piped())
@@ -577,4 +516,36 @@ async fn terminal_types_into_the_repl_and_ctrl_bracket_leaves() {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("42000"), "{shown}");
     sim.kill().await.unwrap();
+}
+
+/// `uota sim --serial` (plus `extra`) on a temp folder: the process, the
+/// pty path it printed, and the folder (the board's filesystem).
+#[cfg(unix)]
+async fn serial_sim(extra: &[&str]) -> (tokio::process::Child, String, tempfile::TempDir) {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (host, port) = common::unique_addr();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_uota"))
+        .args(["--json", "sim", "--serial"])
+        .args(extra)
+        .arg("--root")
+        .arg(dir.path())
+        .args(["--host", &host, "--port", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("uota sim --serial prints its port")
+        .unwrap()
+        .unwrap();
+    let path = serde_json::from_str::<serde_json::Value>(&first).unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(path.starts_with("/dev/pts/"), "{path}");
+    (child, path, dir)
 }

@@ -113,7 +113,9 @@ struct Board {
     project: Option<Project>,
 }
 
-async fn open(port: &Port) -> Result<Board> {
+/// The port path (configured, given or auto-detected), the baud rate and the
+/// project of `port`'s options.
+pub(crate) fn resolve(port: &Port) -> Result<(String, u32, Option<Project>)> {
     let root = project_root(&port.project);
     let project = if root.join("config/ota.json").is_file() {
         Some(Project::load(&root)?)
@@ -134,6 +136,11 @@ async fn open(port: &Port) -> Result<Board> {
         .baud
         .or(cfg.and_then(|c| c.serial_baud))
         .unwrap_or(serial::DEFAULT_BAUD);
+    Ok((path, baud, project))
+}
+
+async fn open(port: &Port) -> Result<Board> {
+    let (path, baud, project) = resolve(port)?;
     let io = SerialTransport::open(&path, baud, Duration::from_secs(5)).await?;
     let fast = link_has_flow_control(&path);
     let mut repl = Repl::new(io);

@@ -94,7 +94,7 @@ enum Command {
     #[command(subcommand)]
     Fs(board::FsCommand),
     /// The board's REPL in this terminal over USB serial (Ctrl-] leaves).
-    Terminal(terminal::TerminalArgs),
+    Terminal(board::Port),
     /// Create, derive and rotate release-signing keys.
     #[command(subcommand)]
     Key(key::KeyCommand),

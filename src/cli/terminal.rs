@@ -4,54 +4,20 @@
 //! Ctrl-C and Ctrl-D reach the board); the board's output is written as it
 //! comes. Works inside tmux and screen: nothing but bytes crosses.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::board::{resolve, Port};
 use super::output::Output;
-use super::project_root;
-use crate::config::Project;
 use crate::error::{Error, Result};
-use crate::transport::serial::{self, SerialTransport};
+use crate::transport::serial::SerialTransport;
 
 /// Ctrl-]: leaves the terminal (as in telnet and miniterm).
 const EXIT_KEY: u8 = 0x1d;
 
-#[derive(Debug, Args)]
-pub(crate) struct TerminalArgs {
-    /// Serial port (default: `serialPort` from the config, else the one board attached).
-    #[arg(long)]
-    port: Option<String>,
-    /// Baud rate (default: `serialBaud` from the config, else 115200).
-    #[arg(long)]
-    baud: Option<u32>,
-    /// Project folder (default: the current folder).
-    #[arg(long)]
-    project: Option<PathBuf>,
-}
-
-pub(crate) async fn run(args: TerminalArgs, out: &Output) -> Result<()> {
-    let root = project_root(&args.project);
-    let project = if root.join("config/ota.json").is_file() {
-        Some(Project::load(&root)?)
-    } else {
-        None
-    };
-    let cfg = project.as_ref().map(|p| &p.config);
-    let path = match args
-        .port
-        .or_else(|| cfg.and_then(|c| c.serial_port.clone()))
-        .filter(|p| !p.is_empty())
-    {
-        Some(p) => p,
-        None => serial::detect()?.path,
-    };
-    let baud = args
-        .baud
-        .or(cfg.and_then(|c| c.serial_baud))
-        .unwrap_or(serial::DEFAULT_BAUD);
+pub(crate) async fn run(args: Port, out: &Output) -> Result<()> {
+    let (path, baud, _) = resolve(&args)?;
     let mut port = SerialTransport::open(&path, baud, Duration::from_secs(5)).await?;
     eprintln!("uota terminal on {path} at {baud} baud; Ctrl-] leaves\r");
     let raw = RawStdin::enter()?;
