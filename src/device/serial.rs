@@ -36,8 +36,21 @@ impl Device {
         opts: ConnectOptions,
     ) -> Result<Device> {
         let boot = opts.timeout.max(std::time::Duration::from_secs(10));
-        repl.ensure_raw_within(boot).await?;
-        let armed = repl.exec(ARM_CODE).await?;
+        // A board that was still booting may take the raw REPL and then
+        // miss the exec (its boot was interrupted under it): reach it again.
+        let mut attempts = 0;
+        let armed = loop {
+            repl.ensure_raw_within(boot).await?;
+            match repl.exec(ARM_CODE).await {
+                Ok(out) => break out,
+                Err(e) if attempts < 2 && e.kind() == crate::ErrorKind::Timeout => {
+                    tracing::debug!(error = %e, "arming the serial session; again");
+                    attempts += 1;
+                    repl.interrupt().await.ok();
+                }
+                Err(e) => return Err(e),
+            }
+        };
         match armed.stdout_text().trim() {
             "uota-serial:armed" => {}
             "uota-serial:missing" => {
