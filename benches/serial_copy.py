@@ -283,7 +283,8 @@ def main():
                 if u not in rows:
                     continue
                 parts = [f"vs {m}: {rows[m] / rows[u]:.2f}x" for m in ("mpremote-pts", "mpremote-realport") if m in rows]
-                print(f"  {link:>7} {case} {u:<10} {'  '.join(parts)}")
+                if parts:
+                    print(f"  {link:>7} {case} {u:<17} {'  '.join(parts)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
