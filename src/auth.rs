@@ -16,9 +16,6 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-/// The prefix of the message a host MACs to answer a device's challenge.
-pub const AUTH_CONTEXT: &str = "uota-auth:";
-
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
@@ -80,26 +77,169 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// The verifier a device stores instead of the password: the lowercase hex
-/// SHA-256 of the password's UTF-8 bytes (micro-ota's `otaPassword` format).
+/// micro-ota's password verifier: the lowercase hex SHA-256 of the password's
+/// UTF-8 bytes, unsalted. uota devices still accept it from a migrated
+/// micro-ota config (hello `kdf` = `sha256`); new verifiers are
+/// [`Password::verifier`] (salted PBKDF2).
 pub fn password_verifier(password: &str) -> String {
     sha256_hex(password.as_bytes())
 }
 
-/// The host's answer to a device's authentication challenge.
-///
-/// Returns the lowercase hex HMAC-SHA256 keyed with the raw verifier bytes
-/// (the hex `verifier_hex` decoded) over `"uota-auth:" + nonce`.
+/// PBKDF2 iterations of the verifiers uota creates. The host computes the
+/// verifier once per connection; the device never does, except for micro-ota's
+/// plaintext password line in legacy mode (docs/security.md gives the cost).
+pub const PBKDF2_ITERATIONS: u32 = 20_000;
+
+/// The prefix of a salted verifier string: `pbkdf2-sha256$<iter>$<salt hex>$<hash hex>`.
+pub const PBKDF2_PREFIX: &str = "pbkdf2-sha256";
+
+/// PBKDF2-HMAC-SHA256 with one 32-byte output block (RFC 8018).
+pub fn pbkdf2_sha256(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let keyed = <Hmac<Sha256> as Mac>::new_from_slice(password).expect("any key length");
+    let mut mac = keyed.clone();
+    mac.update(salt);
+    mac.update(&1u32.to_be_bytes());
+    let mut u: [u8; 32] = mac.finalize().into_bytes().into();
+    let mut out = u;
+    for _ in 1..iterations.max(1) {
+        let mut mac = keyed.clone();
+        mac.update(&u);
+        u = mac.finalize().into_bytes().into();
+        for (o, b) in out.iter_mut().zip(u.iter()) {
+            *o ^= b;
+        }
+    }
+    out
+}
+
+/// How a device derived the verifier it stores, as its hello reports it
+/// (`kdf`): what the host needs to compute the same 32-byte secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PasswordKdf {
+    /// micro-ota's unsalted SHA-256 (a migrated device).
+    Sha256,
+    /// Salted PBKDF2-HMAC-SHA256.
+    Pbkdf2 {
+        /// Iteration count.
+        iterations: u32,
+        /// The device's own random salt.
+        salt: Vec<u8>,
+    },
+}
+
+impl fmt::Debug for PasswordKdf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PasswordKdf::Sha256 => f.write_str("Sha256"),
+            PasswordKdf::Pbkdf2 { iterations, salt } => f
+                .debug_struct("Pbkdf2")
+                .field("iterations", iterations)
+                .field("salt", &hex::encode(salt))
+                .finish(),
+        }
+    }
+}
+
+/// Most PBKDF2 iterations a host computes for a device (a hostile hello must
+/// not make the host spin for minutes).
+pub const MAX_PBKDF2_ITERATIONS: u32 = 1_000_000;
+
+impl PasswordKdf {
+    /// Parse a hello's `kdf` field: `""`/`"sha256"`, or
+    /// `pbkdf2-sha256$<iterations>$<salt hex>`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] for anything else, or more than
+    /// [`MAX_PBKDF2_ITERATIONS`] iterations.
+    pub fn parse(text: &str) -> Result<Self> {
+        if text.is_empty() || text == "sha256" {
+            return Ok(PasswordKdf::Sha256);
+        }
+        let bad = || Error::Protocol(format!("the device reports an unknown password kdf {text:?}"));
+        let mut parts = text.split('$');
+        if parts.next() != Some(PBKDF2_PREFIX) {
+            return Err(bad());
+        }
+        let iterations: u32 = parts.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
+        let salt = parts.next().and_then(|s| hex::decode(s).ok()).ok_or_else(bad)?;
+        if parts.next().is_some()
+            || iterations == 0
+            || iterations > MAX_PBKDF2_ITERATIONS
+            || salt.is_empty()
+            || salt.len() > 64
+        {
+            return Err(bad());
+        }
+        Ok(PasswordKdf::Pbkdf2 { iterations, salt })
+    }
+}
+
+/// Context strings of authentication and session binding (docs/security.md).
+const AUTH_PASSWORD_CONTEXT: &str = "uota-auth:v2:";
+const AUTH_KEY_CONTEXT: &str = "uota-auth-key:v2:";
+const SESSION_CONTEXT: &str = "uota-session:v2:";
+
+/// Which secret a host proves in `auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// The password (its 32-byte derived verifier).
+    Password,
+    /// The device's signing key.
+    Key,
+}
+
+impl AuthMethod {
+    /// The name on the wire (`auth`'s `with` field, the hello's `auth_with`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Password => "password",
+            AuthMethod::Key => "key",
+        }
+    }
+}
+
+/// The host's answer to a device's challenge: hex HMAC-SHA256 under
+/// `secret` (the derived password verifier, or the signing key's bytes) of
+/// `context + nonce + ":" + device id`, where the context names the method.
+/// Binding the device id means an answer is useful to one device only.
+pub fn challenge_response(method: AuthMethod, secret: &[u8], nonce: &str, device_id: &str) -> String {
+    let context = match method {
+        AuthMethod::Password => AUTH_PASSWORD_CONTEXT,
+        AuthMethod::Key => AUTH_KEY_CONTEXT,
+    };
+    let mut mac = HmacSha256::new(secret);
+    mac.update(context.as_bytes());
+    mac.update(nonce.as_bytes());
+    mac.update(b":");
+    mac.update(device_id.as_bytes());
+    hex::encode(mac.finalize())
+}
+
+/// The key that binds an authenticated session's state-changing requests:
+/// HMAC-SHA256 under the authenticating secret of
+/// `"uota-session:v2:" + nonce + ":" + device id`.
+pub fn session_key(secret: &[u8], nonce: &str, device_id: &str) -> [u8; 32] {
+    let mut mac = HmacSha256::new(secret);
+    mac.update(SESSION_CONTEXT.as_bytes());
+    mac.update(nonce.as_bytes());
+    mac.update(b":");
+    mac.update(device_id.as_bytes());
+    mac.finalize()
+}
+
+/// The 32-byte secret behind a stored verifier string (hex SHA-256, or
+/// `pbkdf2-sha256$iter$salt$hash`), as the device keys its MACs with.
 ///
 /// # Errors
 ///
-/// [`Error::InvalidArgument`] when `verifier_hex` is not 64 hex digits.
-pub fn challenge_response(verifier_hex: &str, nonce: &str) -> Result<String> {
-    let key = decode_verifier(verifier_hex)?;
-    let mut mac = HmacSha256::new(&key);
-    mac.update(AUTH_CONTEXT.as_bytes());
-    mac.update(nonce.as_bytes());
-    Ok(hex::encode(mac.finalize()))
+/// [`Error::InvalidArgument`] when it is neither.
+pub fn verifier_secret(verifier: &str) -> Result<[u8; 32]> {
+    let hash = match verifier.strip_prefix(PBKDF2_PREFIX) {
+        Some(rest) => rest.rsplit('$').next().unwrap_or_default(),
+        None => verifier,
+    };
+    decode_verifier(hash)
 }
 
 fn decode_verifier(verifier_hex: &str) -> Result<[u8; 32]> {
@@ -200,18 +340,36 @@ impl Password {
         self.0.is_empty()
     }
 
-    /// The lowercase hex SHA-256 the device stores (see [`password_verifier`]).
+    /// A new verifier for a device to store: PBKDF2-HMAC-SHA256 of the
+    /// password with a fresh random salt and [`PBKDF2_ITERATIONS`], as
+    /// `pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>`. Each call salts
+    /// anew, so two devices with the same password store different verifiers.
     pub fn verifier(&self) -> String {
-        password_verifier(&self.0)
+        use rand::RngCore;
+        let mut salt = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        self.verifier_with(PBKDF2_ITERATIONS, &salt)
     }
 
-    /// The answer to a device challenge carrying `nonce` (see [`challenge_response`]).
-    pub fn challenge_response(&self, nonce: &str) -> String {
-        let key = sha256(self.0.as_bytes());
-        let mut mac = HmacSha256::new(&key);
-        mac.update(AUTH_CONTEXT.as_bytes());
-        mac.update(nonce.as_bytes());
-        hex::encode(mac.finalize())
+    /// The verifier for a given salt and iteration count.
+    pub fn verifier_with(&self, iterations: u32, salt: &[u8]) -> String {
+        let hash = pbkdf2_sha256(self.0.as_bytes(), salt, iterations);
+        format!(
+            "{PBKDF2_PREFIX}${iterations}${}${}",
+            hex::encode(salt),
+            hex::encode(hash)
+        )
+    }
+
+    /// The 32-byte secret a device holding a verifier made with `kdf` keys
+    /// its challenge with.
+    pub fn secret(&self, kdf: &PasswordKdf) -> [u8; 32] {
+        match kdf {
+            PasswordKdf::Sha256 => sha256(self.0.as_bytes()),
+            PasswordKdf::Pbkdf2 { iterations, salt } => {
+                pbkdf2_sha256(self.0.as_bytes(), salt, *iterations)
+            }
+        }
     }
 }
 
@@ -484,40 +642,55 @@ mod tests {
     }
 
     #[test]
-    fn verifier_is_sha256_hex_of_password() {
-        assert_eq!(password_verifier("abc"), sha256_hex(b"abc"));
-        assert_eq!(Password::new("abc").verifier(), password_verifier("abc"));
-        let v = password_verifier("pässword");
-        assert_eq!(v.len(), 64);
-        assert!(v
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-    }
-
-    #[test]
-    fn challenge_response_keyed_with_raw_verifier() {
-        let verifier = password_verifier("secret");
-        let nonce = "00112233445566778899aabbccddeeff";
-        let expected = hex::encode(hmac_sha256(
-            &sha256(b"secret"),
-            format!("uota-auth:{nonce}").as_bytes(),
-        ));
-        assert_eq!(challenge_response(&verifier, nonce).unwrap(), expected);
+    fn pbkdf2_matches_published_vectors() {
+        // PBKDF2-HMAC-SHA256, dkLen 32 (RFC 7914 §11 and the common test set).
         assert_eq!(
-            challenge_response(&verifier.to_uppercase(), nonce).unwrap(),
-            expected
+            hex::encode(pbkdf2_sha256(b"password", b"salt", 1)),
+            "120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b"
         );
-        assert_eq!(Password::new("secret").challenge_response(nonce), expected);
-        // A different nonce gives a different answer.
-        assert_ne!(challenge_response(&verifier, "other").unwrap(), expected);
+        assert_eq!(
+            hex::encode(pbkdf2_sha256(b"password", b"salt", 2)),
+            "ae4d0c95af6b46d32d0adff928f06dd02a303f8ef3c251dfd6e2d85a95474c43"
+        );
+        assert_eq!(
+            hex::encode(pbkdf2_sha256(b"password", b"salt", 4096)),
+            "c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a"
+        );
     }
 
     #[test]
-    fn challenge_response_rejects_bad_verifier() {
-        for bad in ["", "abc", "zz", &"0".repeat(63), &"0".repeat(66)] {
-            let err = challenge_response(bad, "n").unwrap_err();
-            assert!(matches!(err, Error::InvalidArgument(_)), "{bad:?}: {err}");
+    fn verifiers_are_salted_per_call_and_parse_back() {
+        let pw = Password::new("secret");
+        let a = pw.verifier();
+        let b = pw.verifier();
+        assert_ne!(a, b, "two devices with one password store different verifiers");
+        let parts: Vec<&str> = a.split('$').collect();
+        assert_eq!(parts[0], PBKDF2_PREFIX);
+        assert_eq!(parts[1], PBKDF2_ITERATIONS.to_string());
+        let kdf = PasswordKdf::parse(&format!("{}${}${}", parts[0], parts[1], parts[2])).unwrap();
+        assert_eq!(hex::encode(pw.secret(&kdf)), parts[3]);
+        assert_eq!(verifier_secret(&a).unwrap(), pw.secret(&kdf));
+        // micro-ota's unsalted verifier still works for a migrated device.
+        assert_eq!(
+            verifier_secret(&password_verifier("secret")).unwrap(),
+            pw.secret(&PasswordKdf::Sha256)
+        );
+        for bad in ["pbkdf2-sha256$0$00", "pbkdf2-sha256$x$00", "pbkdf2-sha256$10$", "md5", "pbkdf2-sha256$99999999$00"] {
+            assert!(PasswordKdf::parse(bad).is_err(), "{bad}");
         }
+        assert!(verifier_secret("zz").is_err());
+    }
+
+    #[test]
+    fn challenge_responses_bind_nonce_device_and_method() {
+        let secret = [7u8; 32];
+        let r = challenge_response(AuthMethod::Password, &secret, "n1", "dev-a");
+        let expected = hex::encode(hmac_sha256(&secret, b"uota-auth:v2:n1:dev-a"));
+        assert_eq!(r, expected);
+        assert_ne!(r, challenge_response(AuthMethod::Password, &secret, "n2", "dev-a"));
+        assert_ne!(r, challenge_response(AuthMethod::Password, &secret, "n1", "dev-b"));
+        assert_ne!(r, challenge_response(AuthMethod::Key, &secret, "n1", "dev-a"));
+        assert_ne!(session_key(&secret, "n1", "dev-a"), session_key(&secret, "n2", "dev-a"));
     }
 
     #[test]

@@ -50,7 +50,6 @@ pub const STARTER_FILES: &[(&str, &str)] = &[
     ("README.md", include_str!("../examples/starter/README.md")),
 ];
 
-const EMPTY_SECRETS: &str = "{\n  \"otaPassword\": \"\",\n  \"signingKey\": \"\"\n}\n";
 
 fn default_version() -> String {
     "1.0.0".into()
@@ -126,6 +125,14 @@ pub struct ProjectConfig {
     /// BLE advertised name (`bleName`).
     #[serde(default = "default_ble_name")]
     pub ble_name: String,
+    /// The device paths a release may write (`appPaths`, see
+    /// [`crate::app_area`]); project files outside it are not pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_paths: Option<Vec<String>>,
+    /// Which protocol the host speaks to the device (`protocol`: `auto`,
+    /// `uota` or `micro-ota`); only `micro-ota` sends the password in plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
     /// Whether a uota device also accepts micro-ota's push sessions (`legacy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legacy: Option<bool>,
@@ -175,6 +182,8 @@ impl Default for ProjectConfig {
             ssid: String::new(),
             password: String::new(),
             ble_name: default_ble_name(),
+            app_paths: None,
+            protocol: None,
             legacy: None,
             serial_port: None,
             serial_baud: None,
@@ -378,7 +387,15 @@ impl Project {
         if secrets.exists() {
             tracing::info!(file = %secrets.display(), "keeping the existing secrets file");
         } else {
-            write_file(&secrets, EMPTY_SECRETS.as_bytes())?;
+            // A new project protects its devices from the start: a random
+            // password and signing key, readable by the owner only.
+            let fresh = serde_json::json!({
+                OTA_PASSWORD_KEY: crate::auth::random_key_hex()[..24].to_string(),
+                SIGNING_KEY_KEY: crate::auth::random_key_hex(),
+            });
+            let mut bytes = serde_json::to_vec_pretty(&fresh).expect("json");
+            bytes.push(b'\n');
+            write_private_file(&secrets, &bytes)?;
             written.push(secrets);
         }
         if let Some(gitignore) = ensure_gitignored(root, SECRETS_PATH)? {
@@ -722,10 +739,23 @@ mod tests {
         let secrets: Value =
             serde_json::from_str(&std::fs::read_to_string(root.join(SECRETS_PATH)).unwrap())
                 .unwrap();
-        assert_eq!(
-            secrets,
-            serde_json::json!({"otaPassword": "", "signingKey": ""})
-        );
+        let password = secrets["otaPassword"].as_str().unwrap();
+        let key = secrets["signingKey"].as_str().unwrap();
+        assert!(password.len() >= 16 && key.len() == 64, "{secrets}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(root.join(SECRETS_PATH)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "secrets readable by others: {mode:o}");
+        }
+        // A second project gets other secrets.
+        let other = tmp.path().join("other");
+        Project::init(&other, false).unwrap();
+        let again: Value =
+            serde_json::from_str(&std::fs::read_to_string(other.join(SECRETS_PATH)).unwrap())
+                .unwrap();
+        assert_ne!(again["otaPassword"], secrets["otaPassword"]);
+        assert_ne!(again["signingKey"], secrets["signingKey"]);
         let gitignore = std::fs::read_to_string(root.join(".gitignore")).unwrap();
         assert_eq!(gitignore, "config/.ota.secrets.json\n");
 
@@ -733,7 +763,7 @@ mod tests {
         assert_eq!(p.config.version, "1.0.0");
         assert_eq!(p.config.hostname, "127.0.0.1");
         assert_eq!(p.config.port, 2018);
-        assert!(p.secrets.is_empty());
+        assert!(p.secrets.ota_password.is_some() && p.secrets.signing_key.is_some());
 
         let fast = Manifest::for_project(&p, PushMode::Fast).unwrap();
         let paths: Vec<&str> = fast.files.iter().map(|e| e.path.as_str()).collect();
@@ -747,7 +777,8 @@ mod tests {
             ]
         );
         let full = Manifest::for_project(&p, PushMode::Full).unwrap();
-        assert!(full.get("README.md").is_some());
+        // Outside the device's app area: left out of the release.
+        assert!(full.get("README.md").is_none());
         assert!(full.get(SECRETS_PATH).is_none() && full.get(".gitignore").is_none());
         // The manifest describes config/ota.json as it is on disk ...
         let on_disk = std::fs::read(root.join(DEVICE_CONFIG_PATH)).unwrap();

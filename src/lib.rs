@@ -9,6 +9,7 @@
 //! runtime and [`sim`] runs it as a virtual device on the MicroPython unix port.
 #![deny(missing_docs)]
 
+pub mod app_area;
 pub mod auth;
 pub mod config;
 pub mod device;
@@ -19,6 +20,7 @@ pub mod release;
 pub mod repl;
 pub mod sim;
 pub mod templates;
+pub mod text;
 pub mod transport;
 
 #[cfg(feature = "cli")]

@@ -275,7 +275,24 @@ impl Manifest {
             path: config_path.clone(),
             message,
         })?;
-        build_from_globs(&project.root, &include, &exclude, &config.version)
+        let mut manifest = build_from_globs(&project.root, &include, &exclude, &config.version)?;
+        // Files the device would refuse as outside its app area stay home
+        // (boot.py and lib/uota/ stay in: a runtime push may carry them).
+        let area = crate::app_area::AppArea::new(config.app_paths.as_deref());
+        let (kept, left): (Vec<FileEntry>, Vec<FileEntry>) = manifest
+            .files
+            .into_iter()
+            .partition(|f| area.contains(&f.path, true));
+        if !left.is_empty() {
+            let names: Vec<&str> = left.iter().take(5).map(|f| f.path.as_str()).collect();
+            tracing::info!(
+                count = left.len(),
+                first = %names.join(", "),
+                "project files outside the device's app area (appPaths) are not pushed"
+            );
+        }
+        manifest.files = kept;
+        Ok(manifest)
     }
 
     /// Put `entry` in place of the entry with the same path, or add it;

@@ -101,6 +101,12 @@ impl Compat {
     }
 }
 
+/// The largest release number a release may carry: 2^53, the largest
+/// integer every JSON reader (and MicroPython's float fallback) keeps exact.
+/// Devices refuse larger numbers, so no push can set a floor that a host
+/// cannot read back or go beyond.
+pub const MAX_RELEASE: u64 = 1 << 53;
+
 /// Everything a release signature binds besides the file list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseClaims {

@@ -147,6 +147,26 @@ impl Drop for Recorder {
     }
 }
 
+/// The payload of the first request frame for `op` in a recorded host stream
+/// (after the hello line).
+fn recorded_request(bytes: &[u8], op: &str) -> Vec<u8> {
+    let start = bytes.iter().position(|b| *b == b'\n').expect("hello line") + 1;
+    let mut rest = &bytes[start..];
+    while rest.len() >= 5 {
+        let kind = rest[0];
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let payload = &rest[5..5 + len];
+        if kind == 1 {
+            let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+            if v["op"] == op {
+                return payload.to_vec();
+            }
+        }
+        rest = &rest[5 + len..];
+    }
+    panic!("no {op} request in the recording");
+}
+
 /// Send a recorded session's bytes verbatim on a fresh connection and
 /// return the first error reply (after the hello).
 async fn replay(t: &TestDevice, bytes: &[u8]) -> serde_json::Value {
@@ -192,16 +212,24 @@ async fn a_recorded_signed_session_replayed_later_is_refused() {
     push(&t, "3.0.0", &opts(Some(&key), Some(2))).await.unwrap();
     let before = snapshot(&t).await;
     // The attacker replays the captured 2.0.0 session byte for byte: its
-    // release number passes, but its signature covers another session's nonce.
+    // key proof (and every sealed request after it) covers another
+    // session's nonce, so it fails at the first step.
     let r = replay(&t, &recorded).await;
-    assert_eq!(r["err"], "sig_mismatch", "{r}");
-    assert!(r["msg"].as_str().unwrap().contains("nonce"), "{r}");
+    assert_eq!(r["err"], "auth_failed", "{r}");
+    unchanged(&t, "3.0.0", &before).await;
+    // Past authentication (a fresh, honest auth), the recorded begin is
+    // sealed to the old session and its signature to the old nonce.
+    let mut c = RawClient::connect(&t, true).await;
+    let begin = recorded_request(&recorded, "begin");
+    c.frame(uota::protocol::FrameType::Request, &begin).await.unwrap();
+    let r = c.response().await.unwrap();
+    assert_eq!(r["err"], "unbound", "{r}");
     unchanged(&t, "3.0.0", &before).await;
     // Once a higher release is in, the floor refuses it even earlier.
     push(&t, "4.0.0", &opts(Some(&key), Some(3))).await.unwrap();
     let before = snapshot(&t).await;
     let r = replay(&t, &recorded).await;
-    assert_eq!(r["err"], "downgrade", "{r}");
+    assert_eq!(r["err"], "auth_failed", "{r}");
     unchanged(&t, "4.0.0", &before).await;
 }
 
@@ -511,9 +539,16 @@ async fn rotating_a_key_needs_the_current_key_and_never_sends_the_new_one_in_pla
         !String::from_utf8_lossy(&recorded).contains(new.expose()),
         "the new key crossed the wire in plaintext"
     );
-    // Replaying the rotation message in another session is refused.
+    // Replaying the rotation in another session is refused (its key proof
+    // is bound to the old nonce); so is its rekey request in an honest session.
     let r = replay(&t, &recorded).await;
-    assert_eq!(r["err"], "sig_mismatch", "{r}");
+    assert_eq!(r["err"], "auth_failed", "{r}");
+    let mut c = common::RawClient::connect_unauthenticated(&t).await;
+    c.authenticate(uota::auth::AuthMethod::Key, new.as_bytes()).await;
+    let rekey = recorded_request(&recorded, "rekey");
+    c.frame(uota::protocol::FrameType::Request, &rekey).await.unwrap();
+    let r = c.response().await.unwrap();
+    assert_eq!(r["err"], "unbound", "{r}");
     // The old key no longer signs; the new one does.
     let err = push(&t, "2.0.0", &opts(Some(&old), None))
         .await

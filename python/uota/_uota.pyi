@@ -328,6 +328,7 @@ class Device:
         port: int = 2018,
         *,
         password: Optional[str] = None,
+        signing_key: Optional[str] = None,
         timeout: float = 10.0,
         protocol: _Protocol = "auto",
     ) -> Device:
@@ -338,9 +339,14 @@ class Device:
             port: The OTA port.
             password: The device's OTA password (``None`` or ``""`` for none).
                 Only a challenge response derived from it crosses the wire.
+            signing_key: The device's signing key. A device with a key but no
+                password takes state-changing calls (``rm``, ``wipe``,
+                ``passwd``, ``reset``) only from a host that proves it.
             timeout: Seconds allowed to connect and for each reply.
             protocol: ``"auto"`` probes for a uota device and falls back to
-                micro-ota's protocol; ``"uota"`` or ``"micro-ota"`` force one.
+                micro-ota's protocol without a password (it never sends one in
+                plaintext); ``"micro-ota"`` speaks micro-ota's protocol, whose
+                login sends the password in plaintext; ``"uota"`` forces uota's.
 
         Raises:
             TransportError: The connection failed.
@@ -354,6 +360,7 @@ class Device:
         port: int = 2018,
         *,
         password: Optional[str] = None,
+        signing_key: Optional[str] = None,
         timeout: float = 10.0,
         protocol: _Protocol = "auto",
     ) -> Awaitable[Device]:
@@ -368,6 +375,7 @@ class Device:
         *,
         baud: int = 115200,
         password: Optional[str] = None,
+        signing_key: Optional[str] = None,
         timeout: float = 10.0,
     ) -> Device:
         """Open an OTA session on a board's serial console (USB).
@@ -394,6 +402,7 @@ class Device:
         *,
         baud: int = 115200,
         password: Optional[str] = None,
+        signing_key: Optional[str] = None,
         timeout: float = 10.0,
     ) -> Awaitable[Device]:
         """Async ``serial``; the awaitable resolves to the ``Device``."""

@@ -314,24 +314,31 @@ async fn fs_command(
 }
 
 /// Write a device file's bytes to `dest` (default: its name here; `-`: stdout).
+/// Where `uota get PATH [DEST]` writes: DEST, else the file's name here.
+pub(crate) fn local_dest(path: &str, dest: Option<PathBuf>) -> PathBuf {
+    dest.unwrap_or_else(|| {
+        PathBuf::from(
+            path.rsplit('/')
+                .next()
+                .filter(|s| !s.is_empty() && *s != "." && *s != "..")
+                .unwrap_or("out"),
+        )
+    })
+}
+
 pub(crate) fn write_local(
     path: &str,
     dest: Option<PathBuf>,
     data: &[u8],
     out: &Output,
 ) -> Result<()> {
-    let dest = dest.unwrap_or_else(|| {
-        PathBuf::from(
-            path.rsplit('/')
-                .next()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("out"),
-        )
-    });
+    let dest = local_dest(path, dest);
     if dest.as_os_str() == "-" {
         use std::io::Write;
-        std::io::stdout()
+        let mut stdout = std::io::stdout();
+        stdout
             .write_all(data)
+            .and_then(|_| stdout.flush())
             .map_err(|e| Error::io("<stdout>", e))?;
     } else {
         write_file(&dest, data)?;

@@ -98,6 +98,14 @@ enum Command {
     /// Create, derive and rotate release-signing keys.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Show the device's release-number floor, or set it (lower or higher) in
+    /// an authenticated session: the way out of a floor set too high.
+    Floor {
+        #[command(flatten)]
+        target: Target,
+        /// The new floor (at most 2^53).
+        release: Option<u64>,
+    },
     /// Change the device's OTA password and store it in config/.ota.secrets.json.
     Passwd {
         #[command(flatten)]
@@ -347,14 +355,30 @@ pub(crate) async fn connect(target: &Target) -> Result<(Device, Option<Project>)
             "--timeout must be a positive number of seconds".into(),
         ));
     }
+    // --protocol wins; else the project's "protocol" key; else auto (which
+    // never sends a plaintext password).
+    let protocol = match target.protocol.as_str() {
+        "auto" => project
+            .as_ref()
+            .and_then(|p| p.config.protocol.clone())
+            .unwrap_or_else(|| "auto".into()),
+        other => other.to_string(),
+    };
     let opts = ConnectOptions {
         timeout: Duration::from_secs_f64(target.timeout),
         password,
-        protocol: match target.protocol.as_str() {
+        protocol: match protocol.as_str() {
             "uota" => ProtocolChoice::Uota,
             "micro-ota" => ProtocolChoice::MicroOta,
-            _ => ProtocolChoice::Auto,
+            "auto" | "" => ProtocolChoice::Auto,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "\"protocol\": {other:?} in config/ota.json: use auto, uota or micro-ota"
+                )))
+            }
         },
+        signing_key: project.as_ref().and_then(|p| p.secrets.signing_key.clone()),
+        fleet_key: project.as_ref().and_then(|p| p.secrets.fleet_key.clone()),
         ..ConnectOptions::default()
     };
     let link = link(target, &project)?;
@@ -368,6 +392,23 @@ async fn execute(command: Command, out: &Output) -> Result<()> {
             let root = project_root(&project);
             let written = Project::init(&root, force)?;
             out.list("created", written.iter().map(|p| p.display().to_string()));
+            let project = Project::load(&root)?;
+            if let Some(key) = &project.secrets.signing_key {
+                out.value(
+                    "signing_key",
+                    &format!(
+                        "signing key {} (in {}, owner-only; devices provisioned from this project take releases signed with it)",
+                        crate::auth::key_fingerprint(key.as_bytes()),
+                        project.secrets_path().display()
+                    ),
+                );
+            }
+            if project.secrets.ota_password.is_some() {
+                out.value(
+                    "password",
+                    "a random OTA password is in the secrets file (it never leaves this machine in plaintext)",
+                );
+            }
             Ok(())
         }
         Command::Sim(args) => run_sim(args, out).await,
@@ -408,9 +449,47 @@ async fn execute(command: Command, out: &Output) -> Result<()> {
         }
         Command::Get { target, path, dest } => {
             let (mut dev, _) = connect(&target).await?;
-            let data = dev.get(&path).await?;
+            let dest = board::local_dest(&path, dest);
+            if dest.as_os_str() == "-" {
+                let mut stdout = tokio::io::stdout();
+                dev.get_to(&path, &mut stdout).await?;
+                dev.close().await?;
+                return Ok(());
+            }
+            // Stream into a sibling and rename it into place once complete.
+            let part = dest.with_file_name(format!(
+                ".{}.part",
+                dest.file_name().and_then(|n| n.to_str()).unwrap_or("get")
+            ));
+            let mut file = tokio::fs::File::create(&part)
+                .await
+                .map_err(|e| Error::io(&part, e))?;
+            let got = dev.get_to(&path, &mut file).await;
+            drop(file);
+            let size = match got {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e);
+                }
+            };
+            std::fs::rename(&part, &dest).map_err(|e| Error::io(&dest, e))?;
             dev.close().await?;
-            board::write_local(&path, dest, &data, out)
+            out.value("written", &format!("{} ({size} bytes)", dest.display()));
+            Ok(())
+        }
+        Command::Floor { target, release } => {
+            let (mut dev, _) = connect(&target).await?;
+            if let Some(n) = release {
+                dev.set_floor(n).await?;
+                dev.close().await?;
+                out.value("floor", &n.to_string());
+            } else {
+                let n = dev.highest_release();
+                dev.close().await?;
+                out.value("floor", &n.to_string());
+            }
+            Ok(())
         }
         Command::Rm { target, path } => {
             let (mut dev, _) = connect(&target).await?;
@@ -568,6 +647,22 @@ async fn run_sim(args: SimArgs, out: &Output) -> Result<()> {
         .signing_key
         .filter(|k| !k.is_empty())
         .map(SigningKey::new);
+    // Run inside a project, a new device is provisioned from the project's
+    // secrets, so the project's pushes reach it authenticated and signed.
+    if let Some(project) = try_project(Path::new("."))? {
+        if opts.password.is_none() {
+            opts.password = project.secrets.ota_password.clone();
+        }
+        if opts.signing_key.is_none() {
+            let id = format!("sim-{}-{}", args.host, args.port);
+            opts.signing_key = project
+                .secrets
+                .signing_key
+                .clone()
+                .or_else(|| project.secrets.fleet_key.as_ref().map(|f| f.derive(&id)));
+            opts.env.push(("UOTA_SIM_ID".into(), id));
+        }
+    }
     opts.legacy = args.legacy;
     opts.heap_size = args.heap;
     if args.serial {

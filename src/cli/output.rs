@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::device::{DirEntry, PushEvent, PushReport};
 use crate::error::Error;
+use crate::text::escape_controls as esc;
 
 /// Prints results as text or JSON.
 pub(crate) struct Output {
@@ -27,7 +28,7 @@ impl Output {
         if self.json {
             self.print_json(&json!({"ok": false, "error": {"kind": format!("{:?}", e.kind()), "message": e.to_string()}}));
         } else {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", esc(&e.to_string()));
         }
     }
 
@@ -35,7 +36,7 @@ impl Output {
         if self.json {
             self.print_json(&json!({"ok": true, key: value}));
         } else {
-            println!("{value}");
+            println!("{}", esc(value));
         }
     }
 
@@ -45,7 +46,7 @@ impl Output {
             self.print_json(&json!({"ok": true, key: items}));
         } else {
             for i in items {
-                println!("{key} {i}");
+                println!("{key} {}", esc(&i));
             }
         }
     }
@@ -61,8 +62,8 @@ impl Output {
         } else if let serde_json::Value::Object(m) = v {
             for (k, v) in m {
                 match v {
-                    serde_json::Value::String(s) => println!("{k}: {s}"),
-                    other => println!("{k}: {other}"),
+                    serde_json::Value::String(s) => println!("{}: {}", esc(&k), esc(&s)),
+                    other => println!("{}: {other}", esc(&k)),
                 }
             }
         }
@@ -74,9 +75,9 @@ impl Output {
         } else {
             for e in entries {
                 if e.is_dir {
-                    println!("{}/", e.name);
+                    println!("{}/", esc(&e.name));
                 } else {
-                    println!("{:>9}  {}", e.size, e.name);
+                    println!("{:>9}  {}", e.size, esc(&e.name));
                 }
             }
         }
@@ -91,7 +92,7 @@ impl Output {
             let secs = r.elapsed.as_secs_f64();
             println!(
                 "committed {} (release {}) — sent {} of {} files ({} skipped{}), {} file bytes as {} on the link, {} bytes on the wire, in {:.2} s",
-                r.version,
+                esc(&r.version),
                 r.release,
                 r.files_sent,
                 r.files_total,
@@ -134,10 +135,12 @@ impl Progress {
         let Some(bar) = &self.bar else { return };
         match ev {
             PushEvent::Started { bytes, .. } => bar.set_length(*bytes),
-            PushEvent::File { path, .. } => bar.set_message(path.clone()),
+            PushEvent::File { path, .. } => bar.set_message(esc(path).into_owned()),
             PushEvent::Progress { sent, .. } => bar.set_position(*sent),
             PushEvent::Committing => bar.set_message("committing"),
-            PushEvent::Committed { version } => bar.set_message(format!("committed {version}")),
+            PushEvent::Committed { version } => {
+                bar.set_message(format!("committed {}", esc(version)))
+            }
         }
     }
 

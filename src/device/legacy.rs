@@ -10,6 +10,8 @@ impl Device {
         let Some(password) = self.options().password.clone() else {
             return Ok(());
         };
+        // Only reached when the caller chose micro-ota's protocol explicitly.
+        tracing::warn!(target = %self.target(), "sending the password in plaintext, as micro-ota's protocol does");
         self.send(&line::encode(password.expose())).await?;
         self.flush().await?;
         match self.read_line("micro-ota login").await?.as_str() {
@@ -75,16 +77,19 @@ impl Device {
         }
     }
 
-    pub(super) async fn legacy_get(&mut self, path: &str) -> Result<Vec<u8>> {
+    /// Ask for a file; returns the size micro-ota announces before its bytes.
+    pub(super) async fn legacy_get_size(&mut self, path: &str) -> Result<u64> {
         self.legacy_send_line(&format!("get {path}")).await?;
         let head = self.read_line("get").await?;
-        let size: usize = match head.parse() {
-            Ok(n) => n,
+        match head.parse() {
+            Ok(n) => Ok(n),
             Err(_) => {
                 microota::parse_reply(&head)?;
-                return Err(Error::Protocol(format!("malformed get reply {head:?}")));
+                Err(Error::Protocol(format!(
+                    "malformed get reply {:?}",
+                    crate::text::escape_controls(&head)
+                )))
             }
-        };
-        self.read_raw(size, "get").await
+        }
     }
 }

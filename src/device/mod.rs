@@ -22,9 +22,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::auth::{self, Password, SigningKey};
+use crate::auth::{self, AuthMethod, FleetKey, Password, PasswordKdf, SigningKey};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
+use crate::protocol::session::SessionBinding;
 use crate::protocol::{
     self, frame, line, Connection, Event, Frame, FrameType, Hello, Mode, Request, Response,
 };
@@ -34,14 +35,25 @@ use crate::transport::BoxTransport;
 /// Which protocol to speak with a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProtocolChoice {
-    /// Probe: uota's protocol when the device answers the hello, else micro-ota's.
+    /// Probe: uota's protocol when the device answers the hello, else
+    /// micro-ota's — but only without a password: `auto` never sends the
+    /// plaintext password line (a device that answers the hello with
+    /// `denied` is an error that names [`ProtocolChoice::MicroOta`]).
     #[default]
     Auto,
     /// Only uota's protocol; a device that does not answer the hello is an error.
     Uota,
-    /// Only micro-ota's line protocol (for devices running micro-ota's runtime).
+    /// Only micro-ota's line protocol (for devices running micro-ota's
+    /// runtime). Its login sends the password in plaintext: choose it only
+    /// for a device known to run micro-ota.
     MicroOta,
 }
+
+/// The largest file [`Device::get`] accepts (no board has a bigger flash).
+pub const MAX_GET_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Bytes per second below which a `get` runs out of time (on top of the command timeout).
+pub const GET_MIN_RATE: u64 = 4 * 1024;
 
 /// How to connect and how long to wait.
 #[derive(Debug, Clone)]
@@ -56,6 +68,12 @@ pub struct ConnectOptions {
     pub password: Option<Password>,
     /// Protocol selection.
     pub protocol: ProtocolChoice,
+    /// The device's signing key: proves the host to a device that has a key
+    /// but no password (state-changing commands need it there).
+    pub signing_key: Option<SigningKey>,
+    /// A fleet key: the device's signing key is derived from it and the id in
+    /// its hello (used when `signing_key` is `None`).
+    pub fleet_key: Option<FleetKey>,
 }
 
 impl Default for ConnectOptions {
@@ -66,6 +84,20 @@ impl Default for ConnectOptions {
             commit_timeout: Duration::from_secs(120),
             password: None,
             protocol: ProtocolChoice::Auto,
+            signing_key: None,
+            fleet_key: None,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// The signing key of the device with id `device_id`: the configured key,
+    /// else the one derived from the fleet key.
+    pub fn key_for(&self, device_id: &str) -> Option<SigningKey> {
+        match (&self.signing_key, &self.fleet_key) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(f)) if !device_id.is_empty() => Some(f.derive(device_id)),
+            _ => None,
         }
     }
 }
@@ -109,9 +141,11 @@ pub struct DeviceInfo {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-enum Handshake {
-    Done(Box<Device>),
-    WantsLegacyPassword,
+fn denied_hello(target: &str) -> Error {
+    Error::Auth(format!(
+        "{target} answered the uota hello with `denied`: it runs micro-ota's runtime with a password (or something on the path pretends to). \
+uota sends a plaintext password only when told this device speaks micro-ota's protocol: pass --protocol micro-ota, or set \"protocol\": \"micro-ota\" in config/ota.json"
+    ))
 }
 
 fn missing_password() -> Error {
@@ -132,6 +166,8 @@ pub struct Device {
     bytes_out: u64,
     /// The session runs on a REPL console (serial), not a connection of its own.
     console: bool,
+    /// After `auth`: seals state-changing requests to this session.
+    binding: Option<SessionBinding>,
 }
 
 impl std::fmt::Debug for Device {
@@ -148,33 +184,11 @@ impl Device {
     /// Connect over WiFi TCP to `host:port` and perform the handshake.
     pub async fn connect_tcp(host: &str, port: u16, opts: ConnectOptions) -> Result<Device> {
         let io = TcpTransport::connect(host, port, opts.connect_timeout).await?;
-        match Self::try_handshake(Box::new(io), opts.clone()).await? {
-            Handshake::Done(dev) => Ok(*dev),
-            Handshake::WantsLegacyPassword if opts.password.is_some() => {
-                // micro-ota closes after a first line that is not its password:
-                // reconnect and lead with the password.
-                let io = TcpTransport::connect(host, port, opts.connect_timeout).await?;
-                let opts = ConnectOptions {
-                    protocol: ProtocolChoice::MicroOta,
-                    ..opts
-                };
-                Self::handshake(Box::new(io), opts).await
-            }
-            Handshake::WantsLegacyPassword => Err(missing_password()),
-        }
+        Self::handshake(Box::new(io), opts).await
     }
 
     /// Perform the handshake over an already open transport.
     pub async fn handshake(io: BoxTransport, opts: ConnectOptions) -> Result<Device> {
-        match Self::try_handshake(io, opts).await? {
-            Handshake::Done(dev) => Ok(*dev),
-            Handshake::WantsLegacyPassword => Err(Error::Auth(
-                "the device expects micro-ota's password line first: reconnect with ProtocolChoice::MicroOta and a password".into(),
-            )),
-        }
-    }
-
-    async fn try_handshake(io: BoxTransport, opts: ConnectOptions) -> Result<Handshake> {
         let target = io.peer();
         let mut dev = Device {
             io,
@@ -186,10 +200,11 @@ impl Device {
             read_buf: vec![0; 64 * 1024],
             bytes_out: 0,
             console: false,
+            binding: None,
         };
         if dev.opts.protocol == ProtocolChoice::MicroOta {
             dev.legacy_login().await?;
-            return Ok(Handshake::Done(Box::new(dev)));
+            return Ok(dev);
         }
         dev.send(&line::encode(protocol::HELLO_LINE)).await?;
         dev.flush().await?;
@@ -197,34 +212,88 @@ impl Device {
         match Hello::parse(&reply)? {
             Some(hello) => {
                 dev.conn.set_mode(Mode::Frames);
-                let needs_auth = hello.auth;
-                let nonce = hello.nonce.clone();
                 dev.peer = Peer::Uota(hello);
-                if needs_auth {
-                    dev.authenticate(&nonce).await?;
-                }
-                Ok(Handshake::Done(Box::new(dev)))
+                dev.authenticate().await?;
+                Ok(dev)
             }
             None if dev.opts.protocol == ProtocolChoice::Uota => Err(Error::Protocol(format!(
-                "{} did not answer the uota hello (it said {reply:?})",
-                dev.target
+                "{} did not answer the uota hello (it said {:?})",
+                dev.target,
+                crate::text::escape_controls(&reply)
             ))),
-            None if reply == "denied" => Ok(Handshake::WantsLegacyPassword),
+            None if reply == "denied" => Err(denied_hello(&dev.target)),
             None => {
-                tracing::info!(target = %dev.target, %reply, "not a uota device; using micro-ota's protocol");
+                tracing::info!(target = %dev.target, reply = %crate::text::escape_controls(&reply), "not a uota device; using micro-ota's protocol");
                 dev.peer = Peer::MicroOta;
-                Ok(Handshake::Done(Box::new(dev)))
+                Ok(dev)
             }
         }
     }
 
-    async fn authenticate(&mut self, nonce: &str) -> Result<()> {
-        let Some(password) = self.opts.password.clone() else {
+    /// Authenticate after the hello: with the password when the device has
+    /// one and the host knows it, else with the signing key when the device
+    /// takes it. A device with only a key serves reads without this; its
+    /// state-changing commands then need [`Device::authenticate_with_key`].
+    async fn authenticate(&mut self) -> Result<()> {
+        let hello = self.hello().cloned().unwrap_or_default();
+        if hello.accepts(AuthMethod::Password) {
+            if let Some(password) = self.opts.password.clone() {
+                let kdf = PasswordKdf::parse(&hello.kdf)?;
+                let secret = password.secret(&kdf);
+                return self.prove(AuthMethod::Password, &secret).await;
+            }
+        }
+        if hello.accepts(AuthMethod::Key) {
+            if let Some(key) = self.opts.key_for(&hello.id) {
+                return self.prove(AuthMethod::Key, key.as_bytes()).await;
+            }
+        }
+        if hello.auth {
             return Err(missing_password());
-        };
-        let mac = auth::challenge_response(&password.verifier(), nonce)?;
-        self.request(&Request::Auth { mac }).await?;
+        }
         Ok(())
+    }
+
+    /// Prove `key` to a device that takes its signing key in `auth`, unless
+    /// this session is already authenticated. Pushes and key rotation call
+    /// it with the key they sign with.
+    pub(crate) async fn authenticate_with_key(&mut self, key: &SigningKey) -> Result<()> {
+        let accepts = self.hello().is_some_and(|h| h.accepts(AuthMethod::Key));
+        if self.binding.is_some() || !accepts {
+            return Ok(());
+        }
+        self.prove(AuthMethod::Key, key.as_bytes()).await
+    }
+
+    async fn prove(&mut self, method: AuthMethod, secret: &[u8]) -> Result<()> {
+        let (nonce, id) = match self.hello() {
+            Some(h) => (h.nonce.clone(), h.id.clone()),
+            None => return Ok(()),
+        };
+        let mac = auth::challenge_response(method, secret, &nonce, &id);
+        let res = self
+            .request(&Request::Auth {
+                mac,
+                with: method.as_str().into(),
+            })
+            .await;
+        match res {
+            Ok(_) => {
+                self.binding = Some(SessionBinding::new(auth::session_key(secret, &nonce, &id)));
+                Ok(())
+            }
+            // The device does not hold this key: the same error as a release
+            // signed with the wrong key.
+            Err(Error::Auth(msg)) if method == AuthMethod::Key => Err(Error::SignatureMismatch(
+                format!("the device does not hold this signing key ({msg})"),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether this session authenticated (and so seals its state-changing requests).
+    pub fn is_authenticated(&self) -> bool {
+        self.binding.is_some()
     }
 
     /// The protocol the device speaks.
@@ -301,27 +370,111 @@ impl Device {
         }
     }
 
-    /// Read a whole device file.
+    /// Read a whole device file into memory (see [`Device::get_to`] for the
+    /// limits; memory grows only to the size the device announced).
     pub async fn get(&mut self, path: &str) -> Result<Vec<u8>> {
-        match self.peer {
+        let mut out = Vec::new();
+        self.get_to(path, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Stream a device file into `out`; returns its size.
+    ///
+    /// The device announces the size first: more than [`MAX_GET_BYTES`] is
+    /// refused before any byte is read, a byte beyond the announced size
+    /// fails the transfer at once, and the whole transfer has a deadline of
+    /// the command timeout plus one second per [`GET_MIN_RATE`] bytes, so a
+    /// device that trickles or streams forever cannot hold the host.
+    pub async fn get_to<W>(&mut self, path: &str, out: &mut W) -> Result<u64>
+    where
+        W: tokio::io::AsyncWrite + Unpin + Send + ?Sized,
+    {
+        let size = match self.peer {
             Peer::Uota(_) => {
                 let res = self
                     .request(&Request::Get {
                         path: path.to_string(),
                     })
                     .await?;
-                let size = res.u64_field("size").unwrap_or(0);
-                let data = self.read_data_stream("get").await?;
-                if data.len() as u64 != size {
-                    return Err(Error::Protocol(format!(
-                        "get {path}: device announced {size} bytes but sent {}",
-                        data.len()
-                    )));
-                }
-                Ok(data)
+                res.u64_field("size").ok_or_else(|| {
+                    Error::Protocol(format!("get {path}: the device announced no size"))
+                })?
             }
-            Peer::MicroOta => self.legacy_get(path).await,
+            Peer::MicroOta => self.legacy_get_size(path).await?,
+        };
+        if size > MAX_GET_BYTES {
+            self.mark_closed();
+            return Err(Error::Protocol(format!(
+                "get {path}: the device announced {size} bytes, more than the {MAX_GET_BYTES} a file can have on a board"
+            )));
         }
+        let deadline = Instant::now() + self.opts.timeout + Duration::from_secs(size / GET_MIN_RATE);
+        let write_err = |e| Error::io(std::path::Path::new(path), e);
+        let mut got = 0u64;
+        match self.peer {
+            Peer::Uota(_) => loop {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let f = self.read_frame("get", wait).await?;
+                match f.kind {
+                    FrameType::Data if f.payload.is_empty() => break,
+                    FrameType::Data => {
+                        got += f.payload.len() as u64;
+                        if got > size {
+                            self.mark_closed();
+                            return Err(Error::Protocol(format!(
+                                "get {path}: the device announced {size} bytes and sent more"
+                            )));
+                        }
+                        out.write_all(&f.payload).await.map_err(write_err)?;
+                    }
+                    FrameType::Response => {
+                        Response::parse("get", &f.payload)?;
+                        return Err(Error::Protocol("unexpected reply inside get data".into()));
+                    }
+                    FrameType::Request => {
+                        return Err(Error::Protocol("device sent a request during get".into()))
+                    }
+                }
+            },
+            Peer::MicroOta => {
+                while got < size {
+                    let n = (size - got).min(64 * 1024) as usize;
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    let chunk = self.read_raw_within(n, "get", wait).await?;
+                    got += chunk.len() as u64;
+                    out.write_all(&chunk).await.map_err(write_err)?;
+                }
+            }
+        }
+        if got != size {
+            return Err(Error::Protocol(format!(
+                "get {path}: device announced {size} bytes but sent {got}"
+            )));
+        }
+        out.flush().await.map_err(write_err)?;
+        Ok(size)
+    }
+
+    /// Set the device's release-number floor to `release` (lower or higher).
+    /// The way out of a floor set too high; a device with a password or key
+    /// takes it only in an authenticated session.
+    pub async fn set_floor(&mut self, release: u64) -> Result<()> {
+        if release > crate::release::MAX_RELEASE {
+            return Err(Error::InvalidArgument(format!(
+                "a release number is at most 2^53 ({})",
+                crate::release::MAX_RELEASE
+            )));
+        }
+        if self.hello().is_none() {
+            return Err(Error::InvalidArgument(
+                "micro-ota devices have no release floor".into(),
+            ));
+        }
+        if let Some(key) = self.opts.key_for(self.device_id()) {
+            self.authenticate_with_key(&key).await?;
+        }
+        self.request(&Request::Floor { release }).await?;
+        Ok(())
     }
 
     /// The manifest of the device's active release (uota devices only).
@@ -430,6 +583,7 @@ impl Device {
             ));
         };
         let nonce = hello.nonce.clone();
+        self.authenticate_with_key(current).await?;
         let (key, mac) = auth::rekey_message(current, new, &nonce)?;
         let res = self.request(&Request::Rekey { key, mac }).await?;
         let proof = res.str_field("proof").unwrap_or_default();
@@ -534,9 +688,15 @@ impl Device {
         }
     }
 
-    pub(crate) async fn read_raw(&mut self, n: usize, what: &str) -> Result<Vec<u8>> {
+    /// Read exactly `n` raw bytes, waiting at most `wait`.
+    pub(crate) async fn read_raw_within(
+        &mut self,
+        n: usize,
+        what: &str,
+        wait: Duration,
+    ) -> Result<Vec<u8>> {
         self.conn.set_mode(Mode::Raw(n));
-        match self.next_event(what, self.opts.timeout).await? {
+        match self.next_event(what, wait).await? {
             Event::Raw(b) => Ok(b),
             other => Err(Error::Protocol(format!(
                 "expected raw bytes during {what}, got {other:?}"
@@ -564,9 +724,24 @@ impl Device {
         Response::parse(op, &f.payload)
     }
 
+    /// The payload of `req` for this session: sealed to it when the request
+    /// changes state and the session authenticated.
+    pub(crate) fn encode_request(&mut self, req: &Request) -> Vec<u8> {
+        match &mut self.binding {
+            Some(b) => b.encode(req),
+            None => req.to_json(),
+        }
+    }
+
+    /// Send a request (sealed when it must be) without waiting for a reply.
+    pub(crate) async fn send_request(&mut self, req: &Request) -> Result<()> {
+        let payload = self.encode_request(req);
+        self.send_frame(FrameType::Request, &payload).await
+    }
+
     /// Send a request and wait for its reply.
     pub(crate) async fn request(&mut self, req: &Request) -> Result<Response> {
-        self.send_frame(FrameType::Request, &req.to_json()).await?;
+        self.send_request(req).await?;
         self.flush().await?;
         let res = self.read_response(req.op(), self.opts.timeout).await;
         if let Err(Error::Auth(_)) = &res {

@@ -242,7 +242,12 @@ impl Device {
         let max_frame = self.hello().map(|h| h.max_frame).unwrap_or(4096);
         let compress = opts.compress && self.hello().is_some_and(|h| h.has_cap("deflate"));
         let mut to_send = self.files_to_send(manifest, opts).await?;
-        let (claims, sig) = self.release_claims(manifest, opts)?;
+        let (claims, sig, key) = self.release_claims(manifest, opts)?;
+        if let Some(key) = &key {
+            // A device with a key takes changes only from a host that proved it.
+            self.authenticate_with_key(key).await?;
+        }
+        let lines = manifest.manifest_lines();
 
         let begin = Request::Begin {
             version: manifest.version.clone(),
@@ -257,10 +262,13 @@ impl Device {
             rollback: claims.rollback,
             device: claims.device.clone(),
             compat: claims.compat.clone(),
+            // In a sealed session the manifest stream is bound too.
+            mdigest: self
+                .is_authenticated()
+                .then(|| crate::auth::sha256_hex(&lines)),
         };
-        self.send_frame(FrameType::Request, &begin.to_json())
-            .await?;
-        for chunk in line_chunks(&manifest.manifest_lines(), max_frame) {
+        self.send_request(&begin).await?;
+        for chunk in line_chunks(&lines, max_frame) {
             self.send_frame(FrameType::Data, chunk).await?;
         }
         self.send_frame(FrameType::Data, &[]).await?;
@@ -319,8 +327,7 @@ impl Device {
         let commit = Request::Commit { reset: opts.reset };
         let mut resent: HashSet<String> = HashSet::new();
         loop {
-            self.send_frame(FrameType::Request, &commit.to_json())
-                .await?;
+            self.send_request(&commit).await?;
             self.flush().await?;
             let wait = self.options().commit_timeout;
             match self.read_response("commit", wait).await {
@@ -356,14 +363,19 @@ impl Device {
         &self,
         manifest: &Manifest,
         opts: &PushOptions,
-    ) -> Result<(ReleaseClaims, Option<String>)> {
+    ) -> Result<(ReleaseClaims, Option<String>, Option<SigningKey>)> {
         let hello = self.hello().cloned().unwrap_or_default();
         let release = match opts.release {
             Some(n) => n,
-            None => hello.release.checked_add(1).ok_or_else(|| {
-                Error::InvalidArgument("the device's release number is at its maximum".into())
-            })?,
+            None => hello.release.saturating_add(1),
         };
+        if release > crate::release::MAX_RELEASE {
+            return Err(Error::InvalidArgument(format!(
+                "release {release} is above the largest release number, 2^53 ({}); \
+if the device's floor was set that high, lower it with `uota floor N` (authenticated)",
+                crate::release::MAX_RELEASE
+            )));
+        }
         let key = match (&opts.signing_key, &opts.fleet_key) {
             (Some(key), _) => Some(key.clone()),
             (None, Some(fleet)) => {
@@ -390,7 +402,7 @@ impl Device {
             Some(key) => Some(claims.sign(manifest, key)?),
             None => None,
         };
-        Ok((claims, sig))
+        Ok((claims, sig, key))
     }
 
     async fn push_stream_ota(
@@ -582,7 +594,7 @@ impl FileSender {
             enc: self.compressor.as_ref().map(|_| "deflate".to_string()),
         };
         let result = async {
-            dev.send_frame(FrameType::Request, &req.to_json()).await?;
+            dev.send_request(&req).await?;
             let mut file = open_source(root, entry).await?;
             if offset > 0 {
                 file.seek(std::io::SeekFrom::Start(offset))

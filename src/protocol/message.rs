@@ -31,8 +31,30 @@ pub struct Hello {
     #[serde(default)]
     pub id: String,
     /// The highest release number the device has accepted (0: none yet).
-    #[serde(default)]
+    /// Whatever a device says here is tolerated: a number too large or not
+    /// an integer reads as the nearest `u64` (a hostile or poisoned floor must
+    /// not make every command fail to parse the hello).
+    #[serde(default, deserialize_with = "lenient_u64")]
     pub release: u64,
+    /// Secrets the device accepts in `auth` (`"password"`, `"key"`); empty
+    /// for a device with neither.
+    #[serde(default)]
+    pub auth_with: Vec<String>,
+    /// How the device derived its password verifier
+    /// ([`crate::auth::PasswordKdf::parse`]); empty for SHA-256.
+    #[serde(default)]
+    pub kdf: String,
+}
+
+fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(match v {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f > 0.0).map(|f| f.min(u64::MAX as f64) as u64))
+            .unwrap_or(0),
+        _ => 0,
+    })
 }
 
 impl Hello {
@@ -59,6 +81,11 @@ impl Hello {
         Ok(Some(hello))
     }
 
+    /// Whether the device accepts `auth` with `method`.
+    pub fn accepts(&self, method: crate::auth::AuthMethod) -> bool {
+        self.auth_with.iter().any(|m| m == method.as_str())
+    }
+
     /// Whether the device advertised capability `cap`.
     pub fn has_cap(&self, cap: &str) -> bool {
         self.caps.iter().any(|c| c == cap)
@@ -79,10 +106,13 @@ pub enum WireMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Prove knowledge of the password verifier.
+    /// Prove knowledge of the password or the signing key
+    /// ([`crate::auth::challenge_response`]).
     Auth {
-        /// Hex HMAC over the hello nonce.
+        /// Hex HMAC over the hello nonce and the device id.
         mac: String,
+        /// `"password"` or `"key"`.
+        with: String,
     },
     /// Liveness check.
     Ping,
@@ -109,8 +139,13 @@ pub enum Request {
     Wipe,
     /// Set (or clear, with an empty string) the password verifier.
     Passwd {
-        /// SHA-256 hex of the new password.
+        /// The new verifier ([`crate::auth::Password::verifier`]).
         verifier: String,
+    },
+    /// Set the release-number floor (the owner's way out of a floor set too high).
+    Floor {
+        /// The new floor (at most [`crate::release::MAX_RELEASE`]).
+        release: u64,
     },
     /// Open a push session (followed by a DATA stream of manifest lines).
     Begin {
@@ -136,6 +171,10 @@ pub enum Request {
         /// Which devices the release fits.
         #[serde(skip_serializing_if = "crate::release::Compat::is_empty")]
         compat: crate::release::Compat,
+        /// SHA-256 hex of the manifest stream that follows, so that in a
+        /// sealed session the stream is bound as well as the request.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mdigest: Option<String>,
     },
     /// Send one file (followed by a DATA stream of its bytes).
     File {
@@ -196,7 +235,27 @@ impl Request {
             Request::Commit { .. } => "commit",
             Request::Abort => "abort",
             Request::Bye => "bye",
+            Request::Floor { .. } => "floor",
         }
+    }
+
+    /// Whether the request changes the device. In an authenticated session
+    /// these are sealed ([`crate::protocol::session`]); a device with a
+    /// password or a signing key serves them only to an authenticated host.
+    pub fn changes_state(&self) -> bool {
+        matches!(
+            self,
+            Request::Rm { .. }
+                | Request::Reset
+                | Request::Wipe
+                | Request::Passwd { .. }
+                | Request::Floor { .. }
+                | Request::Begin { .. }
+                | Request::File { .. }
+                | Request::Rekey { .. }
+                | Request::Commit { .. }
+                | Request::Abort
+        )
     }
 
     /// The JSON payload of this request.
@@ -289,6 +348,7 @@ mod tests {
             rollback: false,
             device: String::new(),
             compat: Default::default(),
+            mdigest: None,
         };
         let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
         assert_eq!(v["op"], "begin");

@@ -8,11 +8,13 @@
 //! - [`line`]: `\n`-terminated lines of line mode (micro-ota compatible).
 //! - [`message`]: the typed requests and replies carried in frames.
 //! - [`microota`]: the host side of micro-ota's own push protocol.
+//! - [`session`]: sealing state-changing requests to an authenticated session.
 
 pub mod frame;
 pub mod line;
 pub mod message;
 pub mod microota;
+pub mod session;
 
 pub use frame::{Frame, FrameDecoder, FrameType};
 pub use line::LineDecoder;

@@ -48,6 +48,7 @@ where
 
 fn connect_options(
     password: Option<String>,
+    signing_key: Option<String>,
     timeout: f64,
     protocol: &str,
 ) -> Result<ConnectOptions, Error> {
@@ -72,6 +73,7 @@ fn connect_options(
         timeout,
         password: password.filter(|p| !p.is_empty()).map(Password::new),
         protocol,
+        signing_key: signing_key.filter(|k| !k.is_empty()).map(SigningKey::new),
         ..ConnectOptions::default()
     })
 }
@@ -390,31 +392,33 @@ impl PyDevice {
 impl PyDevice {
     /// Connect to `host:port` and perform the handshake (blocking).
     #[new]
-    #[pyo3(signature = (host, port = 2018, *, password = None, timeout = 10.0, protocol = "auto"))]
+    #[pyo3(signature = (host, port = 2018, *, password = None, signing_key = None, timeout = 10.0, protocol = "auto"))]
     fn new(
         py: Python<'_>,
         host: String,
         port: u16,
         password: Option<String>,
+        signing_key: Option<String>,
         timeout: f64,
         protocol: &str,
     ) -> PyResult<Self> {
-        let opts = connect_options(password, timeout, protocol);
+        let opts = connect_options(password, signing_key, timeout, protocol);
         block_on(py, connect(host, port, opts))
     }
 
     /// Connect asynchronously; the awaitable resolves to a `Device`.
     #[staticmethod]
-    #[pyo3(signature = (host, port = 2018, *, password = None, timeout = 10.0, protocol = "auto"))]
+    #[pyo3(signature = (host, port = 2018, *, password = None, signing_key = None, timeout = 10.0, protocol = "auto"))]
     fn connect_async<'py>(
         py: Python<'py>,
         host: String,
         port: u16,
         password: Option<String>,
+        signing_key: Option<String>,
         timeout: f64,
         protocol: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let opts = connect_options(password, timeout, protocol);
+        let opts = connect_options(password, signing_key, timeout, protocol);
         future_into_py(py, connect(host, port, opts))
     }
 
@@ -423,29 +427,31 @@ impl PyDevice {
     /// `port` is the serial port (`/dev/ttyUSB0`, `COM3`); `None` picks the
     /// one USB-serial board attached.
     #[staticmethod]
-    #[pyo3(signature = (port = None, *, baud = 115200, password = None, timeout = 10.0))]
+    #[pyo3(signature = (port = None, *, baud = 115200, password = None, signing_key = None, timeout = 10.0))]
     fn serial(
         py: Python<'_>,
         port: Option<String>,
         baud: u32,
         password: Option<String>,
+        signing_key: Option<String>,
         timeout: f64,
     ) -> PyResult<Self> {
-        let opts = connect_options(password, timeout, "uota");
+        let opts = connect_options(password, signing_key, timeout, "uota");
         block_on(py, connect_serial(port, baud, opts))
     }
 
     /// Async `serial`; the awaitable resolves to a `Device`.
     #[staticmethod]
-    #[pyo3(signature = (port = None, *, baud = 115200, password = None, timeout = 10.0))]
+    #[pyo3(signature = (port = None, *, baud = 115200, password = None, signing_key = None, timeout = 10.0))]
     fn serial_async<'py>(
         py: Python<'py>,
         port: Option<String>,
         baud: u32,
         password: Option<String>,
+        signing_key: Option<String>,
         timeout: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let opts = connect_options(password, timeout, "uota");
+        let opts = connect_options(password, signing_key, timeout, "uota");
         future_into_py(py, connect_serial(port, baud, opts))
     }
 

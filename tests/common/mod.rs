@@ -45,6 +45,9 @@ pub struct Setup {
     pub device_id: Option<&'static str>,
     /// The runtime's idle timeout in seconds (default 30).
     pub session_timeout: Option<u32>,
+    /// Keys set in the device's `config/ota.json` before its first boot
+    /// (as an owner provisions a board; folder storage only).
+    pub device_config: Vec<(&'static str, serde_json::Value)>,
 }
 
 pub async fn start(setup: Setup) -> TestDevice {
@@ -67,6 +70,17 @@ pub async fn start(setup: Setup) -> TestDevice {
     }
     if let Some(secs) = setup.session_timeout {
         opts.settings.session_timeout = secs;
+    }
+    if !setup.device_config.is_empty() {
+        assert!(!setup.image, "device_config needs folder storage");
+        uota::sim::provision(&opts).await.expect("provision");
+        let path = root.join("config/ota.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for (k, v) in &setup.device_config {
+            cfg[*k] = v.clone();
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     }
     let dev = VirtualDevice::start(opts)
         .await
@@ -222,6 +236,12 @@ pub async fn wire_snapshot(
     out
 }
 
+fn hex_mac(key: &[u8; 32], body: &[u8]) -> String {
+    let mut m = uota::auth::HmacSha256::new(key);
+    m.update(body);
+    m.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     uota::auth::sha256_hex(data)
 }
@@ -232,6 +252,8 @@ pub struct RawClient {
     conn: uota::protocol::Connection,
     /// The device's hello, when `connect` sent the hello line.
     pub hello: Option<uota::protocol::Hello>,
+    /// After `auth`: the session key and the last sequence number used (seal).
+    pub binding: Option<([u8; 32], u64)>,
 }
 
 impl RawClient {
@@ -245,6 +267,7 @@ impl RawClient {
             stream,
             conn: uota::protocol::Connection::new(),
             hello: None,
+            binding: None,
         };
         if hello {
             c.send_line("uota 1").await;
@@ -253,17 +276,54 @@ impl RawClient {
                 .unwrap()
                 .expect("uota hello");
             c.conn.set_mode(uota::protocol::Mode::Frames);
-            if h.auth {
-                let pw = t.password.as_ref().expect("device wants a password");
-                let mac = uota::auth::challenge_response(&pw.verifier(), &h.nonce).unwrap();
-                let r = c
-                    .request(serde_json::json!({"op": "auth", "mac": mac}))
-                    .await;
-                assert_eq!(r["ok"], true, "{r}");
+            c.hello = Some(h.clone());
+            // Authenticate as the owner would: the password, else the key.
+            use uota::auth::AuthMethod;
+            if let (true, Some(pw)) = (h.accepts(AuthMethod::Password), &t.password) {
+                let kdf = uota::auth::PasswordKdf::parse(&h.kdf).unwrap();
+                let secret = pw.secret(&kdf);
+                c.authenticate(AuthMethod::Password, &secret).await;
+            } else if let (true, Some(key)) = (h.accepts(AuthMethod::Key), &t.key) {
+                c.authenticate(AuthMethod::Key, key.as_bytes()).await;
+            } else {
+                assert!(!h.auth, "device wants a password");
             }
-            c.hello = Some(h);
         }
         c
+    }
+
+    /// Connect and send the hello, without authenticating.
+    pub async fn connect_unauthenticated(t: &TestDevice) -> RawClient {
+        let stream = tokio::net::TcpStream::connect((t.host(), t.port()))
+            .await
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut c = RawClient {
+            stream,
+            conn: uota::protocol::Connection::new(),
+            hello: None,
+            binding: None,
+        };
+        c.send_line("uota 1").await;
+        let reply = c.line().await;
+        let h = uota::protocol::Hello::parse(&reply)
+            .unwrap()
+            .expect("uota hello");
+        c.conn.set_mode(uota::protocol::Mode::Frames);
+        c.hello = Some(h);
+        c
+    }
+
+    /// Prove `secret` with `method`; from then on state-changing requests
+    /// sent with [`RawClient::req`] are sealed to the session.
+    pub async fn authenticate(&mut self, method: uota::auth::AuthMethod, secret: &[u8]) {
+        let h = self.hello.clone().expect("hello first");
+        let mac = uota::auth::challenge_response(method, secret, &h.nonce, &h.id);
+        let r = self
+            .request(serde_json::json!({"op": "auth", "mac": mac, "with": method.as_str()}))
+            .await;
+        assert_eq!(r["ok"], true, "{r}");
+        self.binding = Some((uota::auth::session_key(secret, &h.nonce, &h.id), 0));
     }
 
     /// Decode frames from now on (after a hello sent by hand).
@@ -314,10 +374,41 @@ impl RawClient {
         self.send(&bytes).await
     }
 
+    /// Send a request; in an authenticated session, a state-changing one is
+    /// sealed to it (seq + mac) as a uota host does.
     pub async fn req(&mut self, v: serde_json::Value) {
+        let payload = self.seal(v);
+        self.frame(uota::protocol::FrameType::Request, &payload)
+            .await
+            .unwrap();
+    }
+
+    /// Send a request exactly as given (never sealed).
+    pub async fn req_raw(&mut self, v: serde_json::Value) {
         self.frame(uota::protocol::FrameType::Request, v.to_string().as_bytes())
             .await
             .unwrap();
+    }
+
+    /// The payload for `v`: sealed when this session is bound and the op changes state.
+    pub fn seal(&mut self, mut v: serde_json::Value) -> Vec<u8> {
+        const STATE_OPS: [&str; 10] = [
+            "rm", "reset", "wipe", "passwd", "floor", "begin", "file", "commit", "abort", "rekey",
+        ];
+        let op = v["op"].as_str().unwrap_or("").to_string();
+        let Some((key, seq)) = self.binding.as_mut() else {
+            return v.to_string().into_bytes();
+        };
+        if !STATE_OPS.contains(&op.as_str()) {
+            return v.to_string().into_bytes();
+        }
+        *seq += 1;
+        v["seq"] = (*seq).into();
+        let body = v.to_string().into_bytes();
+        let mac = hex_mac(key, &body);
+        let mut out = body[..body.len() - 1].to_vec();
+        out.extend_from_slice(format!(",\"seal\":\"{mac}\"}}").as_bytes());
+        out
     }
 
     pub async fn data(&mut self, bytes: &[u8]) -> std::io::Result<()> {

@@ -1,12 +1,24 @@
 # Device configuration: settings baked into the build, overridden by
 # /config/ota.json; secrets from /config/.ota.secrets.json (or, on a device
-# migrated from micro-ota, from the same keys inside ota.json).
+# migrated from micro-ota, from the same keys inside ota.json, moved to the
+# secrets file at its first boot).
+#
+# The guarded keys (GUARDED: what the OTA server's security depends on) are
+# read from /ota_settings.json, a snapshot of config/ota.json taken at the
+# first boot and again when a release with "runtime": true that carries
+# config/ota.json commits. A release without the runtime flag may install a
+# config/ota.json, but its guarded keys do not take effect.
 import json
 
-from uota import settings, hal, fs
+from uota import settings, hal, fs, paths
 
 CONFIG_PATH = "/config/ota.json"
 SECRETS_PATH = "/config/.ota.secrets.json"
+SETTINGS_PATH = "/" + paths.SETTINGS
+# The snapshot a runtime release replaced, restored with the previous release
+# by a rollback (an ota_prev* name: dropped when the new one is confirmed).
+PREV_SETTINGS_PATH = "/ota_prev_settings.json"
+GUARDED = ("legacy", "maxFiles", "appPaths", "sessionTimeout", "maxConnections")
 
 _HEX = "0123456789abcdef"
 
@@ -27,6 +39,91 @@ def config_has_secrets(path=CONFIG_PATH):
     return bool(cfg.get("otaPassword") or cfg.get("signingKey"))
 
 
+def guarded(raw):
+    """The guarded keys of a config (those it has)."""
+    return {k: raw[k] for k in GUARDED if k in raw}
+
+
+def read_settings():
+    """The snapshot of the guarded keys in force, or None (never taken)."""
+    text = fs.read_atomic(SETTINGS_PATH)
+    try:
+        v = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return v if isinstance(v, dict) else None
+
+
+def take_settings():
+    """Snapshot the guarded keys of the config/ota.json in place now."""
+    fs.atomic_write(SETTINGS_PATH, json.dumps(guarded(read_json(CONFIG_PATH) or {})).encode())
+
+
+def adopt_settings():
+    """A release with "runtime": true that carries config/ota.json has
+    installed it (journal.py): its guarded keys take effect. The snapshot
+    they replace is kept for a rollback, unless one is kept already (a
+    commit on top of a pending release keeps the confirmed release's). Can
+    run again after a power cut."""
+    if not fs.exists(PREV_SETTINGS_PATH):
+        old = fs.read_atomic(SETTINGS_PATH)
+        if old is not None:
+            fs.atomic_write(PREV_SETTINGS_PATH, old.encode())
+    take_settings()
+
+
+def restore_settings():
+    """A rollback: the snapshot kept with the previous release is in force
+    again (no-op when the failed release did not change it)."""
+    if fs.exists(PREV_SETTINGS_PATH):
+        fs.rename_replace(PREV_SETTINGS_PATH, SETTINGS_PATH)
+
+
+def effective(raw):
+    """raw (a config as read) with the guarded keys of the snapshot, and
+    without otaPassword and signingKey once the snapshot exists (the first
+    boot moved them to the secrets file)."""
+    snap = read_settings()
+    if snap is None:
+        return raw
+    for k in GUARDED:
+        if k in snap:
+            raw[k] = snap[k]
+        elif k in raw:
+            del raw[k]
+    for k in ("otaPassword", "signingKey"):
+        if k in raw:
+            del raw[k]
+    return raw
+
+
+def app_paths():
+    """The app area (config "appPaths" as in force; None: the default)."""
+    return effective(read_json(CONFIG_PATH) or {}).get("appPaths")
+
+
+def first_boot(raw):
+    """The first boot (no snapshot yet): the secrets a migrated micro-ota
+    device keeps in config/ota.json move to the secrets file, and the
+    guarded keys of the config are snapshot. From then on a release's
+    config/ota.json changes neither."""
+    moved = {}
+    for k in ("otaPassword", "signingKey"):
+        if raw.get(k):
+            moved[k] = raw[k]
+    if moved:
+        sec = read_json(SECRETS_PATH) or {}
+        missing = False
+        for k in moved:
+            if k not in sec:
+                sec[k] = moved[k]
+                missing = True
+        if missing:
+            fs.makedirs("/config")
+            fs.atomic_write(SECRETS_PATH, json.dumps(sec).encode())
+    take_settings()
+
+
 def is_hex(s, n=None):
     if not isinstance(s, str) or (n is not None and len(s) != n):
         return False
@@ -34,6 +131,41 @@ def is_hex(s, n=None):
         if c not in _HEX:
             return False
     return True
+
+
+PBKDF2 = "pbkdf2-sha256"
+
+
+def parse_verifier(v):
+    """(stored verifier, kdf for the hello, 32-byte secret) of an otaPassword
+    value: "pbkdf2-sha256$<iter>$<salt hex>$<hash hex>" (what uota hosts
+    install), 64 hex digits (micro-ota's unsalted SHA-256), or, from an old
+    micro-ota wheel, the password itself (hashed here). ("", "", b"") for none
+    or anything malformed."""
+    import binascii
+
+    if not isinstance(v, str) or not v.strip():
+        return "", "", b""
+    v = v.strip()
+    if v.startswith(PBKDF2 + "$"):
+        parts = v.split("$")
+        if len(parts) != 4 or not parts[1].isdigit() or not is_hex(parts[2].lower()) or not is_hex(parts[3].lower(), 64):
+            return "", "", b""
+        n = int(parts[1])
+        if n < 1 or n > 1000000 or not parts[2] or len(parts[2]) % 2 or len(parts[2]) > 128:
+            return "", "", b""
+        return v.lower(), "$".join(parts[:3]).lower(), binascii.unhexlify(parts[3].lower())
+    low = v.lower()
+    if not is_hex(low, 64):
+        import hashlib
+
+        low = binascii.hexlify(hashlib.sha256(v.encode()).digest()).decode()
+    return low, "sha256", binascii.unhexlify(low)
+
+
+def valid_verifier(v):
+    """True for a verifier a host may install with passwd."""
+    return v == "" or bool(parse_verifier(v)[0]) and (v.startswith(PBKDF2 + "$") or is_hex(v.lower(), 64))
 
 
 def _num(v, default):
@@ -49,7 +181,16 @@ class Config:
 
     def __init__(self):
         raw = read_json(CONFIG_PATH) or {}
+        if read_settings() is None:
+            try:
+                first_boot(raw)
+            except OSError as e:
+                from uota import log
+
+                log.error("could not snapshot the config", e)
+        raw = effective(raw)
         self.raw = raw
+        self.app_paths = raw.get("appPaths")
         port = raw.get("port", settings.PORT)
         if hal.port_override() is not None:
             port = hal.port_override()
@@ -85,17 +226,7 @@ class Config:
                 return sec.get(name) or ""
             return raw.get(name) or ""
 
-        verifier = pick("otaPassword")
-        if not isinstance(verifier, str):
-            verifier = ""
-        verifier = verifier.strip().lower()
-        if verifier and not is_hex(verifier, 64):
-            # An old micro-ota wheel stored the password itself: hash it.
-            import hashlib
-            import binascii
-
-            verifier = binascii.hexlify(hashlib.sha256(verifier.encode()).digest()).decode()
-        self.verifier = verifier
+        self.verifier, self.kdf, self._secret = parse_verifier(pick("otaPassword"))
         key = pick("signingKey")
         self.signing_key = key if isinstance(key, str) else ""
 
@@ -111,15 +242,37 @@ class Config:
         self.load_secrets()
 
     def verifier_bytes(self):
-        """The password verifier as the 32 raw SHA-256 bytes (empty: no password)."""
-        if not self.verifier:
-            return b""
-        import binascii
+        """The 32-byte secret behind the password verifier (empty: no password)."""
+        return self._secret
 
-        return binascii.unhexlify(self.verifier)
+    def password_matches(self, plain):
+        """Check micro-ota's plaintext password line against the verifier."""
+        from uota import crypto
+
+        if not self._secret:
+            return False
+        if self.kdf == "sha256":
+            import hashlib
+
+            got = hashlib.sha256(plain).digest()
+        else:
+            import binascii
+
+            _, n, salt = self.kdf.split("$")
+            got = crypto.pbkdf2_sha256(plain, binascii.unhexlify(salt), int(n))
+        return crypto.equal(got, self._secret)
+
+    def auth_methods(self):
+        """What this device accepts in auth, strongest claim first."""
+        out = []
+        if self.verifier:
+            out.append("password")
+        if self.signing_key:
+            out.append("key")
+        return out
 
     def set_verifier(self, verifier):
-        """Store a new password verifier (sha256 hex, or "" to clear) in the
+        """Store a new password verifier (see parse_verifier; "" clears it) in the
         secrets file, keeping the signing key that is in force."""
         sec = read_json(SECRETS_PATH) or {}
         sec["otaPassword"] = verifier

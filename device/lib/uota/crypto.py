@@ -34,6 +34,31 @@ class HmacSha256:
         return binascii.hexlify(self.digest()).decode()
 
 
+def pbkdf2_sha256(password, salt, iterations):
+    """PBKDF2-HMAC-SHA256, one 32-byte block. Only micro-ota's plaintext
+    password line (legacy mode) needs it on the device: uota hosts send a MAC
+    keyed with the stored result instead."""
+    if isinstance(password, str):
+        password = password.encode()
+    h = HmacSha256(password)
+    outer = h._outer
+    # The keyed inner pad, so each round costs two SHA-256 runs, not four.
+    key = password if len(password) <= _BLOCK else hashlib.sha256(password).digest()
+    ipad = bytearray(_BLOCK)
+    ipad[0 : len(key)] = key
+    for i in range(_BLOCK):
+        ipad[i] ^= 0x36
+    ipad = bytes(ipad)
+    sha = hashlib.sha256
+    u = sha(outer + sha(ipad + salt + b"\x00\x00\x00\x01").digest()).digest()
+    out = bytearray(u)
+    for _ in range(iterations - 1):
+        u = sha(outer + sha(ipad + u).digest()).digest()
+        for i in range(32):
+            out[i] ^= u[i]
+    return bytes(out)
+
+
 def equal(a, b):
     """Compare two str or bytes values in time independent of where they differ."""
     if isinstance(a, str):

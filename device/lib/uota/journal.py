@@ -8,6 +8,9 @@
 #      to the previous release (or deleted when they are not its own)
 #   3. staged files are renamed into place (main.py last), the files they
 #      replace first moved to the previous release the same way
+#   3b. a runtime release that carries config/ota.json: its guarded keys
+#      take effect (/ota_settings.json; the old snapshot is kept as
+#      /ota_prev_settings.json for a rollback, see config.py)
 #   4. /ota_manifest.txt and /ota_version.json become /ota_prev_manifest and
 #      /ota_prev_version (unless an older confirmed release is kept), the new
 #      version is written, .uota_next is renamed to /ota_manifest.txt
@@ -38,7 +41,9 @@ def _set_aside(path, save):
     """Move the live file or folder at path to the previous-release area, or
     delete it when it is not the previous release's."""
     live = "/" + path
-    if paths.keep_folder(path):
+    if paths.keep_folder(path) or paths.protected(path, True):
+        # (Never happens: begin refuses such paths. A state or secrets file
+        # must not leave its place whatever a manifest says.)
         raise OSError(1, "refusing to replace " + live)
     if save:
         dst = prev_path(path)
@@ -61,6 +66,10 @@ def roll_forward():
         if mode == "full":
             _drop_removed(runtime, keep, pman)
         _install_staged(keep, pman)
+        if meta.get("settings") is True:
+            from uota import config
+
+            config.adopt_settings()
         if not keep:
             if not fs.exists(PREV_MANIFEST):
                 if not fs.move(mf.ACTIVE, PREV_MANIFEST):
@@ -85,6 +94,7 @@ def roll_forward():
 
 def _drop_removed(runtime, keep, pman):
     """full: the active release's files that the new one lacks leave the tree."""
+    rules = paths.ReleaseRules(runtime)
     m = mf.Merge(mf.ACTIVE, NEXT_MANIFEST)
     pc = mf.Cursor(pman) if keep else None
     try:
@@ -93,7 +103,7 @@ def _drop_removed(runtime, keep, pman):
             if pair is None:
                 break
             old, new = pair
-            if new is not None or not paths.deletable(old[2], runtime):
+            if new is not None or not rules.may_delete(old[2]):
                 continue
             p = old[2]
             live = "/" + p
@@ -126,6 +136,10 @@ def _clear_way(folder, keep, pman):
                 os.mkdir(cur)
             continue
         rel = cur[1:]
+        if paths.protected(rel, True) or rel.lower() == "boot.py":
+            # A file a folder may not replace (boot.py, a state file): begin
+            # refuses paths under them, so this never happens.
+            raise OSError(1, "refusing to replace " + cur)
         in_cur = mf.find(mf.ACTIVE, rel) is not None
         in_prev = mf.find(pman, rel) is not None if keep else in_cur
         _set_aside(rel, _need_save(rel, in_cur, in_prev))

@@ -6,14 +6,21 @@
 # has a signingKey) is verified before anything is committed, and the commit
 # is the same all-or-nothing journal. Legacy releases are committed like a
 # "fast" push (files added or replaced, nothing deleted), because micro-ota
-# hosts push partial file sets too. Paths a uota push may not touch (boot.py,
-# lib/uota/, data/, state and secret files) are received and skipped, so a
-# micro-ota project that carries its own boot.py cannot replace the runtime.
+# hosts push partial file sets too. Paths a uota push may not write
+# (paths.ReleaseRules without the runtime flag: boot.py, lib/uota/, data/,
+# state and secret files, anything under them, names that shadow the
+# runtime's modules, anything outside the app area) are received and
+# skipped, so a micro-ota project that carries its own boot.py cannot
+# replace the runtime.
+#
+# Bounds, checked before anything is staged: at most maxFiles files, and no
+# more bytes than the flash has free (the announced stream_ota length, the
+# sizes of a start_ota manifest, each stream_ota file before it is written).
 import binascii
 import hashlib
 import json
 
-from uota import crypto, log, paths, release, wire
+from uota import crypto, hal, log, paths, release, wire
 from uota import manifest as mf
 from uota.release import PushError
 
@@ -33,16 +40,42 @@ def _u(b):
     return n
 
 
-def _check(path):
+def _check(push, path):
     """The checked path, or None when it is to be skipped (protected)."""
     try:
         path = paths.check(path)
     except paths.PathError:
         raise _Stop("error: bad path %s" % path)
-    if paths.protected(path) or paths.stage_reserved(path) or paths.keep_folder(path):
-        log.warn("legacy push: skipping protected %s" % path)
+    why = push.rules.refusal(path)
+    if why is not None:
+        log.warn("legacy push: skipping %s (%s)" % (path, why))
         return None
     return path
+
+
+def _guard(srv, conn):
+    """Refuse a session the connection may not open: on a device with a
+    password, only after micro-ota's password line (the server asks for it
+    first; this holds whatever the caller)."""
+    if srv.cfg.verifier and not conn.authed:
+        raise _Stop("error: auth_required")
+
+
+def _free():
+    """Free flash in bytes, or None when the board cannot tell."""
+    try:
+        return hal.fs_free()
+    except OSError:
+        return None
+
+
+def _too_many(srv, count):
+    if count > srv.cfg.max_files:
+        raise _Stop("error: too_large release has %d files; this device accepts at most %d" % (count, srv.cfg.max_files))
+
+
+def _no_space(need, free):
+    raise _Stop("error: no_space release needs %d bytes, %d free" % (need, free))
 
 
 async def _receive(conn, f, size, h, mac=None):
@@ -62,6 +95,8 @@ def _stage_entries(push, entries):
     """Write the collected (sha, size, path) entries as the staged manifest."""
     entries.sort(key=lambda e: e[2] + ":")
     for sha, size, path in entries:
+        if not isinstance(sha, str):  # stream_ota keeps the raw digest (half the RAM)
+            sha = binascii.hexlify(sha).decode()
         push.add(sha, size, path)
     push.close_manifest()
     push.ready = True
@@ -86,10 +121,24 @@ async def _end(conn, stop):
     return False
 
 
-async def stream_ota(srv, conn):
-    """stream_ota <n>: the OTAS container, then an HMAC-SHA256 trailer."""
+async def stream_ota(srv, conn, arg=""):
+    """stream_ota <n>: the OTAS container, then an HMAC-SHA256 trailer.
+    arg: the announced container length (refused beyond the free flash)."""
     try:
-        push = release.start(conn, "unknown", "fast")
+        _guard(srv, conn)
+        free = _free()
+        try:
+            n = int(arg)
+        except (TypeError, ValueError):
+            n = None
+        if n is not None and free is not None and n > free:
+            _no_space(n, free)
+    except _Stop as s:
+        for line in s.lines:
+            await conn.send_line(line)
+        return False
+    try:
+        push = release.start(conn, "unknown", "fast", app_paths=srv.cfg.app_paths)
     except PushError as e:
         await conn.send_line("error: " + (e.msg or e.code))
         return False
@@ -108,15 +157,21 @@ async def stream_ota(srv, conn):
             raise _Stop("error: bad magic")
         version = (await field(_u(await field(2)))).decode()
         count = _u(await field(2))
+        _too_many(srv, count)
         entries = []
         seen = set()
+        staged = 0
         for _ in range(count):
             raw_path = (await field(_u(await field(2)))).decode()
             size = _u(await field(4))
             digest = await field(32)
-            path = _check(raw_path)
+            path = _check(push, raw_path)
             if path is not None and path in seen:
                 raise _Stop("error: path repeated %s" % path)
+            if path is not None:
+                staged += size
+                if free is not None and staged > free:
+                    _no_space(staged, free)
             f = push.file_target(path) if path is not None else None
             h = hashlib.sha256()
             try:
@@ -129,7 +184,7 @@ async def stream_ota(srv, conn):
             if h.digest() != digest:
                 raise _Stop("sha256_mismatch %s" % path)
             seen.add(path)
-            entries.append((binascii.hexlify(digest).decode(), size, path))
+            entries.append((digest, size, path))
         trailer = await conn.take(32)
         if mac is not None and not crypto.equal(mac.digest(), trailer):
             raise _Stop("sig_mismatch")
@@ -157,6 +212,12 @@ def _signing_payload(version, files):
 async def start_ota(srv, conn):
     """start_ota: manifest <n> + JSON, file <path>;<size>;<sha256> + bytes,
     end_ota (commit) or abort."""
+    try:
+        _guard(srv, conn)
+    except _Stop as s:
+        for line in s.lines:
+            await conn.send_line(line)
+        return False
     await conn.send_line("ready")
     push = None
     try:
@@ -204,6 +265,7 @@ async def _manifest(srv, conn, arg):
     files = doc.get("files") or {}
     if not isinstance(version, str) or not isinstance(files, dict):
         raise _Stop("error: malformed manifest")
+    _too_many(srv, len(files))
     key = srv.cfg.signing_key
     if key:
         sig = doc.get("sig")
@@ -211,18 +273,23 @@ async def _manifest(srv, conn, arg):
         mac.update(_signing_payload(version, files).encode())
         if not isinstance(sig, str) or not crypto.equal(mac.hexdigest(), sig.lower()):
             raise _Stop("sig_mismatch")
-    push = release.start(conn, version, "fast")
+    push = release.start(conn, version, "fast", app_paths=srv.cfg.app_paths)
     entries = []
+    need = 0
     for p in files:
         meta = files[p]
-        path = _check(p)
+        path = _check(push, p)
         if path is None:
             continue
         sha = meta.get("sha256", "")
         size = meta.get("size")
-        if not isinstance(sha, str) or len(sha) != 64 or not isinstance(size, int) or size < 0:
+        if not isinstance(sha, str) or len(sha) != 64 or isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise _Stop("error: malformed manifest entry %s" % p)
         entries.append((sha.lower(), size, path))
+        need += size
+    free = _free()
+    if free is not None and need > free:
+        _no_space(need, free)
     _stage_entries(push, entries)
     return push
 
@@ -234,7 +301,7 @@ async def _file(conn, push, arg):
     raw_path, size, sha = bits[0], int(bits[1]), bits[2].strip().lower()
     if size < 0:
         raise _Stop("error: bad size")
-    path = _check(raw_path)
+    path = _check(push, raw_path)
     if path is None:
         await conn.skip(size)
         return

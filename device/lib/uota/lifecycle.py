@@ -17,7 +17,8 @@
 #      failed release also listed would look like one of its additions)
 #   R2 move every kept file and folder back into place: the top-level ones
 #      (renames inside the root), then those in folders, main.py last
-#   R3 rename /ota_prev_version and /ota_prev_manifest over the active ones
+#   R3 rename /ota_prev_version and /ota_prev_manifest over the active ones,
+#      and /ota_prev_settings.json over /ota_settings.json (config.py)
 #   R4 the boot state: confirmed, last_rollback = {from, to, reason}
 #   then remove the marker and the rest of the previous release.
 import json
@@ -110,6 +111,9 @@ def rollback_forward():
         fs.rename_replace(PREV_VERSION, release.VERSION_PATH)
     if fs.exists(PREV_MANIFEST):
         fs.rename_replace(PREV_MANIFEST, mf.ACTIVE)
+    from uota import config
+
+    config.restore_settings()
     boot_guard.update(
         state="confirmed",
         attempts=0,

@@ -75,7 +75,7 @@ async def begin(srv, conn, req):
             raise PushError("sig_required", "a signed release needs a release number")
         claims.check()
         srv._check_no_other_session(conn)
-        push = release.start(conn, version, mode, runtime, resumable=True)
+        push = release.start(conn, version, mode, runtime, resumable=True, app_paths=cfg.app_paths)
         push.release = claims.release
         push.rollback = claims.rollback
         if key:

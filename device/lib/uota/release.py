@@ -155,6 +155,10 @@ def recover():
                 os.remove(tmp)
             else:
                 os.rename(tmp, p)  # FAT: the old file was removed, not replaced
+    try:
+        _recover_secrets()
+    except OSError as e:
+        log.error("could not clean the secrets file's siblings", e)
     if fs.exists(MARKER):
         log.info("finishing an interrupted commit")
         roll_forward()
@@ -176,6 +180,31 @@ def recover():
             drop_prev()  # a confirmation that was cut short
 
 
+def _recover_secrets():
+    """Siblings of the secrets file (every name in /config that starts with
+    its name, in any case): the temporary file of an interrupted passwd or
+    rekey becomes the secrets file when that is missing (FAT's rename
+    window) and the sibling is whole; anything else is removed."""
+    d, base = "/" + paths.SECRETS.rsplit("/", 1)[0], paths.SECRETS.rsplit("/", 1)[1]
+    main = d + "/" + base
+    while True:
+        batch = fs.names(d, lambda n: n == base or not n.lower().startswith(base))
+        if not batch:
+            return
+        for name in batch:
+            p = d + "/" + name
+            if name == base + ".tmp" and not fs.exists(main) and fs.stat_size(p) is not None:
+                try:
+                    with open(p) as f:
+                        whole = isinstance(json.load(f), dict)
+                except (OSError, ValueError):
+                    whole = False
+                if whole:
+                    os.rename(p, main)
+                    continue
+            fs.rmtree(p, hal.feed)
+
+
 def kept_session():
     """The identity of the resumable session on flash, or None."""
     ident = _read_json(SESSION)
@@ -193,9 +222,10 @@ def discard():
         fs.rmtree(STAGE, hal.feed)
 
 
-def start(owner, version, mode, runtime=False, resumable=False):
+def start(owner, version, mode, runtime=False, resumable=False, app_paths=None):
     """Open a push session for owner (any object), replacing owner's own
-    earlier one. Raises PushError(busy) if another owner holds one."""
+    earlier one. Raises PushError(busy) if another owner holds one.
+    app_paths: config "appPaths" in force (None: read it from the config)."""
     global session
     if session is not None:
         if session.owner is not owner:
@@ -203,7 +233,7 @@ def start(owner, version, mode, runtime=False, resumable=False):
         detach(owner)
     from uota.stage import Push
 
-    p = Push(owner, version, mode, runtime, resumable)
+    p = Push(owner, version, mode, runtime, resumable, app_paths)
     try:
         p.open()
     except OSError as e:

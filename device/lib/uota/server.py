@@ -5,7 +5,6 @@
 # that makes no progress for sessionTimeout seconds, so an idle or slow client
 # never holds up another one.
 import asyncio
-import hashlib
 import json
 import os
 
@@ -20,6 +19,17 @@ except ImportError:
 
 _DIR = 0x4000
 LINE_BUFFER = 600  # line mode: lines are at most 512 bytes
+
+# Requests that change the device. A device with a password or a signing key
+# serves them only in an authenticated session, and only sealed to it: each
+# carries "seq" (one more than the last) and ends with ',"seal":"<hex>"}', an
+# HMAC under the session key of the request with that tail cut off
+# (docs/security.md, src/protocol/session.rs).
+STATE_OPS = ("rm", "reset", "wipe", "passwd", "floor", "begin", "file", "commit", "abort", "rekey")
+_MAC_TAIL = 75  # len(',"seal":"') + 64 + len('"}')
+# An unauthenticated connection to a device with secrets must authenticate
+# within this many ms, so floods of idle handshakes cannot fill the slots.
+AUTH_DEADLINE_MS = 5000
 
 
 def hex64(s):
@@ -60,14 +70,22 @@ def _manifest_lines():
         r.close()
 
 
+MAX_RELEASE = 1 << 53  # the largest release number a release may carry
+
+
 def _highest_release():
-    """The release-number floor (read without importing trust.py)."""
+    """The release-number floor (read without importing trust.py). A floor
+    above MAX_RELEASE (written by an older runtime) reads as MAX_RELEASE."""
     text = fs.read_atomic("/" + paths.FLOOR)
     try:
         n = json.loads(text).get("release") if text else 0
     except (ValueError, AttributeError):
         n = 0
-    return n if isinstance(n, int) and n > 0 else 0
+    if isinstance(n, float) and n > 0:
+        n = MAX_RELEASE
+    if not isinstance(n, int) or n <= 0:
+        return 0
+    return n if n < MAX_RELEASE else MAX_RELEASE
 
 
 class Server:
@@ -83,18 +101,32 @@ class Server:
         self.stopping = False
 
     def start(self):
+        for w in self.warnings():
+            log.warn("INSECURE: " + w)
         asyncio.create_task(self._watchdog())
 
     async def _watchdog(self):
         while True:
             await asyncio.sleep_ms(500)
             now = hal.ticks_ms()
+            guarded = self.cfg.verifier or self.cfg.signing_key
             for c in self.conns:
-                if c.task is not None and hal.ticks_diff(now, c.last) > self.timeout_ms:
+                if c.task is None:
+                    continue
+                late = guarded and not c.authed and hal.ticks_diff(now, c.opened) > AUTH_DEADLINE_MS
+                if late and not self._holds_push(c):
+                    log.debug("dropping a connection that did not authenticate in time")
+                elif hal.ticks_diff(now, c.last) > self.timeout_ms:
                     log.debug("dropping an idle connection")
-                    t = c.task
-                    c.task = None
-                    t.cancel()
+                else:
+                    continue
+                t = c.task
+                c.task = None
+                t.cancel()
+
+    def _holds_push(self, c):
+        s = release.session
+        return s is not None and s.owner is c
 
     # --- connections --------------------------------------------------------
 
@@ -119,6 +151,10 @@ class Server:
             except Exception:
                 pass
         conn = wire.Conn(stream, LINE_BUFFER)
+        conn.opened = hal.ticks_ms()
+        conn.requests = 0  # served before authenticating (eviction order)
+        conn.skey = None  # session key after auth (binds state-changing requests)
+        conn.seq = 0
         conn.task = asyncio.current_task()
         self.conns.append(conn)
         try:
@@ -143,20 +179,21 @@ class Server:
             await conn.close()
 
     def _evict(self):
-        """At the connection limit, drop the least recently active connection
-        that holds no push session, so idle clients cannot lock others out."""
+        """At the connection limit, make room for a new connection. Never an
+        authenticated one while others are not, never the push owner: among
+        the rest, the one that has made the most unauthenticated requests
+        (a flooder's pings), then the least recently active."""
         victim = None
+        best = None
         now = hal.ticks_ms()
         for c in self.conns:
-            if c.task is None:
+            if c.task is None or self._holds_push(c):
                 continue
-            s = release.session
-            if s is not None and s.owner is c:
-                continue
-            if victim is None or hal.ticks_diff(now, c.last) > hal.ticks_diff(now, victim.last):
-                victim = c
+            rank = (0 if c.authed else 1, c.requests, hal.ticks_diff(now, c.last))
+            if best is None or rank > best:
+                victim, best = c, rank
         if victim is not None:
-            log.debug("connection limit: dropping the idlest one")
+            log.debug("connection limit: dropping one")
             t = victim.task
             victim.task = None
             t.cancel()
@@ -198,7 +235,7 @@ class Server:
                 continue
             if cfg.verifier and not conn.authed:
                 # micro-ota sends its plaintext password as the first line.
-                if cfg.legacy and crypto.equal(hashlib.sha256(raw).digest(), cfg.verifier_bytes()):
+                if cfg.legacy and cfg.password_matches(bytes(raw)):
                     conn.authed = True
                     await conn.send_line("ok")
                     continue
@@ -264,6 +301,8 @@ class Server:
             "proto": 1,
             "max_frame": self.max_frame,
             "auth": bool(self.cfg.verifier),
+            "auth_with": self.cfg.auth_methods(),
+            "kdf": self.cfg.kdf,
             "nonce": conn.nonce,
             "caps": self.caps,
             "runtime": settings.RUNTIME_VERSION,
@@ -304,9 +343,25 @@ class Server:
             if handler is None:
                 await conn.send_err("unknown_op", op)
                 continue
+            if not conn.authed:
+                conn.requests += 1
             if self.cfg.verifier and not conn.authed and op not in ("auth", "ping"):
                 await conn.send_err("auth_required", "authenticate first")
                 continue
+            if op in STATE_OPS and (self.cfg.verifier or self.cfg.signing_key):
+                if not conn.authed:
+                    # A key-only device: reads are open, changes need the key.
+                    if op == "begin":
+                        await conn.send_err("sig_required", "this device takes releases only from a host authenticated with its signing key")
+                    else:
+                        await conn.send_err("auth_required", "this device has a signing key: authenticate with it first")
+                    await self._linger(conn, 200)
+                    return
+                if not self._bound(conn, payload, req):
+                    log.warn("refused a request not bound to the session: %s" % op)
+                    await conn.send_err("unbound", "%s is not sealed to this session (seq and seal)" % op)
+                    await self._linger(conn, 200)
+                    return
             try:
                 keep = await handler(conn, req)
             except PushError as e:
@@ -326,22 +381,64 @@ class Server:
     async def op_ping(self, conn, req):
         await conn.send_ok()
 
+    def _bound(self, conn, payload, req):
+        """Whether a state-changing request is sealed to this session with
+        the next sequence number (see STATE_OPS)."""
+        key = conn.skey
+        n = len(payload)
+        if key is None or n < _MAC_TAIL + 2:
+            return False
+        tail = bytes(payload[n - _MAC_TAIL :])
+        if tail[:9] != b',"seal":"' or tail[-2:] != b'"}':
+            return False
+        mac = crypto.HmacSha256(key)
+        mac.update(bytes(payload[: n - _MAC_TAIL]))
+        mac.update(b"}")
+        if not crypto.equal(mac.hexdigest(), tail[9:73]):
+            return False
+        seq = req.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq != conn.seq + 1:
+            return False
+        conn.seq = seq
+        return True
+
     async def op_auth(self, conn, req):
-        v = self.cfg.verifier_bytes()
-        if not v:
-            conn.authed = True
+        cfg = self.cfg
+        if not (cfg.verifier or cfg.signing_key):
+            conn.authed = True  # nothing to prove; requests stay unbound
             await conn.send_ok()
             return True
-        mac = crypto.HmacSha256(v)
-        mac.update(b"uota-auth:")
-        mac.update(conn.nonce.encode())
+        method = req.get("with", "password")
+        if method == "key":
+            secret = cfg.signing_key.encode() if cfg.signing_key else b""
+            context = b"uota-auth-key:v2:"
+        else:
+            secret = cfg.verifier_bytes()
+            context = b"uota-auth:v2:"
+        dev_id = hal.unique_id().encode()
         got = req.get("mac")
-        if isinstance(got, str) and conn.nonce and crypto.equal(mac.hexdigest(), got.lower()):
-            conn.authed = True
-            await conn.send_ok()
-            return True
+        if secret and conn.nonce and isinstance(got, str):
+            mac = crypto.HmacSha256(secret)
+            mac.update(context)
+            mac.update(conn.nonce.encode())
+            mac.update(b":")
+            mac.update(dev_id)
+            if crypto.equal(mac.hexdigest(), got.lower()):
+                conn.authed = True
+                skey = crypto.HmacSha256(secret)
+                skey.update(b"uota-session:v2:")
+                skey.update(conn.nonce.encode())
+                skey.update(b":")
+                skey.update(dev_id)
+                conn.skey = skey.digest()
+                conn.seq = 0
+                await conn.send_ok()
+                return True
         await asyncio.sleep_ms(500)
-        await conn.send_err("auth_failed", "wrong password")
+        if method == "key":
+            await conn.send_err("auth_failed", "wrong signing key" if secret else "this device has no signing key")
+        else:
+            await conn.send_err("auth_failed", "wrong password" if secret else "this device has no password")
         await self._linger(conn, 200)
         return False
 
@@ -363,7 +460,21 @@ class Server:
             id=hal.unique_id(),
             highest_release=_highest_release(),
             legacy=self.cfg.legacy,
+            password=bool(self.cfg.verifier),
+            signing_key=bool(self.cfg.signing_key),
+            warnings=self.warnings(),
         )
+
+    def warnings(self):
+        """What an owner must hear about this device's protection."""
+        out = []
+        if not self.cfg.verifier and not self.cfg.signing_key:
+            out.append("no password and no signing key: anyone on the network can replace the app")
+        elif not self.cfg.verifier:
+            out.append("no password: anyone on the network can read files (changes need the signing key)")
+        if self.cfg.legacy:
+            out.append("legacy mode: micro-ota's plaintext password line and unbound sessions are accepted")
+        return out
 
     def list_dir(self, path):
         try:
@@ -531,13 +642,25 @@ class Server:
         await conn.send_ok()
 
     async def op_passwd(self, conn, req):
+        from uota import config
+
         v = req.get("verifier")
-        if v != "":
-            v = hex64(v)
-            if v is None:
-                raise PushError("bad_request", "verifier must be sha256 hex or empty")
+        if not isinstance(v, str) or not config.valid_verifier(v):
+            raise PushError("bad_request", "verifier must be pbkdf2-sha256$<iter>$<salt>$<hash>, sha256 hex or empty")
         self.cfg.set_verifier(v)
         await conn.send_ok()
+
+    async def op_floor(self, conn, req):
+        """Set the release-number floor, lower or higher: the owner's way out
+        of a floor set too high (only in an authenticated, sealed session on
+        a device with secrets; see STATE_OPS)."""
+        n = non_negative_int(req.get("release"))
+        if n is None or n > MAX_RELEASE:
+            raise PushError("bad_request", "release must be an integer from 0 to 2^53")
+        self._check_no_other_session(conn)
+        fs.atomic_write("/" + paths.FLOOR, json.dumps({"release": n}).encode())
+        log.info("release floor set to %d" % n)
+        await conn.send_ok(release=n)
 
     async def op_rekey(self, conn, req):
         """Replace the signing key with one sent encrypted under the current

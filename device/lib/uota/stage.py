@@ -19,11 +19,13 @@ class Push:
     .uota_manifest.in; settle() then resumes the session kept on flash when
     this begin is identical to it, or starts a new one."""
 
-    def __init__(self, owner, version, mode, runtime=False, resumable=False):
+    def __init__(self, owner, version, mode, runtime=False, resumable=False, app_paths=None):
         self.owner = owner
         self.version = version
         self.mode = mode
         self.runtime = runtime
+        # What this release may write and delete (docs/protocol.md section 5).
+        self.rules = paths.ReleaseRules(runtime, app_paths)
         self.resumable = resumable
         self.resumed = False
         self.release = 0  # release number (trust.py); 0 = none
@@ -57,14 +59,12 @@ class Push:
         self._out = open(self.manifest, "w")
 
     def check_entry_path(self, path):
-        """Validate a path for this push; returns it, or raises PushError."""
+        """Validate a path for this push; returns it, or raises PushError
+        (bad_path, or protected for a path this release may not write)."""
         try:
-            path = paths.check(path)
+            return self.rules.check(path)
         except paths.PathError as e:
             raise PushError(e.code, e.msg)
-        if paths.protected(path, self.runtime) or paths.stage_reserved(path) or paths.keep_folder(path):
-            raise PushError("protected", path)
-        return path
 
     def add(self, sha, size, path):
         """Append one entry; entries must come sorted by path + ":", each once."""
@@ -267,7 +267,7 @@ class Push:
                     old, new = pair
                     e = new
                     if e is None:
-                        if self.mode == "full" and paths.deletable(old[2], self.runtime):
+                        if self.mode == "full" and self.rules.may_delete(old[2]):
                             continue
                         e = old
                     out.write(mf.format_line(e[0], e[1], e[2]))
@@ -302,6 +302,8 @@ class Push:
             "version": self.version,
             "mode": self.mode,
             "runtime": self.runtime,
+            # Its config/ota.json's guarded keys take effect (config.py).
+            "settings": self.runtime and mf.find(STAGED_MANIFEST, paths.CONFIG) is not None,
             "keep": keep,
             "prev": prev,
             "prev_runtime": prev_runtime,

@@ -12,6 +12,7 @@ from uota.release import PushError
 FLOOR = "/ota_floor.json"  # {"release": <highest release number accepted>}
 MAGIC = "uota-release-v1"
 MAX_KEY = 128  # bytes of a signing key
+MAX_RELEASE = 1 << 53  # larger release numbers are refused (JSON readers lose them)
 
 
 def highest():
@@ -23,7 +24,11 @@ def highest():
         n = json.loads(text).get("release")
     except (ValueError, AttributeError):
         return 0
-    return n if isinstance(n, int) and n > 0 else 0
+    if isinstance(n, float) and n > 0:
+        return MAX_RELEASE
+    if not isinstance(n, int) or n <= 0:
+        return 0
+    return n if n < MAX_RELEASE else MAX_RELEASE
 
 
 def raise_floor(n):
@@ -69,8 +74,8 @@ class Claims:
         # floor is not checked; signed pushes must carry one (push.py).
         self.numbered = "release" in req
         rel = req.get("release", 0)
-        if isinstance(rel, bool) or not isinstance(rel, int) or rel < 0:
-            raise PushError("bad_request", "release must be a non-negative integer")
+        if isinstance(rel, bool) or not isinstance(rel, int) or rel < 0 or rel > MAX_RELEASE:
+            raise PushError("bad_request", "release must be an integer from 0 to 2^53")
         self.release = rel
         self.rollback = req.get("rollback") is True
         dev = req.get("device", "")
