@@ -76,10 +76,26 @@ mod tests {
     #[test]
     fn default_area_takes_app_files_and_leaves_the_rest() {
         let a = AppArea::default();
-        for p in ["main.py", "sensors.py", "fw.mpy", "app/x/y.py", "lib/pkg/m.py", "www/i.html", "config/ota.json", "APP/X.PY"] {
+        for p in [
+            "main.py",
+            "sensors.py",
+            "fw.mpy",
+            "app/x/y.py",
+            "lib/pkg/m.py",
+            "www/i.html",
+            "config/ota.json",
+            "APP/X.PY",
+        ] {
             assert!(a.contains(p, false), "{p}");
         }
-        for p in ["README.md", "tests/t.py", "config/other.json", "boot.py", "lib/uota/server.py", "sub/main.py"] {
+        for p in [
+            "README.md",
+            "tests/t.py",
+            "config/other.json",
+            "boot.py",
+            "lib/uota/server.py",
+            "sub/main.py",
+        ] {
             assert!(!a.contains(p, false) || p.starts_with("lib/"), "{p}");
         }
         assert!(a.contains("boot.py", true));

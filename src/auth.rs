@@ -156,13 +156,20 @@ impl PasswordKdf {
         if text.is_empty() || text == "sha256" {
             return Ok(PasswordKdf::Sha256);
         }
-        let bad = || Error::Protocol(format!("the device reports an unknown password kdf {text:?}"));
+        let bad = || {
+            Error::Protocol(format!(
+                "the device reports an unknown password kdf {text:?}"
+            ))
+        };
         let mut parts = text.split('$');
         if parts.next() != Some(PBKDF2_PREFIX) {
             return Err(bad());
         }
         let iterations: u32 = parts.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
-        let salt = parts.next().and_then(|s| hex::decode(s).ok()).ok_or_else(bad)?;
+        let salt = parts
+            .next()
+            .and_then(|s| hex::decode(s).ok())
+            .ok_or_else(bad)?;
         if parts.next().is_some()
             || iterations == 0
             || iterations > MAX_PBKDF2_ITERATIONS
@@ -203,7 +210,12 @@ impl AuthMethod {
 /// `secret` (the derived password verifier, or the signing key's bytes) of
 /// `context + nonce + ":" + device id`, where the context names the method.
 /// Binding the device id means an answer is useful to one device only.
-pub fn challenge_response(method: AuthMethod, secret: &[u8], nonce: &str, device_id: &str) -> String {
+pub fn challenge_response(
+    method: AuthMethod,
+    secret: &[u8],
+    nonce: &str,
+    device_id: &str,
+) -> String {
     let context = match method {
         AuthMethod::Password => AUTH_PASSWORD_CONTEXT,
         AuthMethod::Key => AUTH_KEY_CONTEXT,
@@ -663,7 +675,10 @@ mod tests {
         let pw = Password::new("secret");
         let a = pw.verifier();
         let b = pw.verifier();
-        assert_ne!(a, b, "two devices with one password store different verifiers");
+        assert_ne!(
+            a, b,
+            "two devices with one password store different verifiers"
+        );
         let parts: Vec<&str> = a.split('$').collect();
         assert_eq!(parts[0], PBKDF2_PREFIX);
         assert_eq!(parts[1], PBKDF2_ITERATIONS.to_string());
@@ -675,7 +690,13 @@ mod tests {
             verifier_secret(&password_verifier("secret")).unwrap(),
             pw.secret(&PasswordKdf::Sha256)
         );
-        for bad in ["pbkdf2-sha256$0$00", "pbkdf2-sha256$x$00", "pbkdf2-sha256$10$", "md5", "pbkdf2-sha256$99999999$00"] {
+        for bad in [
+            "pbkdf2-sha256$0$00",
+            "pbkdf2-sha256$x$00",
+            "pbkdf2-sha256$10$",
+            "md5",
+            "pbkdf2-sha256$99999999$00",
+        ] {
             assert!(PasswordKdf::parse(bad).is_err(), "{bad}");
         }
         assert!(verifier_secret("zz").is_err());
@@ -687,10 +708,22 @@ mod tests {
         let r = challenge_response(AuthMethod::Password, &secret, "n1", "dev-a");
         let expected = hex::encode(hmac_sha256(&secret, b"uota-auth:v2:n1:dev-a"));
         assert_eq!(r, expected);
-        assert_ne!(r, challenge_response(AuthMethod::Password, &secret, "n2", "dev-a"));
-        assert_ne!(r, challenge_response(AuthMethod::Password, &secret, "n1", "dev-b"));
-        assert_ne!(r, challenge_response(AuthMethod::Key, &secret, "n1", "dev-a"));
-        assert_ne!(session_key(&secret, "n1", "dev-a"), session_key(&secret, "n2", "dev-a"));
+        assert_ne!(
+            r,
+            challenge_response(AuthMethod::Password, &secret, "n2", "dev-a")
+        );
+        assert_ne!(
+            r,
+            challenge_response(AuthMethod::Password, &secret, "n1", "dev-b")
+        );
+        assert_ne!(
+            r,
+            challenge_response(AuthMethod::Key, &secret, "n1", "dev-a")
+        );
+        assert_ne!(
+            session_key(&secret, "n1", "dev-a"),
+            session_key(&secret, "n2", "dev-a")
+        );
     }
 
     #[test]

@@ -50,7 +50,6 @@ pub const STARTER_FILES: &[(&str, &str)] = &[
     ("README.md", include_str!("../examples/starter/README.md")),
 ];
 
-
 fn default_version() -> String {
     "1.0.0".into()
 }
@@ -745,7 +744,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(root.join(SECRETS_PATH)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(root.join(SECRETS_PATH))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "secrets readable by others: {mode:o}");
         }
         // A second project gets other secrets.

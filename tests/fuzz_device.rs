@@ -197,6 +197,36 @@ fn path_corpus() -> Vec<String> {
         "app/.. ",
         "app/x.py;rm",
         "%2e%2e/evil.py",
+        // Nested under a protected file (it would become a folder).
+        "boot.py/x",
+        "BOOT.PY/main.py",
+        "ota_floor.json/x",
+        "ota_floor.json/a/b",
+        "OTA_FLOOR.JSON/x",
+        "ota_version.json/x",
+        "ota_manifest.txt/a/b",
+        "ota_boot_state.json/x",
+        "ota_serial_session/x",
+        "ota_settings.json",
+        "ota_settings.json/x",
+        "ota_floor.json.tmp/x",
+        "config/.ota.secrets.json/x",
+        "config/.ota.secrets.json.tmp",
+        "Config/.Ota.Secrets.Json.bak",
+        // Shadowing the runtime or a module it imports.
+        "uota/__init__.py",
+        "uota.py",
+        "uota.mpy",
+        "lib/uota.py",
+        "hashlib.py",
+        "lib/json.py",
+        "JSON.PY",
+        "asyncio/__init__.py",
+        "lib/os/__init__.py",
+        // Outside the app area.
+        "README.md",
+        "notes/x.txt",
+        "config/other.json",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -206,6 +236,49 @@ fn path_corpus() -> Vec<String> {
     v.push(format!("{}b", "a/".repeat(127)));
     v.push("é".repeat(128));
     v
+}
+
+/// A path under a protected file or folder, or one that shadows a module
+/// the runtime imports, in a random case: a release may write none of them.
+fn nested_path(rng: &mut Rng) -> String {
+    const BASES: &[&str] = &[
+        "boot.py",
+        "config/.ota.secrets.json",
+        "ota_floor.json",
+        "ota_version.json",
+        "ota_manifest.txt",
+        "ota_boot_state.json",
+        "ota_serial_session",
+        "ota_settings.json",
+        "lib/uota",
+        "uota",
+        "lib/uota.py",
+        "json",
+        "lib/hashlib",
+        "asyncio",
+        "os.py",
+        "data",
+    ];
+    let mut base = rng.pick(BASES).to_string();
+    match rng.below(3) {
+        0 => base = base.to_uppercase(),
+        1 => {
+            base = base
+                .chars()
+                .map(|c| {
+                    if rng.percent(50) {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        }
+        _ => {}
+    }
+    let tail = rng.pick(&["", ".tmp", ".py", ".mpy"]);
+    let under = rng.pick(&["x", "a/b", "__init__.py", "main.py"]);
+    format!("{base}{tail}/{under}")
 }
 
 /// Paths that `rm` may never delete: `rm` of anything else in the corpus
@@ -1131,7 +1204,12 @@ fn rand_manifest_text(rng: &mut Rng, w: &World) -> Vec<u8> {
         } else {
             rng.pick(NUMBERS).to_string()
         };
-        out.extend(format!("{sha} {size} {}\n", rng.pick(&w.paths)).into_bytes());
+        let path = if rng.percent(20) {
+            nested_path(rng)
+        } else {
+            rng.pick(&w.paths).clone()
+        };
+        out.extend(format!("{sha} {size} {path}\n").into_bytes());
     }
     out
 }
@@ -1214,6 +1292,7 @@ fn mutate_lines(rng: &mut Rng, w: &World, text: &[u8]) -> Vec<u8> {
                     .pick(&["", " 5", "+5", "0x10", "5 ", "٣", "1_000"])
                     .to_string()
             }
+            3 if rng.percent(30) => parts[2] = nested_path(rng),
             3 => parts[2] = rng.pick(&w.paths).clone(),
             4 => parts.truncate(rng.range(1, 2)),
             5 => {
@@ -1684,6 +1763,7 @@ fn gen_stream_ota(rng: &mut Rng, w: &World) -> Script {
         // install the rest.
         let rename = files[i].0 != SENTINEL.as_bytes();
         match rng.below(10) {
+            0 if rename && rng.percent(30) => files[i].0 = nested_path(rng).into_bytes(),
             0 if rename => files[i].0 = rng.pick(&w.paths).as_bytes().to_vec(),
             1 if rename => files[i].0 = b"app/\xff\xfe.py".to_vec(),
             2 => files[i].1 = files[i].1.wrapping_add(1),
@@ -1792,6 +1872,7 @@ fn gen_start_ota(rng: &mut Rng, w: &World) -> Script {
         let mut sha = e.sha256_hex();
         let mut data = body.clone();
         match rng.below(10) {
+            0 if rng.percent(30) => path = nested_path(rng),
             0 => path = rng.pick(&w.paths).clone(),
             1 => size = rng.pick(NUMBERS).to_string(),
             2 => sha = rng.hex(64),

@@ -221,7 +221,9 @@ async fn a_recorded_signed_session_replayed_later_is_refused() {
     // sealed to the old session and its signature to the old nonce.
     let mut c = RawClient::connect(&t, true).await;
     let begin = recorded_request(&recorded, "begin");
-    c.frame(uota::protocol::FrameType::Request, &begin).await.unwrap();
+    c.frame(uota::protocol::FrameType::Request, &begin)
+        .await
+        .unwrap();
     let r = c.response().await.unwrap();
     assert_eq!(r["err"], "unbound", "{r}");
     unchanged(&t, "3.0.0", &before).await;
@@ -544,9 +546,12 @@ async fn rotating_a_key_needs_the_current_key_and_never_sends_the_new_one_in_pla
     let r = replay(&t, &recorded).await;
     assert_eq!(r["err"], "auth_failed", "{r}");
     let mut c = common::RawClient::connect_unauthenticated(&t).await;
-    c.authenticate(uota::auth::AuthMethod::Key, new.as_bytes()).await;
+    c.authenticate(uota::auth::AuthMethod::Key, new.as_bytes())
+        .await;
     let rekey = recorded_request(&recorded, "rekey");
-    c.frame(uota::protocol::FrameType::Request, &rekey).await.unwrap();
+    c.frame(uota::protocol::FrameType::Request, &rekey)
+        .await
+        .unwrap();
     let r = c.response().await.unwrap();
     assert_eq!(r["err"], "unbound", "{r}");
     // The old key no longer signs; the new one does.
@@ -662,4 +667,303 @@ async fn a_second_push_session_gets_busy() {
     // The first session is intact: abort it and nothing changed.
     assert_eq!(first.request(json!({"op": "abort"})).await["ok"], true);
     unchanged(&t, "1.0.0", &before).await;
+}
+
+// ----- second pass (docs/security.md, "Sessions") -----
+
+/// A listener that answers every line with `reply`, recording all it receives.
+async fn answering(reply: &'static str) -> (String, u16, Arc<Mutex<Vec<u8>>>) {
+    let (host, port) = common::unique_addr();
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if s.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (host, port, seen)
+}
+
+#[tokio::test]
+async fn auto_never_sends_the_password_in_plaintext() {
+    // Something that answers the uota hello with micro-ota's `denied`.
+    let (host, port, seen) = answering("denied").await;
+    let opts = uota::device::ConnectOptions {
+        password: Some(uota::auth::Password::new("hunter2-secret")),
+        ..uota::device::ConnectOptions::default()
+    };
+    let err = uota::Device::connect_tcp(&host, port, opts)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(err.to_string().contains("--protocol micro-ota"), "{err}");
+    // Give any reconnect a chance to arrive; the password never does.
+    tokio::task::yield_now().await;
+    let bytes = seen.lock().unwrap().clone();
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("hunter2"),
+        "the password was sent"
+    );
+    assert_eq!(bytes, b"uota 1\n", "only the hello was sent");
+}
+
+#[tokio::test]
+async fn state_changing_requests_are_sealed_to_the_authenticated_session() {
+    let t = start(Setup {
+        password: Some("pw"),
+        ..Setup::default()
+    })
+    .await;
+    push(&t, "1.0.0", &opts(None, None)).await.unwrap();
+    let before = snapshot(&t).await;
+    // Injected: an unsealed request in an authenticated session.
+    for op in [
+        json!({"op": "rm", "path": "main.py"}),
+        json!({"op": "wipe"}),
+        json!({"op": "passwd", "verifier": ""}),
+        json!({"op": "reset"}),
+        json!({"op": "floor", "release": 0}),
+        json!({"op": "abort"}),
+    ] {
+        let mut c = RawClient::connect(&t, true).await;
+        c.req_raw(op.clone()).await;
+        let r = c.response().await.unwrap();
+        assert_eq!(r["err"], "unbound", "{op}: {r}");
+        assert!(
+            c.response().await.is_none(),
+            "{op}: the connection stays open"
+        );
+        unchanged(&t, "1.0.0", &before).await;
+    }
+    // Replayed: the same sealed request twice, or one sealed to another session.
+    let mut c = RawClient::connect(&t, true).await;
+    let sealed = c.seal(json!({"op": "rm", "path": "no-such-file"}));
+    c.frame(uota::protocol::FrameType::Request, &sealed)
+        .await
+        .unwrap();
+    assert_eq!(c.response().await.unwrap()["err"], "not_found");
+    c.frame(uota::protocol::FrameType::Request, &sealed)
+        .await
+        .unwrap();
+    assert_eq!(c.response().await.unwrap()["err"], "unbound");
+    let mut other = RawClient::connect(&t, true).await;
+    other
+        .frame(uota::protocol::FrameType::Request, &sealed)
+        .await
+        .unwrap();
+    assert_eq!(other.response().await.unwrap()["err"], "unbound");
+    // Reordered: sequence number 2 before 1.
+    let mut c = RawClient::connect(&t, true).await;
+    let first = c.seal(json!({"op": "rm", "path": "nothing-1"}));
+    let second = c.seal(json!({"op": "rm", "path": "nothing-2"}));
+    c.frame(uota::protocol::FrameType::Request, &second)
+        .await
+        .unwrap();
+    let _ = first;
+    assert_eq!(c.response().await.unwrap()["err"], "unbound");
+    // Altered in transit: the path of a sealed request changed.
+    let mut c = RawClient::connect(&t, true).await;
+    let sealed = String::from_utf8(c.seal(json!({"op": "rm", "path": "nothing-x"}))).unwrap();
+    let altered = sealed.replace("nothing-x", "main.py");
+    c.frame(uota::protocol::FrameType::Request, altered.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(c.response().await.unwrap()["err"], "unbound");
+    unchanged(&t, "1.0.0", &before).await;
+    // The owner's own commands are sealed by the host and work.
+    let mut dev = t.connect().await;
+    dev.rm("app/counter.py").await.unwrap();
+    assert!(dev
+        .ls("/app")
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.name != "counter.py"));
+}
+
+#[tokio::test]
+async fn a_device_with_a_key_takes_changes_only_from_its_key_holder() {
+    let t = start(Setup {
+        key: Some("device-key"),
+        ..Setup::default()
+    })
+    .await;
+    let key = SigningKey::new("device-key");
+    push(&t, "1.0.0", &opts(Some(&key), None)).await.unwrap();
+    let before = snapshot(&t).await;
+    // Without proof of the key: reads work, changes do not.
+    for (op, code) in [
+        (json!({"op": "rm", "path": "main.py"}), "auth_required"),
+        (json!({"op": "wipe"}), "auth_required"),
+        (json!({"op": "reset"}), "auth_required"),
+        (
+            json!({"op": "passwd", "verifier": common::sha256_hex(b"mine")}),
+            "auth_required",
+        ),
+        (json!({"op": "floor", "release": 0}), "auth_required"),
+        (
+            json!({"op": "begin", "version": "x", "mode": "full", "count": 0, "runtime": false}),
+            "sig_required",
+        ),
+    ] {
+        let mut c = common::RawClient::connect_unauthenticated(&t).await;
+        let r = c.request(json!({"op": "ls", "path": "/"})).await;
+        assert_eq!(r["ok"], true, "{r}");
+        c.req_raw(op.clone()).await;
+        let r = c.response().await.unwrap();
+        assert_eq!(r["err"], code, "{op}: {r}");
+        unchanged(&t, "1.0.0", &before).await;
+    }
+    // A wrong key does not authenticate.
+    let mut c = common::RawClient::connect_unauthenticated(&t).await;
+    let h = c.hello.clone().unwrap();
+    let mac =
+        uota::auth::challenge_response(uota::auth::AuthMethod::Key, b"guess", &h.nonce, &h.id);
+    let r = c
+        .request(json!({"op": "auth", "mac": mac, "with": "key"}))
+        .await;
+    assert_eq!(r["err"], "auth_failed", "{r}");
+    // Two unauthenticated resets inside the confirmation window cannot roll
+    // the release back: they are refused.
+    let (project, m) = project_manifest(&t, "2.0.0", "two");
+    let mut dev = t.connect().await;
+    dev.push(&project.root, &m, &opts(Some(&key), None), &mut |_| {})
+        .await
+        .unwrap();
+    t.wait_version("2.0.0").await;
+    for _ in 0..2 {
+        let mut c = common::RawClient::connect_unauthenticated(&t).await;
+        c.req_raw(json!({"op": "reset"})).await;
+        assert_eq!(c.response().await.unwrap()["err"], "auth_required");
+    }
+    let mut dev = t.connect().await;
+    assert_eq!(dev.version().await.unwrap(), "2.0.0");
+    // The key holder's commands work (the host proves the key, then seals).
+    dev.rm("app/counter.py").await.unwrap();
+    let info = dev.info().await.unwrap();
+    let warnings = info.extra["warnings"].to_string();
+    assert!(warnings.contains("no password"), "{warnings}");
+}
+
+#[tokio::test]
+async fn password_verifiers_are_salted_per_device_and_answers_bound_to_one_device() {
+    let a = start(Setup {
+        password: Some("same-password"),
+        ..Setup::default()
+    })
+    .await;
+    let b = start(Setup {
+        password: Some("same-password"),
+        ..Setup::default()
+    })
+    .await;
+    let stored = |t: &TestDevice| -> String {
+        let text = std::fs::read_to_string(t.root.join("config/.ota.secrets.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["otaPassword"].as_str().unwrap().to_string()
+    };
+    let (va, vb) = (stored(&a), stored(&b));
+    assert!(va.starts_with("pbkdf2-sha256$"), "{va}");
+    assert_ne!(va, vb, "one password, two devices, two verifiers");
+    let iterations: u32 = va.split('$').nth(1).unwrap().parse().unwrap();
+    assert!(iterations >= 20_000, "{iterations}");
+    // A's stored verifier (flash extraction) does not authenticate to B.
+    let secret_a = uota::auth::verifier_secret(&va).unwrap();
+    let mut c = common::RawClient::connect_unauthenticated(&b).await;
+    let h = c.hello.clone().unwrap();
+    assert_eq!(
+        h.kdf,
+        vb.rsplit_once('$').unwrap().0,
+        "the hello names B's own salt"
+    );
+    let mac = uota::auth::challenge_response(
+        uota::auth::AuthMethod::Password,
+        &secret_a,
+        &h.nonce,
+        &h.id,
+    );
+    let r = c.request(json!({"op": "auth", "mac": mac})).await;
+    assert_eq!(r["err"], "auth_failed", "{r}");
+    // An answer computed for A's id does not work on B, even with B's secret.
+    let secret_b = uota::auth::verifier_secret(&vb).unwrap();
+    let mut c = common::RawClient::connect_unauthenticated(&b).await;
+    let h = c.hello.clone().unwrap();
+    let ida = a.connect().await.device_id().to_string();
+    let mac =
+        uota::auth::challenge_response(uota::auth::AuthMethod::Password, &secret_b, &h.nonce, &ida);
+    let r = c.request(json!({"op": "auth", "mac": mac})).await;
+    assert_eq!(r["err"], "auth_failed", "{r}");
+    // The owner's password works on both, and passwd installs a fresh salt.
+    let mut dev = b.connect().await;
+    dev.passwd(Some(&uota::auth::Password::new("same-password")))
+        .await
+        .unwrap();
+    assert_ne!(stored(&b), vb);
+    b.connect().await.ping().await.unwrap();
+    a.connect().await.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn release_numbers_are_bounded_and_a_high_floor_has_an_authenticated_way_out() {
+    let t = start(Setup {
+        password: Some("pw"),
+        ..Setup::default()
+    })
+    .await;
+    push(&t, "1.0.0", &opts(None, None)).await.unwrap();
+    let before = snapshot(&t).await;
+    let (_, m) = project_manifest(&t, "9.0.0", "nine");
+    for release in [
+        json!(9007199254740993u64),
+        json!(18446744073709551615u64),
+        json!(1e300),
+    ] {
+        let mut c = RawClient::connect(&t, true).await;
+        c.req(json!({"op": "begin", "version": "9", "mode": "full", "count": m.files.len(), "runtime": false, "release": release}))
+            .await;
+        c.data(&m.manifest_lines()).await.unwrap();
+        c.data(b"").await.unwrap();
+        let r = c.response().await.unwrap();
+        assert_eq!(r["err"], "bad_request", "{release}: {r}");
+    }
+    unchanged(&t, "1.0.0", &before).await;
+    // A floor poisoned by an older runtime (above 2^64): the host still reads
+    // the hello, refuses to sign past 2^53, and the owner lowers the floor.
+    std::fs::write(
+        t.root.join("ota_floor.json"),
+        br#"{"release": 36893488147419103232}"#,
+    )
+    .unwrap();
+    let mut dev = t.connect().await;
+    assert_eq!(dev.highest_release(), 1 << 53);
+    let (project, m) = project_manifest(&t, "2.0.0", "two");
+    let err = dev
+        .push(&project.root, &m, &opts(None, None), &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("uota floor"), "{err}");
+    // Without authentication the floor cannot be touched.
+    let mut c = common::RawClient::connect_unauthenticated(&t).await;
+    c.req_raw(json!({"op": "floor", "release": 0})).await;
+    assert_eq!(c.response().await.unwrap()["err"], "auth_required");
+    let mut dev = t.connect().await;
+    dev.set_floor(1).await.unwrap();
+    push(&t, "2.0.0", &opts(None, None)).await.unwrap();
+    assert_eq!(t.connect().await.highest_release(), 2);
 }

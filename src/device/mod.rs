@@ -230,12 +230,16 @@ impl Device {
         }
     }
 
-    /// Authenticate after the hello: with the password when the device has
-    /// one and the host knows it, else with the signing key when the device
-    /// takes it. A device with only a key serves reads without this; its
-    /// state-changing commands then need [`Device::authenticate_with_key`].
+    /// Authenticate after the hello, when the device requires it for
+    /// everything (it has a password): with the password, or else with the
+    /// signing key when the device takes it. A device with only a key serves
+    /// reads unauthenticated; the host proves the key on the first
+    /// state-changing request instead ([`Device::request`]).
     async fn authenticate(&mut self) -> Result<()> {
         let hello = self.hello().cloned().unwrap_or_default();
+        if !hello.auth {
+            return Ok(());
+        }
         if hello.accepts(AuthMethod::Password) {
             if let Some(password) = self.opts.password.clone() {
                 let kdf = PasswordKdf::parse(&hello.kdf)?;
@@ -248,10 +252,7 @@ impl Device {
                 return self.prove(AuthMethod::Key, key.as_bytes()).await;
             }
         }
-        if hello.auth {
-            return Err(missing_password());
-        }
-        Ok(())
+        Err(missing_password())
     }
 
     /// Prove `key` to a device that takes its signing key in `auth`, unless
@@ -271,12 +272,17 @@ impl Device {
             None => return Ok(()),
         };
         let mac = auth::challenge_response(method, secret, &nonce, &id);
-        let res = self
-            .request(&Request::Auth {
-                mac,
-                with: method.as_str().into(),
-            })
-            .await;
+        let req = Request::Auth {
+            mac,
+            with: method.as_str().into(),
+        };
+        self.send_request(&req).await?;
+        self.flush().await?;
+        let res = self.read_response("auth", self.opts.timeout).await;
+        if res.is_err() {
+            // A device closes the connection after a failed auth.
+            self.closed = true;
+        }
         match res {
             Ok(_) => {
                 self.binding = Some(SessionBinding::new(auth::session_key(secret, &nonce, &id)));
@@ -408,7 +414,8 @@ impl Device {
                 "get {path}: the device announced {size} bytes, more than the {MAX_GET_BYTES} a file can have on a board"
             )));
         }
-        let deadline = Instant::now() + self.opts.timeout + Duration::from_secs(size / GET_MIN_RATE);
+        let deadline =
+            Instant::now() + self.opts.timeout + Duration::from_secs(size / GET_MIN_RATE);
         let write_err = |e| Error::io(std::path::Path::new(path), e);
         let mut got = 0u64;
         match self.peer {
@@ -469,9 +476,6 @@ impl Device {
             return Err(Error::InvalidArgument(
                 "micro-ota devices have no release floor".into(),
             ));
-        }
-        if let Some(key) = self.opts.key_for(self.device_id()) {
-            self.authenticate_with_key(&key).await?;
         }
         self.request(&Request::Floor { release }).await?;
         Ok(())
@@ -739,8 +743,14 @@ impl Device {
         self.send_frame(FrameType::Request, &payload).await
     }
 
-    /// Send a request and wait for its reply.
+    /// Send a request and wait for its reply. A state-changing request to a
+    /// device that takes its signing key first proves the configured key.
     pub(crate) async fn request(&mut self, req: &Request) -> Result<Response> {
+        if req.changes_state() && self.binding.is_none() {
+            if let Some(key) = self.opts.key_for(self.device_id()) {
+                self.authenticate_with_key(&key).await?;
+            }
+        }
         self.send_request(req).await?;
         self.flush().await?;
         let res = self.read_response(req.op(), self.opts.timeout).await;

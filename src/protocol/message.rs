@@ -51,7 +51,11 @@ fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u6
     Ok(match v {
         Value::Number(n) => n
             .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f > 0.0).map(|f| f.min(u64::MAX as f64) as u64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| *f > 0.0)
+                    .map(|f| f.min(u64::MAX as f64) as u64)
+            })
             .unwrap_or(0),
         _ => 0,
     })

@@ -113,7 +113,9 @@ mod tests {
         let key = [3u8; 32];
         let mut b = SessionBinding::new(key);
         assert_eq!(b.encode(&Request::Ping), Request::Ping.to_json());
-        let rm = Request::Rm { path: "app/x.py".into() };
+        let rm = Request::Rm {
+            path: "app/x.py".into(),
+        };
         let first = b.encode(&rm);
         let second = b.encode(&Request::Wipe);
         assert_eq!(open(&key, &first), Some(1));
@@ -123,7 +125,10 @@ mod tests {
         assert_eq!(v["path"], "app/x.py");
         assert_eq!(v["seal"].as_str().unwrap().len(), 64);
         // A request with its own "mac" field (rekey) keeps it.
-        let rekey = Request::Rekey { key: "00".into(), mac: "ab".into() };
+        let rekey = Request::Rekey {
+            key: "00".into(),
+            mac: "ab".into(),
+        };
         let sealed = b.encode(&rekey);
         let v: serde_json::Value = serde_json::from_slice(&sealed).unwrap();
         assert_eq!(v["mac"], "ab");

@@ -154,6 +154,7 @@ impl TestDevice {
     pub fn options(&self) -> ConnectOptions {
         ConnectOptions {
             password: self.password.clone(),
+            signing_key: self.key.clone(),
             timeout: Duration::from_secs(10),
             ..ConnectOptions::default()
         }
