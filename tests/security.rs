@@ -967,3 +967,237 @@ async fn release_numbers_are_bounded_and_a_high_floor_has_an_authenticated_way_o
     push(&t, "2.0.0", &opts(None, None)).await.unwrap();
     assert_eq!(t.connect().await.highest_release(), 2);
 }
+
+/// A hostile peer for the host's `get`: answers the hello as a uota device
+/// (or, with `uota` false, `unknown` as micro-ota does), then answers any
+/// request with `announce` and streams `body` bytes, `chunk` at a time,
+/// `pause` apart, `chunks` times.
+async fn hostile_get_peer(
+    uota_peer: bool,
+    announce: u64,
+    chunk: usize,
+    pause: Duration,
+    chunks: usize,
+) -> (String, u16) {
+    let (host, port) = common::unique_addr();
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await; // the hello line
+        if uota_peer {
+            let hello = r#"uota 1 {"proto":1,"max_frame":8192,"auth":false,"nonce":"00","id":"evil","release":0}"#;
+            let _ = s.write_all(format!("{hello}\n").as_bytes()).await;
+            let _ = s.read(&mut buf).await; // the get request
+            let res = format!(r#"{{"ok":true,"size":{announce}}}"#);
+            let _ = s
+                .write_all(&uota::protocol::frame::encode_to_vec(
+                    uota::protocol::FrameType::Response,
+                    res.as_bytes(),
+                ))
+                .await;
+        } else {
+            let _ = s.write_all(b"unknown\n").await;
+            let _ = s.read(&mut buf).await; // "get path"
+            let _ = s.write_all(format!("{announce}\n").as_bytes()).await;
+        }
+        let data = vec![b'x'; chunk];
+        for _ in 0..chunks {
+            let bytes = if uota_peer {
+                uota::protocol::frame::encode_to_vec(uota::protocol::FrameType::Data, &data)
+            } else {
+                data.clone()
+            };
+            if s.write_all(&bytes).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    });
+    (host, port)
+}
+
+#[tokio::test]
+async fn the_hosts_get_is_bounded_in_size_time_and_memory() {
+    let quick = uota::device::ConnectOptions {
+        timeout: Duration::from_secs(1),
+        ..uota::device::ConnectOptions::default()
+    };
+    // Announces 5 bytes, then streams without end: refused at the first excess byte.
+    let (h, p) = hostile_get_peer(true, 5, 8192, Duration::ZERO, 100_000).await;
+    let mut dev = uota::Device::connect_tcp(&h, p, quick.clone())
+        .await
+        .unwrap();
+    let err = dev.get("x").await.unwrap_err();
+    assert!(err.to_string().contains("sent more"), "{err}");
+    // Announces more than any board holds: refused before reading a byte.
+    let (h, p) = hostile_get_peer(true, u64::MAX / 2, 8192, Duration::ZERO, 10).await;
+    let mut dev = uota::Device::connect_tcp(&h, p, quick.clone())
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let err = dev.get_to("x", &mut sink).await.unwrap_err();
+    assert!(err.to_string().contains("announced"), "{err}");
+    assert!(sink.is_empty());
+    // Trickles a byte now and then: the whole transfer has a deadline.
+    let (h, p) = hostile_get_peer(true, 5, 1, Duration::from_millis(700), 5).await;
+    let mut dev = uota::Device::connect_tcp(&h, p, quick.clone())
+        .await
+        .unwrap();
+    let err = dev.get("x").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    // micro-ota's line protocol: a 2^64-1 byte announcement is refused at once.
+    let (h, p) = hostile_get_peer(false, u64::MAX, 8192, Duration::ZERO, 10).await;
+    let mut dev = uota::Device::connect_tcp(&h, p, quick.clone())
+        .await
+        .unwrap();
+    assert_eq!(dev.peer(), &uota::device::Peer::MicroOta);
+    let err = dev.get("x").await.unwrap_err();
+    assert!(err.to_string().contains("announced"), "{err}");
+    // ... and a legacy body streamed to a writer arrives exactly.
+    let (h, p) = hostile_get_peer(false, 300_000, 10_000, Duration::ZERO, 30).await;
+    let mut dev = uota::Device::connect_tcp(&h, p, quick).await.unwrap();
+    let mut sink = Vec::new();
+    assert_eq!(dev.get_to("x", &mut sink).await.unwrap(), 300_000);
+    assert_eq!(sink.len(), 300_000);
+}
+
+/// Unauthenticated clients that connect, say hello and ping as fast as they
+/// can, reconnecting whenever the device drops them, until `stop` is set.
+fn flood(
+    t: &TestDevice,
+    n: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..n)
+        .map(|_| {
+            let (host, port) = (t.host().to_string(), t.port());
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut pings = 0u64;
+                let ping = uota::protocol::frame::encode_to_vec(
+                    uota::protocol::FrameType::Request,
+                    br#"{"op":"ping"}"#,
+                );
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(mut s) = tokio::net::TcpStream::connect((host.as_str(), port)).await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    if s.write_all(b"uota 1\n").await.is_err() {
+                        continue;
+                    }
+                    let mut buf = vec![0u8; 4096];
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if s.write_all(&ping).await.is_err() {
+                            break;
+                        }
+                        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+                            Ok(Ok(n)) if n > 0 => pings += 1,
+                            _ => break,
+                        }
+                    }
+                }
+                pings
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_authenticated_owner_is_served_within_a_bound_while_floods_run() {
+    let t = start(Setup {
+        password: Some("pw"),
+        ..Setup::default()
+    })
+    .await;
+    push(&t, "1.0.0", &opts(None, None)).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders = flood(&t, 8, stop.clone());
+    // Five pushes, each within 30 s (the bound docs/security.md states):
+    // flood connections are the first to go at the connection limit, and
+    // one that has not authenticated within 5 s is dropped.
+    for i in 0..5 {
+        let version = format!("2.0.{i}");
+        let started = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (project, m) = project_manifest(&t, &version, &version);
+            let r = async {
+                let mut dev = t.connect_with(t.options()).await?;
+                dev.push(&project.root, &m, &opts(None, None), &mut |_| {})
+                    .await
+            }
+            .await;
+            match r {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "push {i} not served in 30 s ({attempts} attempts): {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        t.wait_version(&version).await;
+        eprintln!(
+            "push {i}: {:.2} s, {attempts} attempt(s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut pings = 0;
+    for f in flooders {
+        pings += f.await.unwrap();
+    }
+    assert!(pings > 0, "the flood ran");
+}
+
+#[tokio::test]
+async fn an_unauthenticated_push_cannot_hold_the_slot_by_trickling() {
+    // No password, no key: anyone may push, but not hold the slot.
+    let t = start(Setup::default()).await;
+    push(&t, "1.0.0", &opts(None, None)).await.unwrap();
+    let (_, m) = project_manifest(&t, "6.6.6", "evil");
+    let mut holder = RawClient::connect(&t, true).await;
+    assert_eq!(holder.begin(&m).await["ok"], true);
+    let f = &m.files[0];
+    holder
+        .req(json!({"op": "file", "path": f.path, "size": f.size, "sha256": f.sha256_hex()}))
+        .await;
+    let trickle = tokio::spawn(async move {
+        // A byte of a DATA frame header now and then: never a whole frame.
+        let frame =
+            uota::protocol::frame::encode_to_vec(uota::protocol::FrameType::Data, &[b'#'; 64]);
+        for b in frame {
+            if holder.send(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    });
+    // The owner's push gets the slot once the holder has stalled.
+    let started = Instant::now();
+    loop {
+        match push(&t, "2.0.0", &opts(None, None)).await {
+            Ok(_) => break,
+            Err(e)
+                if e.to_string().contains("busy")
+                    && started.elapsed() < Duration::from_secs(15) =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("push not served: {e}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(15));
+    trickle.abort();
+    assert_eq!(t.connect().await.version().await.unwrap(), "2.0.0");
+}

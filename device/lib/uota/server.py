@@ -30,6 +30,10 @@ _MAC_TAIL = 75  # len(',"seal":"') + 64 + len('"}')
 # An unauthenticated connection to a device with secrets must authenticate
 # within this many ms, so floods of idle handshakes cannot fill the slots.
 AUTH_DEADLINE_MS = 5000
+# A push session whose owner never authenticated (a device without secrets)
+# is taken over by a new begin once it has made no progress for this long,
+# so a client that opens a push and trickles cannot hold the only slot.
+PUSH_STALL_MS = 2000
 
 
 def hex64(s):
@@ -695,9 +699,28 @@ class Server:
 
     # --- a push (uota/push.py, loaded on first use) -------------------------
 
+    def _take_over_stalled_push(self, conn):
+        """Free the push slot from an unauthenticated owner that has stalled
+        (its staging stays on flash, resumable, as after a dropped link)."""
+        s = release.session
+        if s is None or s.owner is conn:
+            return
+        owner = s.owner
+        if getattr(owner, "skey", None) is not None:
+            return
+        if hal.ticks_diff(hal.ticks_ms(), owner.last) < PUSH_STALL_MS:
+            return
+        log.info("taking the push slot from a stalled unauthenticated session")
+        release.detach(owner)
+        t = getattr(owner, "task", None)
+        if t is not None:
+            owner.task = None
+            t.cancel()
+
     async def op_begin(self, conn, req):
         from uota import push
 
+        self._take_over_stalled_push(conn)
         return await push.begin(self, conn, req)
 
     async def op_file(self, conn, req):
