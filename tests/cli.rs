@@ -549,3 +549,131 @@ async fn serial_sim(extra: &[&str]) -> (tokio::process::Child, String, tempfile:
     assert!(path.starts_with("/dev/pts/"), "{path}");
     (child, path, dir)
 }
+
+#[tokio::test]
+async fn a_new_project_provisions_a_protected_device_and_output_escapes_device_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("proj");
+    let p = project.to_str().unwrap();
+    let out = uota(&["init", "--project", p]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let secrets_path = project.join("config/.ota.secrets.json");
+    let secrets: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&secrets_path).unwrap()).unwrap();
+    let (pw, key) = (
+        secrets["otaPassword"].as_str().unwrap().to_string(),
+        secrets["signingKey"].as_str().unwrap().to_string(),
+    );
+    assert!(pw.len() >= 16 && key.len() == 64, "{secrets}");
+    assert!(
+        text.contains(&uota::auth::key_fingerprint(key.as_bytes())),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&pw) && !text.contains(&key),
+        "a secret was printed: {text}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secrets_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    // Point the project at a loopback address of this test.
+    let (host, port) = common::unique_addr();
+    let cfg_path = project.join("config/ota.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["hostname"] = host.clone().into();
+    cfg["port"] = port.into();
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    // `uota sim` inside the project: the device takes the project's secrets.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_uota"))
+        .args([
+            "sim",
+            "--root",
+            "vdev",
+            "--host",
+            &host,
+            "--port",
+            &port.to_string(),
+        ])
+        .current_dir(&project)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    uota::sim::wait_for_port(&host, port, Duration::from_secs(20))
+        .await
+        .expect("uota sim listens");
+    // Without the password the device serves nothing but ping.
+    let err = uota::Device::connect_tcp(&host, port, uota::device::ConnectOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), uota::ErrorKind::Auth, "{err}");
+    let out = uota(&["--json", "info", "--project", p]);
+    let info = json(&out);
+    assert_eq!(info["password"], true, "{info}");
+    assert_eq!(info["signing_key"], true, "{info}");
+    let out = uota(&["--json", "full", "--project", p, "--version", "1.0.1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    // The device folder inside the project and the README stay out of the release.
+    let mut dev = connect_until(&host, port, &pw, "1.0.1").await;
+    let entries = dev.ls("/").await.unwrap();
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.name != "vdev" && e.name != "README.md"),
+        "{entries:?} {report}"
+    );
+    // A device-chosen name with terminal escapes prints escaped; JSON stays exact.
+    let evil = "app/evil\u{1b}]0;owned\u{7}\u{1b}[2J.py";
+    std::fs::write(project.join("vdev").join(evil), b"x").unwrap();
+    let out = uota(&["ls", "--project", p, "app"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains("evil\\x1b]0;owned\\x07\\x1b[2J.py"), "{text}");
+    let out = uota(&["--json", "ls", "--project", p, "app"]);
+    let names = json(&out)["entries"].to_string();
+    assert!(names.contains("\\u001b[2J"), "{names}");
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+}
+
+/// Connect with `password` until the device reports `version` (it restarts after a push).
+async fn connect_until(host: &str, port: u16, password: &str, version: &str) -> uota::Device {
+    let opts = uota::device::ConnectOptions {
+        password: Some(uota::auth::Password::new(password)),
+        ..uota::device::ConnectOptions::default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut d) = uota::Device::connect_tcp(host, port, opts.clone()).await {
+            if d.version().await.ok().as_deref() == Some(version) {
+                return d;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "device never reported {version}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
