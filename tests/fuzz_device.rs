@@ -41,11 +41,13 @@ use common::{sha256_hex, start, Setup, TestDevice};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use uota::auth::SigningKey;
+use uota::auth::{challenge_response, session_key, AuthMethod, SigningKey};
 use uota::config::Project;
 use uota::device::PushOptions;
 use uota::manifest::{FileEntry, Manifest, PushMode};
 use uota::protocol::frame::{encode_to_vec, FrameDecoder, FrameType, HEADER_LEN};
+use uota::protocol::message::STATE_OPS;
+use uota::protocol::session::{seal_body, MAC_TAIL_LEN};
 use uota::protocol::Hello;
 use uota::release::{Compat, ReleaseClaims};
 
@@ -420,6 +422,13 @@ impl World {
 
 enum Step {
     Send(Vec<u8>),
+    /// Authenticate with the signing key, for the hello received on this
+    /// connection; state-changing requests are sealed from then on.
+    Auth,
+    /// A request the runner sends when it gets here: sealed to the session
+    /// when the connection authenticated and the op changes state, unless
+    /// [`SealedReq::tamper`] says how to get the seal wrong.
+    Req(Box<SealedReq>),
     /// A `begin` request the runner builds and signs when it gets here, for
     /// the hello it received on this connection (see [`SignedBegin`]).
     SignedBegin(Box<SignedBegin>),
@@ -464,7 +473,17 @@ impl Script {
     }
 
     fn req(&mut self, json: &str) {
-        self.frame(FrameType::Request, json.as_bytes());
+        self.steps
+            .push(Step::Req(Box::new(SealedReq::new(json, Tamper::None))));
+    }
+
+    fn tampered_req(&mut self, json: &str, tamper: Tamper) {
+        self.steps
+            .push(Step::Req(Box::new(SealedReq::new(json, tamper))));
+    }
+
+    fn auth(&mut self) {
+        self.steps.push(Step::Auth);
     }
 
     fn data(&mut self, payload: &[u8]) {
@@ -547,6 +566,15 @@ impl Script {
                     keep -= b.estimate_len();
                     steps.push(Step::SignedBegin(b));
                 }
+                Step::Req(mut r) if r.estimate_len() > keep => {
+                    r.cut = Some(keep);
+                    steps.push(Step::Req(r));
+                    break;
+                }
+                Step::Req(r) => {
+                    keep -= r.estimate_len();
+                    steps.push(Step::Req(r));
+                }
                 other => steps.push(other),
             }
         }
@@ -574,6 +602,10 @@ impl Script {
                     b.drip = Some(rng.next());
                     steps.push(Step::SignedBegin(b));
                 }
+                Step::Req(mut r) => {
+                    r.drip = Some(rng.next());
+                    steps.push(Step::Req(r));
+                }
                 other => steps.push(other),
             }
         }
@@ -588,6 +620,7 @@ impl Step {
         match self {
             Step::Send(b) => b.len(),
             Step::SignedBegin(b) => b.cut.unwrap_or(usize::MAX).min(b.estimate_len()),
+            Step::Req(r) => r.cut.unwrap_or(usize::MAX).min(r.estimate_len()),
             _ => 0,
         }
     }
@@ -612,6 +645,12 @@ fn render(steps: &[Step], max: usize) -> String {
                 shown += step.len();
                 total += step.len();
             }
+            Step::Req(r) if shown < max => {
+                out.push_str(&format!("<{r}>"));
+                shown += step.len();
+                total += step.len();
+            }
+            Step::Auth => out.push_str("<auth with the key>"),
             _ => total += step.len(),
         }
     }
@@ -891,6 +930,119 @@ impl SignedBegin {
         };
         let key = SigningKey::new(KEY);
         HEADER_LEN + self.build(Some(&hello), &key).len()
+    }
+}
+
+/// How a request's seal is got wrong (the device must refuse it as
+/// `unbound`, close the connection and change nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tamper {
+    None,
+    /// Sent as it is, without `seq` and seal.
+    Unsealed,
+    /// Sealed, then one byte of the body changed.
+    Body,
+    /// Sealed with the sequence number of the last sealed request (a replay).
+    Replay,
+    /// Sealed with a sequence number one too far (a dropped request).
+    Skip,
+    /// Sealed under another key (someone without the secret).
+    OtherKey,
+}
+
+/// A request built at run time (see [`Step::Req`]).
+struct SealedReq {
+    json: String,
+    tamper: Tamper,
+    /// Send only this many bytes of the frame (the session is cut there).
+    cut: Option<usize>,
+    /// Send it in drips, with this seed.
+    drip: Option<u64>,
+}
+
+impl std::fmt::Display for SealedReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.json)?;
+        if self.tamper != Tamper::None {
+            write!(f, " seal {:?}", self.tamper)?;
+        }
+        if let Some(n) = self.cut {
+            write!(f, ", cut after {n} bytes")?;
+        }
+        Ok(())
+    }
+}
+
+impl SealedReq {
+    fn new(json: &str, tamper: Tamper) -> SealedReq {
+        SealedReq {
+            json: json.to_string(),
+            tamper,
+            cut: None,
+            drip: None,
+        }
+    }
+
+    /// Whether the op is one the device wants sealed.
+    fn changes_state(&self) -> bool {
+        serde_json::from_str::<serde_json::Value>(&self.json)
+            .ok()
+            .and_then(|v| v["op"].as_str().map(str::to_string))
+            .is_some_and(|op| STATE_OPS.contains(&op.as_str()))
+    }
+
+    /// The payload for a connection bound with `binding` (key, last seq);
+    /// advances the sequence number as the device will.
+    fn payload(&self, binding: &mut Option<([u8; 32], u64)>) -> Vec<u8> {
+        let Some((key, seq)) = binding.as_mut() else {
+            return self.json.clone().into_bytes();
+        };
+        if !self.changes_state() || self.tamper == Tamper::Unsealed {
+            return self.json.clone().into_bytes();
+        }
+        let n = match self.tamper {
+            Tamper::Replay => *seq,
+            Tamper::Skip => *seq + 2,
+            _ => *seq + 1,
+        };
+        let key = match self.tamper {
+            Tamper::OtherKey => [0x5a; 32],
+            _ => *key,
+        };
+        let mut sealed = seal_body(&key, with_seq(&self.json, n, None).as_bytes());
+        if self.tamper == Tamper::Body {
+            // Flip a letter of the op name (always inside the body).
+            if let Some(i) = sealed.windows(6).position(|w| w == b"\"op\":\"") {
+                sealed[i + 6] ^= 0x20;
+            }
+        }
+        *seq += 1;
+        sealed
+    }
+
+    /// The length of its frame (sealed).
+    fn estimate_len(&self) -> usize {
+        HEADER_LEN
+            + self.json.len()
+            + if self.changes_state() {
+                MAC_TAIL_LEN + 10
+            } else {
+                0
+            }
+    }
+}
+
+/// A request's JSON text (an object) with `"seq":n` (and `"mdigest"`) put first.
+fn with_seq(json: &str, seq: u64, mdigest: Option<&str>) -> String {
+    let mut head = format!("{{\"seq\":{seq}");
+    if let Some(d) = mdigest {
+        head.push_str(&format!(",\"mdigest\":\"{d}\""));
+    }
+    let rest = json.trim_start().strip_prefix('{').unwrap_or(json);
+    if rest.trim_start().starts_with('}') {
+        format!("{head}{rest}")
+    } else {
+        format!("{head},{rest}")
     }
 }
 
@@ -1217,6 +1369,12 @@ fn rand_manifest_text(rng: &mut Rng, w: &World) -> Vec<u8> {
 fn gen_requests(rng: &mut Rng, w: &World) -> Script {
     let mut s = Script::new("requests");
     s.hello();
+    // Half the sessions authenticate with the key: their state-changing
+    // requests reach the handlers sealed (or with a seal got wrong), the
+    // others' are refused before any handler runs.
+    if rng.percent(50) {
+        s.auth();
+    }
     let mut begun = false;
     for _ in 0..rng.range(1, 6) {
         if rng.percent(15) {
@@ -1224,7 +1382,18 @@ fn gen_requests(rng: &mut Rng, w: &World) -> Script {
             s.frame(FrameType::Request, &p);
         } else {
             let (op, json) = rand_request(rng, w, begun);
-            s.req(&json);
+            let tamper = if rng.percent(15) {
+                *rng.pick(&[
+                    Tamper::Unsealed,
+                    Tamper::Body,
+                    Tamper::Replay,
+                    Tamper::Skip,
+                    Tamper::OtherKey,
+                ])
+            } else {
+                Tamper::None
+            };
+            s.tampered_req(&json, tamper);
             match op.as_str() {
                 "begin" => {
                     begun = true;
@@ -2013,6 +2182,10 @@ struct Conn {
     open: bool,
     /// The signed begins sent on it, with where in `got` their reply starts.
     begins: Vec<(usize, BeginRecord)>,
+    /// The session key and the last sequence number, once authenticated.
+    binding: Option<([u8; 32], u64)>,
+    /// Whether authentication was tried (once per connection).
+    auth_tried: bool,
 }
 
 impl Conn {
@@ -2022,6 +2195,65 @@ impl Conn {
             got: Vec::new(),
             open: true,
             begins: Vec::new(),
+            binding: None,
+            auth_tried: false,
+        }
+    }
+
+    /// The latest hello received here, waiting a moment for a late one.
+    async fn hello(&mut self) -> Option<Hello> {
+        let mut hello = last_hello(&self.got);
+        if hello.is_none() && self.open {
+            self.open = drain(&mut self.stream, 50, &mut self.got).await;
+            hello = last_hello(&self.got);
+        }
+        hello
+    }
+
+    /// Authenticate with the signing key (once): the device's reply is
+    /// awaited, and an accepted answer binds the connection.
+    async fn auth(&mut self) {
+        if self.auth_tried || !self.open {
+            return;
+        }
+        self.auth_tried = true;
+        let Some(h) = self.hello().await else {
+            return;
+        };
+        let mac = challenge_response(AuthMethod::Key, KEY.as_bytes(), &h.nonce, &h.id);
+        let req = json!({"op": "auth", "mac": mac, "with": "key"}).to_string();
+        let at = self.got.len();
+        self.send(&encode_to_vec(FrameType::Request, req.as_bytes()))
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.open && Instant::now() < deadline {
+            if let Some(v) = first_response(&self.got[at..]) {
+                if v["ok"] == json!(true) {
+                    self.binding = Some((session_key(KEY.as_bytes(), &h.nonce, &h.id), 0));
+                }
+                return;
+            }
+            self.open = drain(&mut self.stream, 20, &mut self.got).await;
+        }
+    }
+
+    /// Send a frame whole, cut, or in drips.
+    async fn send_frame(&mut self, frame: &[u8], cut: Option<usize>, drip: Option<u64>) {
+        let frame = &frame[..cut.unwrap_or(usize::MAX).min(frame.len())];
+        match drip {
+            None => self.send(frame).await,
+            Some(seed) => {
+                let mut rng = Rng::new(seed);
+                let mut rest = frame;
+                while !rest.is_empty() {
+                    let n = rng.range(1, 9).min(rest.len());
+                    self.send(&rest[..n]).await;
+                    if rng.percent(10) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    rest = &rest[n..];
+                }
+            }
         }
     }
 
@@ -2043,23 +2275,35 @@ impl Conn {
                 self.open = drain(&mut self.stream, *ms, &mut self.got).await;
             }
             Step::SignedBegin(b) if self.open => self.signed_begin(b).await,
+            Step::Auth => self.auth().await,
+            Step::Req(r) if self.open => {
+                let payload = r.payload(&mut self.binding);
+                let frame = encode_to_vec(FrameType::Request, &payload);
+                self.send_frame(&frame, r.cut, r.drip).await;
+            }
             Step::Pause(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
             _ => {}
         }
     }
 
-    /// Build, sign and send a begin for the latest hello received here.
+    /// Build, sign and send a begin for the latest hello received here
+    /// (authenticating first: a device with a key takes a begin only in a
+    /// session sealed with it).
     async fn signed_begin(&mut self, b: &SignedBegin) {
-        let mut hello = last_hello(&self.got);
-        if hello.is_none() {
-            // The script reads before its begins, but a hello may be late.
-            self.open = drain(&mut self.stream, 50, &mut self.got).await;
-            hello = last_hello(&self.got);
-        }
-        let json = b.build(hello.as_ref(), &SigningKey::new(KEY));
+        self.auth().await;
+        let hello = self.hello().await;
+        let mut json = b.build(hello.as_ref(), &SigningKey::new(KEY));
         let intent = b.intent(hello.as_ref());
-        let frame = encode_to_vec(FrameType::Request, json.as_bytes());
-        let frame = &frame[..b.cut.unwrap_or(usize::MAX).min(frame.len())];
+        let payload = match self.binding.as_mut() {
+            Some((key, seq)) => {
+                *seq += 1;
+                let mdigest = sha256_hex(&b.manifest.manifest_lines());
+                json = with_seq(&json, *seq, Some(&mdigest));
+                seal_body(key, json.as_bytes())
+            }
+            None => json.clone().into_bytes(),
+        };
+        let frame = encode_to_vec(FrameType::Request, &payload);
         self.begins.push((
             self.got.len(),
             BeginRecord {
@@ -2068,21 +2312,7 @@ impl Conn {
                 reply: BeginReply::None,
             },
         ));
-        match b.drip {
-            None => self.send(frame).await,
-            Some(seed) => {
-                let mut rng = Rng::new(seed);
-                let mut rest = frame;
-                while !rest.is_empty() {
-                    let n = rng.range(1, 9).min(rest.len());
-                    self.send(&rest[..n]).await;
-                    if rng.percent(10) {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    rest = &rest[n..];
-                }
-            }
-        }
+        self.send_frame(&frame, b.cut, b.drip).await;
     }
 
     /// Close the connection (with an RST when `reset`), and add what it
@@ -2122,22 +2352,26 @@ fn last_hello(got: &[u8]) -> Option<Hello> {
 /// comes after its manifest stream; the scripts send their begins with no
 /// earlier request unanswered).
 fn begin_reply(bytes: &[u8]) -> BeginReply {
+    match first_response(bytes) {
+        Some(v) if v["ok"] == json!(true) => BeginReply::Accepted {
+            resumed: v["resumed"] == json!(true),
+        },
+        Some(v) => BeginReply::Refused(v["err"].as_str().unwrap_or("?").to_string()),
+        None => BeginReply::None,
+    }
+}
+
+/// The first reply frame in `bytes` (which start at a frame boundary).
+fn first_response(bytes: &[u8]) -> Option<serde_json::Value> {
     let mut decoder = FrameDecoder::new(usize::MAX);
     let mut rest = bytes;
     while let Ok(Some((f, used))) = decoder.decode_slice(rest) {
         if f.kind == FrameType::Response {
-            let v: serde_json::Value = serde_json::from_slice(&f.payload).unwrap_or_default();
-            return if v["ok"] == json!(true) {
-                BeginReply::Accepted {
-                    resumed: v["resumed"] == json!(true),
-                }
-            } else {
-                BeginReply::Refused(v["err"].as_str().unwrap_or("?").to_string())
-            };
+            return Some(serde_json::from_slice(&f.payload).unwrap_or_default());
         }
         rest = &rest[used..];
     }
-    BeginReply::None
+    None
 }
 
 /// Run one session; returns what happened, or None when the device could

@@ -249,10 +249,7 @@ async fn begin_one(
         begin["release"] = claims.release.into();
         begin["device"] = claims.device.clone().into();
     }
-    c.req(begin).await;
-    c.data(&m.manifest_lines()).await.unwrap();
-    c.data(b"").await.unwrap();
-    let r = c.response().await.expect("a reply to begin");
+    let r = c.begin_stream(begin, &m.manifest_lines()).await;
     if r["ok"] == true {
         assert_eq!(c.request(json!({"op": "abort"})).await["ok"], true);
     }
@@ -421,16 +418,18 @@ async fn legacy_sessions_skip_protected_nested_shadowing_and_out_of_area_paths()
         rebooted(&t, boots_before).await;
         unchanged(&t, "1.0.0", &before).await;
 
-        // Files in the app area still get through both (so the skipping
-        // above is the paths').
-        let ok = vec![("app/legacy_ok.py".to_string(), b"ok = 1\n".to_vec())];
+        // Files in the app area still get through (so the skipping above is
+        // the paths'), also when they do not come in manifest order.
+        let ok = vec![
+            ("app/zz_ok.py".to_string(), b"zz = 1\n".to_vec()),
+            ("app/legacy_ok.py".to_string(), b"ok = 1\n".to_vec()),
+        ];
         let boots_before = boots(&t);
         assert_eq!(stream_ota(&t, &otas("1.0.1", &ok, key)).await, "ok");
         rebooted(&t, boots_before).await;
-        assert_eq!(
-            std::fs::read(t.root.join("app/legacy_ok.py")).unwrap(),
-            b"ok = 1\n"
-        );
+        for (path, data) in &ok {
+            assert_eq!(&std::fs::read(t.root.join(path)).unwrap(), data, "{path}");
+        }
     }
 }
 
@@ -482,6 +481,29 @@ async fn legacy_sessions_obey_max_files_and_the_free_flash_before_staging() {
     c.send_line(&format!("manifest {}", doc.len())).await;
     c.send(doc.as_bytes()).await.unwrap();
     check("start_ota count", &c.line().await, "too_large");
+
+    // start_ota with 8000 tiny entries in 64 KB of JSON: refused before it is
+    // parsed (json would build all of them in RAM first).
+    let alphabet: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').collect();
+    let keys: Vec<String> = (0..8000)
+        .map(|i| {
+            let n = alphabet.len();
+            format!(
+                "\"{}{}{}\":0",
+                alphabet[i % n],
+                alphabet[(i / n) % n],
+                alphabet[i / (n * n)]
+            )
+        })
+        .collect();
+    let doc = format!("{{\"files\":{{{}}}}}", keys.join(","));
+    assert!(doc.len() <= 65536, "{}", doc.len());
+    let mut c = RawClient::connect(&t, false).await;
+    c.send_line("start_ota").await;
+    assert_eq!(c.line().await, "ready");
+    c.send_line(&format!("manifest {}", doc.len())).await;
+    c.send(doc.as_bytes()).await.unwrap();
+    check("start_ota entries", &c.line().await, "too_large");
 
     // stream_ota with a file bigger than the free flash: refused once its
     // size is known, before any of its bytes is sent or staged.
@@ -540,6 +562,51 @@ async fn legacy_sessions_obey_max_files_and_the_free_flash_before_staging() {
     assert!(!top.contains(&"ota_stage".to_string()), "{top:?}");
 }
 
+#[tokio::test]
+async fn a_legacy_session_of_max_files_files_fits_a_board_sized_heap() {
+    // A small heap (320 KB on the 64-bit unix port, where objects are twice
+    // their size on a board, and the runtime runs from .py sources), and a
+    // signed device, so that a session with a wrong trailer is received to
+    // its end and then refused. The session is the device's first, before
+    // a push has loaded more of the runtime.
+    let t = start(Setup {
+        legacy: true,
+        key: Some(KEY),
+        heap_size: Some("320k"),
+        ..Setup::default()
+    })
+    .await;
+    let version = t.connect().await.version().await.unwrap();
+    let before = disk_snapshot(&t.root);
+    // maxFiles (1000) empty files with long names, in manifest order.
+    let files: Vec<(String, Vec<u8>)> = (0..1000)
+        .map(|i| {
+            (
+                format!("app/generated/module_{i:04}_{}.py", "x".repeat(40)),
+                Vec::new(),
+            )
+        })
+        .collect();
+    let mut container = otas("9.9.9", &files, Some(KEY));
+    let n = container.len();
+    container[n - 1] ^= 1; // a wrong trailer
+    let reply = stream_ota(&t, &container).await;
+    assert_eq!(reply, "sig_mismatch", "{}", t.log());
+    // The same files, correctly signed but not in manifest order: sorting
+    // them needs RAM the board does not have, so the session is refused
+    // instead of failing half-way.
+    let mut reversed = files.clone();
+    reversed.reverse();
+    let reply = stream_ota(&t, &otas("9.9.9", &reversed, Some(KEY))).await;
+    assert!(
+        reply.starts_with("error: too_large"),
+        "{reply}\n{}",
+        t.log()
+    );
+    assert!(!t.log().contains("MemoryError"), "{}", t.log());
+    unchanged(&t, &version, &before).await;
+}
+
 // ---------------------------------------------------------------------------
 // Guarded config keys.
 
@@ -548,17 +615,63 @@ async fn hello_legacy(t: &TestDevice) -> bool {
     c.hello.unwrap().legacy
 }
 
+async fn confirmed(t: &TestDevice, version: &str) {
+    wait_info(t, &format!("{version} confirmed"), |i| {
+        i["version"] == version && i["release"]["state"] == "confirmed"
+    })
+    .await;
+}
+
+/// The test project's config: confirm a release that survives a second.
+fn quick_confirm(c: &mut serde_json::Value) {
+    c["confirmAfter"] = 1.into();
+    c["watchdog"] = 5.into();
+}
+
 #[tokio::test]
-async fn guarded_config_keys_change_only_with_a_runtime_release() {
-    let t = start(Setup::default()).await;
-    push_project(&t, "1.0.0", false, |_| {}).await;
-    assert!(!hello_legacy(&t).await);
+async fn guarded_config_keys_change_only_with_runtime_releases_and_roll_back_with_them() {
+    // Provisioned before the first boot: legacy mode on, at most 4 files.
+    let t = start(Setup {
+        device_config: vec![("legacy", true.into()), ("maxFiles", 4.into())],
+        ..Setup::default()
+    })
+    .await;
+    assert!(
+        hello_legacy(&t).await,
+        "the provisioned config is not in force"
+    );
+    let five: Vec<FileEntry> = (0..5)
+        .map(|i| FileEntry::from_bytes(format!("app/m{i}.py"), b"x = 1\n"))
+        .collect();
+    let r = RawClient::connect(&t, true)
+        .await
+        .begin(&Manifest::new("9", five).unwrap())
+        .await;
+    assert_eq!(r["err"], "too_large", "{r}");
+
     // A release without the runtime flag installs its config/ota.json, but
-    // "legacy": true in it does not take effect.
-    push_project(&t, "2.0.0", false, |c| c["legacy"] = true.into()).await;
+    // its guarded keys do not take effect: it cannot turn legacy mode off...
+    push_project(&t, "2.0.0", false, |c| {
+        quick_confirm(c);
+        c["legacy"] = false.into();
+    })
+    .await;
     let installed: serde_json::Value =
         serde_json::from_slice(&std::fs::read(t.root.join("config/ota.json")).unwrap()).unwrap();
-    assert_eq!(installed["legacy"], true, "the config was installed");
+    assert_eq!(installed["legacy"], false, "the config was installed");
+    assert!(
+        hello_legacy(&t).await,
+        "a non-runtime release disabled legacy"
+    );
+    // ... a runtime release can ...
+    push_project(&t, "3.0.0", true, quick_confirm).await;
+    assert!(
+        !hello_legacy(&t).await,
+        "a runtime release did not disable legacy"
+    );
+    confirmed(&t, "3.0.0").await;
+    // ... and a release without the flag cannot turn it on again.
+    push_project(&t, "4.0.0", false, |c| c["legacy"] = true.into()).await;
     assert!(
         !hello_legacy(&t).await,
         "a non-runtime release enabled legacy"
@@ -566,65 +679,18 @@ async fn guarded_config_keys_change_only_with_a_runtime_release() {
     let mut c = RawClient::connect(&t, false).await;
     c.send_line("stream_ota 10").await;
     assert!(c.line().await.starts_with("error"), "legacy sessions open");
-    // A runtime release with the same config: it does.
-    push_project(&t, "3.0.0", true, |_| {}).await;
-    assert!(
-        hello_legacy(&t).await,
-        "a runtime release did not enable legacy"
-    );
-    // And a non-runtime release cannot turn it off again either.
-    push_project(&t, "4.0.0", false, |c| c["legacy"] = false.into()).await;
-    assert!(
-        hello_legacy(&t).await,
-        "a non-runtime release disabled legacy"
-    );
-}
+    confirmed(&t, "4.0.0").await;
 
-#[tokio::test]
-async fn guarded_config_keys_written_before_the_first_boot_are_in_force() {
-    let t = start(Setup {
-        device_config: vec![("legacy", true.into()), ("maxFiles", 3.into())],
-        ..Setup::default()
-    })
-    .await;
-    assert!(hello_legacy(&t).await);
-    // maxFiles 3: a begin of 4 files is refused.
-    let files: Vec<FileEntry> = (0..4)
-        .map(|i| FileEntry::from_bytes(format!("app/m{i}.py"), b"x = 1\n"))
-        .collect();
-    let m = Manifest::new("2.0.0", files).unwrap();
-    let mut c = RawClient::connect(&t, true).await;
-    let r = c.begin(&m).await;
-    assert_eq!(r["err"], "too_large", "{r}");
-}
-
-#[tokio::test]
-async fn a_rollback_restores_the_guarded_keys_of_the_previous_release() {
-    let t = start(Setup::default()).await;
-    push_project(&t, "1.0.0", false, |c| {
-        c["confirmAfter"] = 1.into();
-        c["watchdog"] = 5.into();
-    })
-    .await;
-    wait_info(&t, "1.0.0 confirmed", |i| {
-        i["version"] == "1.0.0" && i["release"]["state"] == "confirmed"
-    })
-    .await;
-    assert!(!hello_legacy(&t).await);
-    // A runtime release that enables legacy mode and whose app crashes.
+    // A runtime release that enables legacy mode and whose app crashes:
+    // rolled back, its guarded keys go with it.
     std::fs::write(
         t.project.join("main.py"),
         "async def run():\n    raise ValueError('broken release')\n",
     )
     .unwrap();
-    let cfg_path = t.project.join("config/ota.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
-    cfg["legacy"] = true.into();
-    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     let project = Project::load(&t.project).unwrap();
     let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
-    m.version = "2.0.0".into();
+    m.version = "5.0.0".into();
     let opts = PushOptions {
         runtime: true,
         ..PushOptions::default()
@@ -634,11 +700,11 @@ async fn a_rollback_restores_the_guarded_keys_of_the_previous_release() {
         .push(&project.root, &m, &opts, &mut |_| {})
         .await
         .unwrap();
-    let info = wait_info(&t, "rollback to 1.0.0", |i| {
-        i["version"] == "1.0.0" && !i["release"]["last_rollback"].is_null()
+    let info = wait_info(&t, "rollback to 4.0.0", |i| {
+        i["version"] == "4.0.0" && !i["release"]["last_rollback"].is_null()
     })
     .await;
-    assert_eq!(info["release"]["last_rollback"]["from"], "2.0.0", "{info}");
+    assert_eq!(info["release"]["last_rollback"]["from"], "5.0.0", "{info}");
     assert!(
         !hello_legacy(&t).await,
         "the failed release's guarded keys outlived it"

@@ -334,10 +334,7 @@ async fn begin_by_hand(
         begin["compat"] = serde_json::to_value(&claims.compat).unwrap();
     }
     edit_begin(&mut begin);
-    c.req(begin).await;
-    c.data(&sent.manifest_lines()).await.unwrap();
-    c.data(b"").await.unwrap();
-    c.response().await.expect("a reply to begin")
+    c.begin_stream(begin, &sent.manifest_lines()).await
 }
 
 #[tokio::test]
@@ -785,6 +782,34 @@ async fn state_changing_requests_are_sealed_to_the_authenticated_session() {
         .unwrap();
     assert_eq!(c.response().await.unwrap()["err"], "unbound");
     unchanged(&t, "1.0.0", &before).await;
+    // The manifest stream (DATA frames, unsealed) is bound through the
+    // sealed begin's digest: a stream swapped on the path, or a begin
+    // without the digest, stages nothing.
+    let (_, honest) = project_manifest(&t, "2.0.0", "two");
+    let (_, swapped) = project_manifest(&t, "2.0.0", "evil");
+    let begin = json!({
+        "op": "begin", "version": "2.0.0", "mode": "full",
+        "count": honest.files.len(), "runtime": false,
+        "mdigest": uota::auth::sha256_hex(&honest.manifest_lines()),
+    });
+    let mut c = RawClient::connect(&t, true).await;
+    let r = c
+        .begin_stream(begin.clone(), &swapped.manifest_lines())
+        .await;
+    assert_eq!(r["err"], "unbound", "{r}");
+    let mut without = begin.clone();
+    without.as_object_mut().unwrap().remove("mdigest");
+    let mut c = RawClient::connect(&t, true).await;
+    c.req(without).await;
+    c.data(&honest.manifest_lines()).await.unwrap();
+    c.data(b"").await.unwrap();
+    assert_eq!(c.response().await.unwrap()["err"], "unbound");
+    unchanged(&t, "1.0.0", &before).await;
+    // The same begin with its own stream is taken.
+    let mut c = RawClient::connect(&t, true).await;
+    let r = c.begin_stream(begin, &honest.manifest_lines()).await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(c.request(json!({"op": "abort"})).await["ok"], true);
     // The owner's own commands are sealed by the host and work.
     let mut dev = t.connect().await;
     dev.rm("app/counter.py").await.unwrap();
@@ -934,11 +959,8 @@ async fn release_numbers_are_bounded_and_a_high_floor_has_an_authenticated_way_o
         json!(1e300),
     ] {
         let mut c = RawClient::connect(&t, true).await;
-        c.req(json!({"op": "begin", "version": "9", "mode": "full", "count": m.files.len(), "runtime": false, "release": release}))
-            .await;
-        c.data(&m.manifest_lines()).await.unwrap();
-        c.data(b"").await.unwrap();
-        let r = c.response().await.unwrap();
+        let begin = json!({"op": "begin", "version": "9", "mode": "full", "count": m.files.len(), "runtime": false, "release": release});
+        let r = c.begin_stream(begin, &m.manifest_lines()).await;
         assert_eq!(r["err"], "bad_request", "{release}: {r}");
     }
     unchanged(&t, "1.0.0", &before).await;

@@ -106,6 +106,12 @@ pub enum WireMode {
     Fast,
 }
 
+/// The `op` names of the requests that change the device
+/// ([`Request::changes_state`]): sealed in an authenticated session.
+pub const STATE_OPS: &[&str] = &[
+    "rm", "reset", "wipe", "passwd", "floor", "begin", "file", "rekey", "commit", "abort",
+];
+
 /// A request (REQ frame).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -247,7 +253,7 @@ impl Request {
     /// these are sealed ([`crate::protocol::session`]); a device with a
     /// password or a signing key serves them only to an authenticated host.
     pub fn changes_state(&self) -> bool {
-        matches!(
+        let changes = matches!(
             self,
             Request::Rm { .. }
                 | Request::Reset
@@ -259,7 +265,9 @@ impl Request {
                 | Request::Rekey { .. }
                 | Request::Commit { .. }
                 | Request::Abort
-        )
+        );
+        debug_assert_eq!(changes, STATE_OPS.contains(&self.op()));
+        changes
     }
 
     /// The JSON payload of this request.

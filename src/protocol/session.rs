@@ -65,16 +65,29 @@ impl SessionBinding {
 
 /// Seal `req` with sequence number `seq` under `key` (see the module docs).
 pub fn seal(key: &[u8; 32], seq: u64, req: &Request) -> Vec<u8> {
-    let mut value = serde_json::to_value(req).expect("requests always serialize");
-    if let serde_json::Value::Object(map) = &mut value {
-        map.insert("seq".into(), seq.into());
-    }
-    let body = serde_json::to_vec(&value).expect("json");
+    let value = serde_json::to_value(req).expect("requests always serialize");
+    seal_value(key, seq, value)
+}
+
+/// Seal a request given as a JSON object (tools and tests that write
+/// requests by hand); `seq` is added to it. A value that is not an object
+/// is returned as its JSON text, unsealed.
+pub fn seal_value(key: &[u8; 32], seq: u64, mut value: serde_json::Value) -> Vec<u8> {
+    let serde_json::Value::Object(map) = &mut value else {
+        return value.to_string().into_bytes();
+    };
+    map.insert("seq".into(), seq.into());
+    seal_body(key, &serde_json::to_vec(&value).expect("json"))
+}
+
+/// Seal a request's JSON text that already carries its `"seq"` (and ends
+/// with `}`): the body as it is, plus the MAC tail.
+pub fn seal_body(key: &[u8; 32], body: &[u8]) -> Vec<u8> {
     let mut mac = HmacSha256::new(key);
-    mac.update(&body);
+    mac.update(body);
     let tag = hex::encode(mac.finalize());
     let mut out = Vec::with_capacity(body.len() + MAC_TAIL_LEN);
-    out.extend_from_slice(&body[..body.len() - 1]);
+    out.extend_from_slice(body.strip_suffix(b"}").unwrap_or(body));
     out.extend_from_slice(TAIL_START);
     out.extend_from_slice(tag.as_bytes());
     out.extend_from_slice(b"\"}");

@@ -48,6 +48,8 @@ pub struct Setup {
     /// Keys set in the device's `config/ota.json` before its first boot
     /// (as an owner provisions a board; folder storage only).
     pub device_config: Vec<(&'static str, serde_json::Value)>,
+    /// MicroPython heap size (`-X heapsize=`), e.g. `"256k"` for a board-sized heap.
+    pub heap_size: Option<&'static str>,
 }
 
 pub async fn start(setup: Setup) -> TestDevice {
@@ -64,6 +66,7 @@ pub async fn start(setup: Setup) -> TestDevice {
     opts.password = setup.password.map(Password::new);
     opts.signing_key = setup.key.map(SigningKey::new);
     opts.legacy = setup.legacy;
+    opts.heap_size = setup.heap_size.map(str::to_string);
     opts.log = Some(tmp.path().join("device.log"));
     if let Some(id) = setup.device_id {
         opts.env.push(("UOTA_SIM_ID".into(), id.into()));
@@ -237,12 +240,6 @@ pub async fn wire_snapshot(
     out
 }
 
-fn hex_mac(key: &[u8; 32], body: &[u8]) -> String {
-    let mut m = uota::auth::HmacSha256::new(key);
-    m.update(body);
-    m.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub fn sha256_hex(data: &[u8]) -> String {
     uota::auth::sha256_hex(data)
 }
@@ -392,24 +389,16 @@ impl RawClient {
     }
 
     /// The payload for `v`: sealed when this session is bound and the op changes state.
-    pub fn seal(&mut self, mut v: serde_json::Value) -> Vec<u8> {
-        const STATE_OPS: [&str; 10] = [
-            "rm", "reset", "wipe", "passwd", "floor", "begin", "file", "commit", "abort", "rekey",
-        ];
-        let op = v["op"].as_str().unwrap_or("").to_string();
+    pub fn seal(&mut self, v: serde_json::Value) -> Vec<u8> {
+        let op = v["op"].as_str().unwrap_or("");
         let Some((key, seq)) = self.binding.as_mut() else {
             return v.to_string().into_bytes();
         };
-        if !STATE_OPS.contains(&op.as_str()) {
+        if !uota::protocol::message::STATE_OPS.contains(&op) {
             return v.to_string().into_bytes();
         }
         *seq += 1;
-        v["seq"] = (*seq).into();
-        let body = v.to_string().into_bytes();
-        let mac = hex_mac(key, &body);
-        let mut out = body[..body.len() - 1].to_vec();
-        out.extend_from_slice(format!(",\"seal\":\"{mac}\"}}").as_bytes());
-        out
+        uota::protocol::session::seal_value(key, *seq, v)
     }
 
     pub async fn data(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -430,12 +419,25 @@ impl RawClient {
 
     /// Open a full push session for `m` (unsigned) and return the device's reply.
     pub async fn begin(&mut self, m: &uota::Manifest) -> serde_json::Value {
-        self.req(serde_json::json!({
+        let req = serde_json::json!({
             "op": "begin", "version": m.version, "mode": "full",
             "count": m.files.len(), "runtime": false,
-        }))
-        .await;
-        self.data(&m.manifest_lines()).await.unwrap();
+        });
+        self.begin_stream(req, &m.manifest_lines()).await
+    }
+
+    /// Send `begin` (sealed, with the manifest stream's digest when the
+    /// session is bound), then `lines` and the end of the stream; the reply.
+    pub async fn begin_stream(
+        &mut self,
+        mut begin: serde_json::Value,
+        lines: &[u8],
+    ) -> serde_json::Value {
+        if self.binding.is_some() && begin.get("mdigest").is_none() {
+            begin["mdigest"] = uota::auth::sha256_hex(lines).into();
+        }
+        self.req(begin).await;
+        self.data(lines).await.unwrap();
         self.data(b"").await.unwrap();
         self.response().await.expect("a reply to begin")
     }

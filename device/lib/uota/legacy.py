@@ -20,7 +20,7 @@ import binascii
 import hashlib
 import json
 
-from uota import crypto, hal, log, paths, release, wire
+from uota import crypto, fs, hal, log, paths, release, wire
 from uota import manifest as mf
 from uota.release import PushError
 
@@ -95,11 +95,64 @@ def _stage_entries(push, entries):
     """Write the collected (sha, size, path) entries as the staged manifest."""
     entries.sort(key=lambda e: e[2] + ":")
     for sha, size, path in entries:
-        if not isinstance(sha, str):  # stream_ota keeps the raw digest (half the RAM)
-            sha = binascii.hexlify(sha).decode()
         push.add(sha, size, path)
     push.close_manifest()
     push.ready = True
+
+
+# stream_ota's entries, kept on flash as they arrive (manifest lines in
+# arrival order), so that RAM does not grow with the number of files.
+ARRIVED = release.STAGE + "/.uota_legacy"
+
+
+def _stage_arrived(push, ordered, kept):
+    """The staged manifest from ARRIVED: streamed when the entries came in
+    manifest order (as uota hosts send them), else sorted in RAM, when the
+    kept entries (at most maxFiles) fit in half the free heap. A repeated
+    path fails in push.add."""
+    if not ordered:
+        import gc
+
+        gc.collect()
+        need = (fs.stat_size(ARRIVED) or 0) + 128 * kept
+        if need > gc.mem_free() // 2:
+            raise _Stop("error: too_large %d files not in manifest order need more RAM than is free" % kept)
+    r = mf.Reader(ARRIVED)
+    try:
+        if ordered:
+            while True:
+                e = r.next()
+                if e is None:
+                    break
+                push.add(e[0], e[1], e[2])
+            push.close_manifest()
+            push.ready = True
+            return
+        entries = []
+        while True:
+            e = r.next()
+            if e is None:
+                break
+            entries.append(e)
+    finally:
+        r.close()
+    _stage_entries(push, entries)
+
+
+def _manifest_cost(srv, doc):
+    """Refuse a start_ota manifest before parsing it when it may hold more
+    than maxFiles files or need more RAM than is free. Every value json
+    builds costs one of , : [ { (a file's entry takes about 6 of them), and
+    about 48 bytes each at most; its strings are bounded by the text."""
+    t = doc.count(b",") + doc.count(b":") + doc.count(b"[") + doc.count(b"{")
+    if t > 6 * srv.cfg.max_files + 16:
+        raise _Stop("error: too_large manifest lists more than %d files" % srv.cfg.max_files)
+    import gc
+
+    gc.collect()
+    free = gc.mem_free()
+    if free >= 0 and t * 48 + 2 * len(doc) > free:
+        raise _Stop("error: too_large manifest needs more RAM than is free (%d bytes)" % free)
 
 
 async def _commit_and_reset(srv, conn, push):
@@ -158,38 +211,16 @@ async def stream_ota(srv, conn, arg=""):
         version = (await field(_u(await field(2)))).decode()
         count = _u(await field(2))
         _too_many(srv, count)
-        entries = []
-        seen = set()
-        staged = 0
-        for _ in range(count):
-            raw_path = (await field(_u(await field(2)))).decode()
-            size = _u(await field(4))
-            digest = await field(32)
-            path = _check(push, raw_path)
-            if path is not None and path in seen:
-                raise _Stop("error: path repeated %s" % path)
-            if path is not None:
-                staged += size
-                if free is not None and staged > free:
-                    _no_space(staged, free)
-            f = push.file_target(path) if path is not None else None
-            h = hashlib.sha256()
-            try:
-                await _receive(conn, f, size, h, mac)
-            finally:
-                if f is not None:
-                    f.close()
-            if path is None:
-                continue
-            if h.digest() != digest:
-                raise _Stop("sha256_mismatch %s" % path)
-            seen.add(path)
-            entries.append((digest, size, path))
+        arrived = open(ARRIVED, "w")
+        try:
+            ordered, kept = await _stream_files(push, conn, field, count, arrived, free, mac)
+        finally:
+            arrived.close()
         trailer = await conn.take(32)
         if mac is not None and not crypto.equal(mac.digest(), trailer):
             raise _Stop("sig_mismatch")
         push.version = version
-        _stage_entries(push, entries)
+        _stage_arrived(push, ordered, kept)
         await _commit_and_reset(srv, conn, push)
     except _Stop as s:
         return await _end(conn, s)
@@ -200,6 +231,44 @@ async def stream_ota(srv, conn, arg=""):
     except OSError as e:
         return await _end(conn, _Stop("error: %s" % (e,)))
     return False
+
+
+async def _stream_files(push, conn, field, count, out, free, mac):
+    """The files of an OTAS container: each kept one is staged (size bound
+    by the free flash before a byte is written, hash checked) and its
+    manifest line appended to out; skipped ones are read and dropped.
+    Returns whether the kept ones came in manifest order, and how many."""
+    last = None
+    ordered = True
+    staged = 0
+    kept = 0
+    for _ in range(count):
+        raw_path = (await field(_u(await field(2)))).decode()
+        size = _u(await field(4))
+        digest = await field(32)
+        path = _check(push, raw_path)
+        if path is not None:
+            staged += size
+            if free is not None and staged > free:
+                _no_space(staged, free)
+        f = push.file_target(path) if path is not None else None
+        h = hashlib.sha256()
+        try:
+            await _receive(conn, f, size, h, mac)
+        finally:
+            if f is not None:
+                f.close()
+        if path is None:
+            continue
+        if h.digest() != digest:
+            raise _Stop("sha256_mismatch %s" % path)
+        k = mf.key(path)
+        if last is not None and not (last < k):
+            ordered = False
+        last = k
+        kept += 1
+        out.write(mf.format_line(binascii.hexlify(digest).decode(), size, path))
+    return ordered, kept
 
 
 def _signing_payload(version, files):
@@ -260,7 +329,9 @@ async def _manifest(srv, conn, arg):
     n = int(arg.strip())
     if n < 0 or n > 65536:
         raise _Stop("error: manifest too large")
-    doc = json.loads(await conn.read_payload(n))
+    doc = await conn.read_payload(n)
+    _manifest_cost(srv, doc)
+    doc = json.loads(doc)
     version = doc.get("version") or "unknown"
     files = doc.get("files") or {}
     if not isinstance(version, str) or not isinstance(files, dict):

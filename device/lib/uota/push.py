@@ -50,7 +50,15 @@ async def begin(srv, conn, req):
     runtime = req.get("runtime") is True
     mac = None
     claims = None
+    mdigest = None  # sha256 of the manifest stream, when the session is sealed
     try:
+        if conn.skey is not None:
+            # A sealed begin binds its manifest stream too: the DATA frames
+            # carry no seal, so the digest in the sealed request stands in.
+            want = hex64(req.get("mdigest"))
+            if want is None:
+                raise PushError("unbound", "a sealed begin needs mdigest (sha256 of the manifest stream)")
+            mdigest = hashlib.sha256()
         if not isinstance(version, str) or not version or len(version) > 64:
             raise PushError("bad_request", "version must be a short string")
         for c in version:
@@ -117,6 +125,9 @@ async def begin(srv, conn, req):
             partial = b""
             left -= i + 1 - conn.start
             conn.start = i + 1
+            if mdigest is not None:
+                mdigest.update(line)
+                mdigest.update(b"\n")
             try:
                 _manifest_line(push, line, count, mac)
             except PushError as e:
@@ -130,6 +141,8 @@ async def begin(srv, conn, req):
             if push.count != count:
                 raise PushError("bad_request", "manifest has %d entries, begin said %d" % (push.count, count))
             push.close_manifest()
+            if mdigest is not None and not crypto.equal(binascii.hexlify(mdigest.digest()).decode(), want):
+                raise PushError("unbound", "the manifest stream differs from the one this session sealed")
             if mac is not None and not crypto.equal(mac.hexdigest(), sig):
                 raise PushError("sig_mismatch", "signature does not match (it must cover this session's nonce)")
             push.settle()

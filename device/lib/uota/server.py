@@ -293,7 +293,7 @@ class Server:
 
             conn.grow(self.bufsize)
             if cmd == "stream_ota":
-                return await legacy.stream_ota(self, conn)
+                return await legacy.stream_ota(self, conn, arg)
             return await legacy.start_ota(self, conn)
         else:
             await conn.send_line("unknown")
