@@ -94,7 +94,7 @@ def test_full_then_fast_push(env: Env) -> None:
     with env.reconnect(since) as dev:
         assert dev.version() == "1.1.0"
         assert_device_matches(dev, env, fast)
-        assert dev.get("README.md") == (env.project / "README.md").read_bytes()
+        assert dev.get("www/index.html") == (env.project / "www/index.html").read_bytes()
         # The new app is really running: it records its version at start.
         def new_app_started() -> Optional[dict[str, Any]]:
             state = env.app_state(dev)
@@ -128,10 +128,10 @@ def test_rm_and_errors_from_the_device(env: Env) -> None:
     with env.connect() as dev:
         dev.push(env.project, reset=False)
     with env.reconnect() as dev:
-        assert dev.get("README.md")
-        dev.rm("README.md")
+        assert dev.get("www/index.html")
+        dev.rm("www/index.html")
         with pytest.raises(uota.DeviceError) as info:
-            dev.get("README.md")
+            dev.get("www/index.html")
         assert info.value.code == "not_found"
         assert info.value.op == "get"
         with pytest.raises(uota.InvalidPath):

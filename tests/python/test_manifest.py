@@ -162,7 +162,7 @@ def test_for_project_modes(tmp_path: Path) -> None:
     fast_paths = {p for p, _, _ in fast.files}
     assert {"main.py", "app/counter.py", "app/__init__.py", "config/ota.json"} <= fast_paths
     assert fast_paths <= full_paths
-    assert "README.md" in full_paths and "README.md" not in fast_paths
+    assert "www/index.html" in full_paths and "www/index.html" not in fast_paths
     assert "config/.ota.secrets.json" not in full_paths
     assert full.version == json.loads((STARTER / "config" / "ota.json").read_text())["version"]
     for path, _, sha in full.files:
