@@ -630,9 +630,10 @@ fn quick_confirm(c: &mut serde_json::Value) {
 
 #[tokio::test]
 async fn guarded_config_keys_change_only_with_runtime_releases_and_roll_back_with_them() {
-    // Provisioned before the first boot: legacy mode on, at most 4 files.
+    // Provisioned before the first boot: legacy mode on, at most 5 files
+    // (the starter project has 5).
     let t = start(Setup {
-        device_config: vec![("legacy", true.into()), ("maxFiles", 4.into())],
+        device_config: vec![("legacy", true.into()), ("maxFiles", 5.into())],
         ..Setup::default()
     })
     .await;
@@ -640,12 +641,12 @@ async fn guarded_config_keys_change_only_with_runtime_releases_and_roll_back_wit
         hello_legacy(&t).await,
         "the provisioned config is not in force"
     );
-    let five: Vec<FileEntry> = (0..5)
+    let six: Vec<FileEntry> = (0..6)
         .map(|i| FileEntry::from_bytes(format!("app/m{i}.py"), b"x = 1\n"))
         .collect();
     let r = RawClient::connect(&t, true)
         .await
-        .begin(&Manifest::new("9", five).unwrap())
+        .begin(&Manifest::new("9", six).unwrap())
         .await;
     assert_eq!(r["err"], "too_large", "{r}");
 
