@@ -47,8 +47,16 @@ pub const STARTER_FILES: &[(&str, &str)] = &[
         DEVICE_CONFIG_PATH,
         include_str!("../examples/starter/config/ota.json"),
     ),
+    (
+        "www/index.html",
+        include_str!("../examples/starter/www/index.html"),
+    ),
     ("README.md", include_str!("../examples/starter/README.md")),
 ];
+
+/// What `uota init` makes sure the project's `.gitignore` lists: the
+/// secrets, the host's cache, and the folder of a virtual device.
+pub const GITIGNORED: &[&str] = &[SECRETS_PATH, ".uota_cache.json", "vdev/"];
 
 fn default_version() -> String {
     "1.0.0".into()
@@ -397,8 +405,12 @@ impl Project {
             write_private_file(&secrets, &bytes)?;
             written.push(secrets);
         }
-        if let Some(gitignore) = ensure_gitignored(root, SECRETS_PATH)? {
-            written.push(gitignore);
+        for entry in GITIGNORED {
+            if let Some(gitignore) = ensure_gitignored(root, entry)? {
+                if !written.contains(&gitignore) {
+                    written.push(gitignore);
+                }
+            }
         }
         tracing::info!(root = %root.display(), files = written.len(), "wrote starter project");
         Ok(written)
@@ -759,7 +771,10 @@ mod tests {
         assert_ne!(again["otaPassword"], secrets["otaPassword"]);
         assert_ne!(again["signingKey"], secrets["signingKey"]);
         let gitignore = std::fs::read_to_string(root.join(".gitignore")).unwrap();
-        assert_eq!(gitignore, "config/.ota.secrets.json\n");
+        assert_eq!(
+            gitignore,
+            "config/.ota.secrets.json\n.uota_cache.json\nvdev/\n"
+        );
 
         let p = Project::load(&root).unwrap();
         assert_eq!(p.config.version, "1.0.0");
@@ -843,13 +858,13 @@ mod tests {
             .contains("keep-me"));
         assert_eq!(
             std::fs::read_to_string(root.join(".gitignore")).unwrap(),
-            "target\nconfig/.ota.secrets.json\n"
+            "target\nconfig/.ota.secrets.json\n.uota_cache.json\nvdev/\n"
         );
         // A second run does not add the line twice.
         Project::init(root, true).unwrap();
         assert_eq!(
             std::fs::read_to_string(root.join(".gitignore")).unwrap(),
-            "target\nconfig/.ota.secrets.json\n"
+            "target\nconfig/.ota.secrets.json\n.uota_cache.json\nvdev/\n"
         );
     }
 

@@ -111,6 +111,10 @@ pub enum Error {
     /// An argument or option is not valid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The user cancelled the operation (Ctrl-C); the message says what
+    /// state the device was left in.
+    #[error("{0}")]
+    Cancelled(String),
     /// Serial port autodetection found no known USB-serial bridge.
     #[error("{}", no_serial_port(.seen))]
     NoSerialPort {
@@ -178,6 +182,8 @@ pub enum ErrorKind {
     InterpreterMissing,
     /// Invalid argument.
     InvalidArgument,
+    /// Cancelled by the user.
+    Cancelled,
 }
 
 impl Error {
@@ -197,6 +203,7 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::InterpreterMissing(_) => ErrorKind::InterpreterMissing,
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::NoSerialPort { .. } => ErrorKind::Transport,
             Error::AmbiguousSerialPort { .. } => ErrorKind::InvalidArgument,
         }

@@ -31,3 +31,9 @@ mod python;
 pub use device::{BlockingDevice, Device};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::Manifest;
+
+/// The README's Rust examples, compiled by `cargo test` as doctests (its
+/// Python and shell examples run in `tests/python/test_docs_examples.py`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;

@@ -276,6 +276,29 @@ impl Manifest {
             message,
         })?;
         let mut manifest = build_from_globs(&project.root, &include, &exclude, &config.version)?;
+        // A literal path that matches nothing is most likely a typo.
+        let lists = [
+            ("fastOtaFiles", &config.fast_ota_files),
+            ("fullOtaFiles", &config.full_ota_files),
+        ];
+        for (key, list) in lists {
+            if key == "fullOtaFiles" && mode == PushMode::Fast {
+                continue;
+            }
+            for pat in list.iter().filter(|p| !p.contains(['*', '?', '[', '{'])) {
+                let dir = format!("{}/", pat.trim_end_matches('/'));
+                let found = manifest
+                    .files
+                    .iter()
+                    .any(|f| f.path == *pat || f.path.starts_with(&dir));
+                if !found {
+                    tracing::warn!(
+                        "{key} in {} names {pat:?}, which matches no file of the project",
+                        config_path.display()
+                    );
+                }
+            }
+        }
         // Files the device would refuse as outside its app area stay home
         // (boot.py and lib/uota/ stay in: a runtime push may carry them).
         let area = crate::app_area::AppArea::new(config.app_paths.as_deref());
@@ -625,6 +648,16 @@ fn device_path_of(rel: &Path) -> Option<String> {
     Some(out)
 }
 
+/// Whether `path` is the filesystem of a device inside the project (a
+/// virtual device's `--root`, a copy of a board): it holds the uota
+/// runtime. Never part of a release, whatever the globs say.
+fn is_device_root(path: &Path, kind: std::fs::FileType) -> bool {
+    kind.is_dir()
+        && ["server.py", "server.mpy"]
+            .iter()
+            .any(|f| path.join("lib/uota").join(f).is_file())
+}
+
 fn build_from_globs(
     root: &Path,
     include: &GlobSet,
@@ -642,7 +675,9 @@ fn build_from_globs(
     let walker = WalkDir::new(root)
         .follow_links(false)
         .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !is_hidden(e.file_name()));
+        .filter_entry(|e| {
+            e.depth() == 0 || !(is_hidden(e.file_name()) || is_device_root(e.path(), e.file_type()))
+        });
     for entry in walker {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(root).to_path_buf();
@@ -1158,6 +1193,27 @@ mod tests {
         expected.push(entry("big.bin", &big));
         let built = Manifest::build(root, &strings(&["**"]), &[], "v").unwrap();
         assert_eq!(built, Manifest::new("v", expected).unwrap());
+    }
+
+    #[test]
+    fn a_device_folder_inside_the_project_is_never_part_of_a_release() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(root, "main.py", b"m");
+        write(
+            root,
+            "lib/uota/server.py",
+            b"the project's own runtime copy",
+        );
+        // A virtual device's root, and a copy of a board (compiled runtime).
+        write(root, "vdev/main.py", b"m");
+        write(root, "vdev/lib/uota/server.py", b"s");
+        write(root, "backup/board/lib/uota/server.mpy", b"s");
+        write(root, "backup/board/data/x.json", b"{}");
+        write(root, "backup/notes.txt", b"n");
+        let built = Manifest::build(root, &strings(&["**"]), &[], "v").unwrap();
+        let paths: Vec<&str> = built.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["backup/notes.txt", "lib/uota/server.py", "main.py"]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ fn json(out: &Output) -> serde_json::Value {
     })
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_and_fast_from_the_project_folder_with_json_output() {
     let t = start(Setup {
         password: Some("pw"),
@@ -83,7 +83,7 @@ async fn full_and_fast_from_the_project_folder_with_json_output() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_exit_non_zero_with_a_clear_message() {
     let t = start(Setup {
         password: Some("right"),
@@ -164,7 +164,7 @@ fn sim_refuses_non_loopback_addresses() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_command_serves_until_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let (host, port) = common::unique_addr();
@@ -209,7 +209,7 @@ async fn sim_command_serves_until_interrupted() {
     assert!(status.success(), "{status}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_created_derived_rotated_and_promoted_from_the_command_line() {
     let fleet = uota::auth::FleetKey::new("cli-fleet-key");
     let device_key: &'static str = Box::leak(
@@ -550,7 +550,7 @@ async fn serial_sim(extra: &[&str]) -> (tokio::process::Child, String, tempfile:
     (child, path, dir)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_project_provisions_a_protected_device_and_output_escapes_device_names() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("proj");

@@ -27,7 +27,17 @@ async fn push(t: &TestDevice, mode: PushMode, version: &str) -> uota::device::Pu
         .await
         .expect("push succeeds");
     assert!(matches!(events.first(), Some(PushEvent::Started { .. })));
-    assert!(matches!(events.last(), Some(PushEvent::Committed { .. })));
+    // Committed, then (with a reset) the wait for the device to answer again.
+    let committed = events
+        .iter()
+        .position(|e| matches!(e, PushEvent::Committed { .. }))
+        .expect("a committed event");
+    if opts.reset {
+        assert_eq!(&events[committed + 1..], &[PushEvent::Restarting]);
+        assert!(report.restart.is_some(), "{report:?}");
+    } else {
+        assert_eq!(committed, events.len() - 1);
+    }
     assert!(events
         .iter()
         .any(|e| matches!(e, PushEvent::Progress { .. })));

@@ -474,7 +474,11 @@ impl Running {
         dev.push(
             &rel.dir,
             &rel.manifest,
-            &PushOptions::default(),
+            // The scenario controls the device's power: return at the commit.
+            &PushOptions {
+                wait: None,
+                ..PushOptions::default()
+            },
             &mut |_| {},
         )
         .await

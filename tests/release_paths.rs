@@ -696,11 +696,18 @@ async fn guarded_config_keys_change_only_with_runtime_releases_and_roll_back_wit
         runtime: true,
         ..PushOptions::default()
     };
-    t.connect()
+    // The push waits for the device to come back, and says it came back
+    // on the previous release.
+    let err = t
+        .connect()
         .await
         .push(&project.root, &m, &opts, &mut |_| {})
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        matches!(&err, uota::Error::ReleaseRefused { reason, .. } if reason == "rolled_back"),
+        "{err}"
+    );
     let info = wait_info(&t, "rollback to 4.0.0", |i| {
         i["version"] == "4.0.0" && !i["release"]["last_rollback"].is_null()
     })

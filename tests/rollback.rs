@@ -18,13 +18,30 @@ fn set_config(t: &TestDevice, key: &str, value: serde_json::Value) {
 }
 
 async fn push(t: &TestDevice, version: &str) {
+    try_push(t, version).await.expect("push");
+}
+
+async fn try_push(t: &TestDevice, version: &str) -> uota::Result<uota::device::PushReport> {
     let project = Project::load(&t.project).unwrap();
     let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
     m.version = version.into();
     let mut dev = t.connect().await;
     dev.push(&project.root, &m, &PushOptions::default(), &mut |_| {})
         .await
-        .expect("push");
+}
+
+/// Push a release that fails on the device: the push waits for the device
+/// to answer again, which it does either on the new release (before the
+/// failure shows) or already rolled back, which the push then reports.
+async fn push_broken(t: &TestDevice, version: &str) {
+    match try_push(t, version).await {
+        Ok(r) => assert_eq!(r.version, version),
+        Err(uota::Error::ReleaseRefused { reason, message }) => {
+            assert_eq!(reason, "rolled_back", "{message}");
+            assert!(message.contains(version), "{message}");
+        }
+        Err(e) => panic!("push of {version}: {e}"),
+    }
 }
 
 /// Poll `info` until `check` accepts it (the device may be rebooting meanwhile).
@@ -79,7 +96,7 @@ async fn an_app_that_crashes_at_start_is_rolled_back() {
         "async def run():\n    raise ValueError('broken release')\n",
     )
     .unwrap();
-    push(&t, "2.0.0").await;
+    push_broken(&t, "2.0.0").await;
     let info = wait_info(&t, "rollback to 1.0.0", |i| {
         i["version"] == "1.0.0" && !i["release"]["last_rollback"].is_null()
     })
@@ -106,7 +123,7 @@ async fn an_app_that_hangs_the_device_is_rolled_back_by_the_watchdog() {
         "async def run():\n    while True:\n        pass\n",
     )
     .unwrap();
-    push(&t, "3.0.0").await;
+    push_broken(&t, "3.0.0").await;
     let info = wait_info(&t, "rollback to 1.0.0", |i| {
         i["version"] == "1.0.0" && !i["release"]["last_rollback"].is_null()
     })

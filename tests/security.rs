@@ -199,6 +199,7 @@ async fn a_recorded_signed_session_replayed_later_is_refused() {
     let (project, m) = project_manifest(&t, "2.0.0", "two");
     let mut opts_b = opts(Some(&key), Some(2));
     opts_b.delta = false;
+    opts_b.wait = None; // one recorded connection, nothing after the commit
     let mut dev = uota::Device::connect_tcp(&rec.host, rec.port, t.options())
         .await
         .unwrap();

@@ -17,6 +17,12 @@
 #                                  without booting
 #   UOTA_SIM_EXPORT=<host folder>  copy the device filesystem's tree out to
 #                                  that folder, then exit 0 without booting
+#   UOTA_SIM_FLASH_SIZE=<bytes>    folder mode: the flash size the device
+#                                  reports (os.statvfs): free space is this
+#                                  size less what the folder holds, counted in
+#                                  4096-byte blocks as littlefs would (a file
+#                                  in whole blocks, a block pair per folder);
+#                                  unset, the host disk's figures show through
 #
 # Power-cut testing (image mode only; see tests/power_cut.rs):
 #   UOTA_SIM_WRITE_LOG=<host file> count the image's mutating block operations
@@ -61,7 +67,9 @@
 #                                  the raw REPL banner)
 #
 # Exit codes: 75 the device reset itself (restart it), 0 install/export done,
-# 2 bad environment or image, anything else a crash.
+# 2 bad environment or image, 28 the image is too small for what
+# UOTA_SIM_INSTALL copies (ENOSPC), 98 the runtime's listen address is taken
+# (EADDRINUSE; see uota.hal.listen_failed), anything else a crash.
 import os
 import sys
 import vfs
@@ -265,16 +273,42 @@ def copy_tree(src, dst):
 class _OsShim:
     """The os module with a rename that works on a VfsPosix mounted at "/":
     the unix port fails os.rename on absolute paths there, while paths
-    relative to the root (the current directory) work."""
+    relative to the root (the current directory) work. Given a flash size,
+    statvfs reports a flash of that size instead of the host disk."""
 
-    def __init__(self, real):
+    def __init__(self, real, flash_size=0):
         for name in dir(real):
             if not name.startswith("__") and name != "rename":
                 setattr(self, name, getattr(real, name))
         self._real_rename = real.rename
+        self._blocks = flash_size // BLOCK
+        if self._blocks:
+            self.statvfs = self._flash_statvfs
 
     def rename(self, a, b):
         self._real_rename(a.lstrip("/") or ".", b.lstrip("/") or ".")
+
+    def _used(self, path):
+        """4096-byte blocks the tree at path would take on littlefs: each
+        file in whole blocks, a metadata pair per folder (path's own too).
+        Self-contained: the serial REPL empties this module's globals."""
+        n = 2
+        for e in self.ilistdir(path):
+            p = path.rstrip("/") + "/" + e[0]
+            try:
+                st = self.stat(p)
+            except OSError:  # gone meanwhile
+                continue
+            if st[0] & 0x4000:
+                n += self._used(p)
+            else:
+                n += (st[6] + 4095) // 4096
+        return n
+
+    def _flash_statvfs(self, path):
+        free = max(self._blocks - self._used("/"), 0)
+        # bsize, frsize, blocks, bfree, bavail, files, ffree, favail, flag, namemax
+        return (BLOCK, BLOCK, self._blocks, free, free, 0, 0, 0, 0, 255)
 
 
 SIM_QUIET_MARK = "\x00uota-sim-quiet\x00"
@@ -353,7 +387,12 @@ def main():
             # The host's files stay reachable through the default "/" mount.
             vfs.mount(fs, "/flash")
             if install:
-                copy_tree(install, "/flash")
+                try:
+                    copy_tree(install, "/flash")
+                except OSError as e:
+                    if (e.args[0] if e.args else None) == 28:  # ENOSPC
+                        die("the image is too small for the uota runtime", 28)
+                    raise
             if export:
                 makedirs(export)
                 copy_tree("/flash", export)
@@ -372,7 +411,7 @@ def main():
         makedirs(root)
         vfs.umount("/")
         vfs.mount(vfs.VfsPosix(root), "/")
-        sys.modules["os"] = _OsShim(os)
+        sys.modules["os"] = _OsShim(os, int(env("UOTA_SIM_FLASH_SIZE", "0")))
     os.chdir("/")
     # A board's import path: the current folder, frozen modules, /lib.
     sys.path[:] = ["", ".frozen", "/lib"]

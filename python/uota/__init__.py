@@ -5,6 +5,7 @@ The work is done by the Rust extension ``uota._uota``; this package re-exports i
 
 from uota._uota import (
     AuthError,
+    Cancelled,
     ConfigError,
     Device,
     DeviceError,
@@ -31,6 +32,7 @@ from uota._uota import (
 
 __all__ = [
     "AuthError",
+    "Cancelled",
     "ConfigError",
     "Device",
     "DeviceError",

@@ -33,7 +33,11 @@ _PushEvent: TypeAlias = dict[str, Any]
 - ``{"event": "file", "path": str, "size": int}``: a file starts;
 - ``{"event": "progress", "sent": int, "total": int}``: file bytes sent so far;
 - ``{"event": "committing"}``: everything is staged, the device is committing;
-- ``{"event": "committed", "version": str}``: the release is active.
+- ``{"event": "committed", "version": str}``: the release is active;
+- ``{"event": "up_to_date", "version": str}``: the device already runs this
+  release; nothing was sent or committed;
+- ``{"event": "restarting"}``: the device resets into the release; the push
+  waits for it to answer again.
 """
 
 _FileTuple: TypeAlias = tuple[str, int, str]
@@ -44,6 +48,7 @@ __version__: str
 
 __all__ = [
     "AuthError",
+    "Cancelled",
     "ConfigError",
     "Device",
     "DeviceError",
@@ -185,6 +190,9 @@ class InterpreterMissing(UotaError):
 class InvalidArgument(UotaError, builtins.ValueError):
     """An argument or option is not valid."""
 
+class Cancelled(UotaError):
+    """The operation was cancelled; the message says what state the device was left in."""
+
 # ----- devices -----
 
 @final
@@ -237,7 +245,14 @@ class PushReport:
         """Bytes written to the link in all (framing and manifest included)."""
     @property
     def elapsed(self) -> float:
-        """Wall time of the push, in seconds."""
+        """Wall time of the push, in seconds (the wait for the restart included)."""
+    @property
+    def up_to_date(self) -> bool:
+        """Whether the device already ran this release: nothing was sent or committed."""
+    @property
+    def restart(self) -> Optional[float]:
+        """Seconds the device took to answer again after its reset (``None``
+        when the push did not wait)."""
 
 @final
 class Repl:
@@ -493,6 +508,7 @@ class Device:
         compress: bool = True,
         release: Optional[int] = None,
         rollback: bool = False,
+        wait: Optional[float] = 60.0,
         progress: Optional[Callable[[_PushEvent], object]] = None,
     ) -> PushReport:
         """Push the project in the folder ``project`` as one release.
@@ -519,6 +535,10 @@ class Device:
                 the config, else one above the highest the device accepted).
             rollback: Sign the release as a deliberate rollback, so that the
                 device accepts a release number below the highest it accepted.
+            wait: After the reset, wait up to this many seconds for the device
+                to answer again on the new release (over TCP); this ``Device``
+                is then connected to it again. ``None`` or ``0`` return once
+                the commit is acknowledged (the connection is then closed).
             progress: Called with each ``_PushEvent`` dict, with the GIL held.
                 For ``push_async`` it is called from a runtime thread, not the
                 event loop's. If it raises, it is not called again and the
@@ -549,6 +569,7 @@ class Device:
         compress: bool = True,
         release: Optional[int] = None,
         rollback: bool = False,
+        wait: Optional[float] = 60.0,
         progress: Optional[Callable[[_PushEvent], object]] = None,
     ) -> Awaitable[PushReport]:
         """Async ``push``."""
@@ -566,6 +587,7 @@ class Device:
         compress: bool = True,
         release: Optional[int] = None,
         rollback: bool = False,
+        wait: Optional[float] = 60.0,
         progress: Optional[Callable[[_PushEvent], object]] = None,
     ) -> PushReport:
         """Push the files of ``manifest``, read from the folder ``root``.
@@ -596,6 +618,7 @@ class Device:
         compress: bool = True,
         release: Optional[int] = None,
         rollback: bool = False,
+        wait: Optional[float] = 60.0,
         progress: Optional[Callable[[_PushEvent], object]] = None,
     ) -> Awaitable[PushReport]:
         """Async ``push_manifest``."""

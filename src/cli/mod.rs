@@ -176,6 +176,13 @@ struct PushArgs {
     /// Sign the release as a deliberate rollback to a lower release number.
     #[arg(long)]
     rollback: bool,
+    /// Return once the commit is acknowledged, without waiting for the
+    /// device to answer again after its reset.
+    #[arg(long)]
+    no_wait: bool,
+    /// Seconds to wait for the device to answer again after its reset.
+    #[arg(long, default_value_t = 60.0)]
+    wait_timeout: f64,
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +196,10 @@ struct SimArgs {
     /// Image size in bytes for a new image (suffixes k and M allowed).
     #[arg(long, default_value = "1441792")]
     image_size: String,
+    /// With --root: the flash size the device reports (suffixes k and M
+    /// allowed); its free space is this less what the folder holds.
+    #[arg(long, default_value = "1441792", conflicts_with = "image")]
+    flash_size: String,
     /// Loopback address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -225,9 +236,22 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
+            // With --json, a usage error is JSON too (help and --version are not errors).
+            if e.use_stderr() && args.iter().any(|a| a == "--json") {
+                let message = e.kind().to_string();
+                let detail = e.to_string();
+                let first = detail.lines().next().unwrap_or(&message);
+                let first = first.strip_prefix("error: ").unwrap_or(first);
+                outln_json(&serde_json::json!({
+                    "ok": false,
+                    "error": {"kind": "Usage", "message": first},
+                }));
+                return 2;
+            }
             let _ = e.print();
             return if e.use_stderr() { 2 } else { 0 };
         }
@@ -254,6 +278,12 @@ where
     }
 }
 
+fn outln_json(v: &serde_json::Value) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}").and_then(|()| out.flush());
+}
+
 fn exit_code(e: &Error) -> i32 {
     use crate::error::ErrorKind::*;
     match e.kind() {
@@ -261,6 +291,7 @@ fn exit_code(e: &Error) -> i32 {
         SignatureMismatch | HashMismatch | ReleaseRefused => 4,
         Timeout | Transport => 5,
         InterpreterMissing => 6,
+        Cancelled => 130,
         _ => 1,
     }
 }
@@ -335,7 +366,14 @@ pub(crate) fn link(target: &Target, project: &Option<Project>) -> Result<Link> {
         }
     };
     let port = match &target.port {
-        Some(p) => p.parse::<u16>().expect("checked above"),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "--port {p}: a TCP port is a number from 1 to 65535 (or name a serial port, /dev/ttyUSB0, COM3)"
+                )))
+            }
+        },
         None => cfg.map(|c| c.port).unwrap_or(2018),
     };
     Ok(Link::Tcp { host, port })
@@ -437,7 +475,12 @@ async fn execute(command: Command, out: &Output) -> Result<()> {
             let (mut dev, _) = connect(&t).await?;
             let rtt = dev.ping().await?;
             dev.close().await?;
-            out.value("pong_ms", &format!("{:.1}", rtt.as_secs_f64() * 1000.0));
+            let ms = (rtt.as_secs_f64() * 10_000.0).round() / 10.0;
+            out.number(
+                "pong_ms",
+                ms,
+                &format!("pong from {} in {ms:.1} ms", dev_target(&t)),
+            );
             Ok(())
         }
         Command::Ls { target, path } => {
@@ -568,16 +611,58 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
         },
         delta: !args.all,
         compress: !args.no_compress,
+        wait: (!args.no_wait).then(|| Duration::from_secs_f64(args.wait_timeout.max(0.0))),
     };
     let mut bar = out.progress();
-    let report = dev
-        .push(&project.root, &manifest, &opts, &mut |ev| bar.update(ev))
-        .await;
+    // Ctrl-C cancels the push: the connection is reset so that nothing
+    // queued (a commit) reaches the device, which keeps what it staged.
+    let mut on_event = |ev: &crate::device::PushEvent| bar.update(ev);
+    let pushed = tokio::select! {
+        r = dev.push(&project.root, &manifest, &opts, &mut on_event) => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
     bar.finish();
+    let Some(report) = pushed else {
+        dev.cancel();
+        drop(dev);
+        return Err(cancelled_push(&args.target, &manifest.version).await);
+    };
     let report = report?;
     dev.close().await?;
     out.push_report(&report);
     Ok(())
+}
+
+/// How the target was named, for messages.
+fn dev_target(t: &Target) -> String {
+    match (&t.host, &t.port) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.clone(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => "the device".into(),
+    }
+}
+
+/// After Ctrl-C: what the device runs now, for the message.
+async fn cancelled_push(target: &Target, version: &str) -> Error {
+    let running = match connect(target).await {
+        Ok((mut dev, _)) => {
+            let v = dev.version().await.ok();
+            let _ = dev.close().await;
+            v
+        }
+        Err(_) => None,
+    };
+    let state = match running {
+        Some(v) if v == version => format!(
+            "the device had already committed {v} before the cancel reached it"
+        ),
+        Some(v) => format!(
+            "nothing was committed: the device still runs {v}; what it staged is kept, and the next push of {version} resumes it"
+        ),
+        None => "the device did not answer afterwards; check it with `uota version`".into(),
+    };
+    Error::Cancelled(format!("push cancelled (Ctrl-C); {state}"))
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -590,8 +675,13 @@ fn parse_size(s: &str) -> Result<u64> {
     let n: f64 = num
         .parse()
         .map_err(|_| Error::InvalidArgument(format!("bad size {s:?}")))?;
-    let bytes = (n * mult as f64) as u64;
-    Ok(bytes / 4096 * 4096)
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes < sim::BLOCK_SIZE as f64 || bytes > 1e15 {
+        return Err(Error::InvalidArgument(format!(
+            "bad size {s:?}: give bytes (at least 4096), or k or M, e.g. 1441792, 512k, 4M"
+        )));
+    }
+    Ok(bytes as u64 / sim::BLOCK_SIZE * sim::BLOCK_SIZE)
 }
 
 /// `uota sim --serial`: a serial virtual device until Ctrl-C.
@@ -602,9 +692,15 @@ async fn run_serial_sim(
     bare: bool,
     out: &Output,
 ) -> Result<()> {
+    // SIGINT, SIGTERM and SIGHUP stop the device (and its interpreter).
+    let mut signals = sim::StopSignals::new()?;
     opts.check_loopback()?;
-    if !bare && sim::provision(&opts).await? {
-        tracing::info!("installed the uota runtime on the virtual device");
+    if !bare {
+        // The runtime's TCP server listens on --host:--port too.
+        sim::check_port_free(&opts.host, opts.port)?;
+        if sim::provision(&opts).await? {
+            tracing::info!("installed the uota runtime on the virtual device");
+        }
     }
     if let Storage::Folder(root) = &opts.storage {
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
@@ -618,9 +714,18 @@ async fn run_serial_sim(
         ("UOTA_SIM_HOST".into(), opts.host.clone()),
         ("UOTA_SIM_PORT".into(), opts.port.to_string()),
     ];
-    let dev = sim::VirtualSerialDevice::start(serial).await?;
+    if let (Storage::Folder(_), Some(size)) = (&opts.storage, opts.flash_size) {
+        serial
+            .env
+            .push(("UOTA_SIM_FLASH_SIZE".into(), size.to_string()));
+    }
+    let dev = tokio::select! {
+        dev = sim::VirtualSerialDevice::start(serial) => dev?,
+        _ = signals.recv() => return Ok(()),
+    };
     out.value("serial", &dev.path().display().to_string());
-    let _ = tokio::signal::ctrl_c().await;
+    let sig = signals.recv().await;
+    tracing::info!(signal = sig, "serial virtual device: stopping");
     dev.stop().await
 }
 
@@ -642,6 +747,7 @@ async fn run_sim(args: SimArgs, out: &Output) -> Result<()> {
     };
     let mut opts = SimOptions::folder(".", &args.host, args.port);
     opts.storage = storage;
+    opts.flash_size = Some(parse_size(&args.flash_size)?);
     opts.password = args.password.filter(|p| !p.is_empty()).map(Password::new);
     opts.signing_key = args
         .signing_key
@@ -668,9 +774,7 @@ async fn run_sim(args: SimArgs, out: &Output) -> Result<()> {
     if args.serial {
         return run_serial_sim(opts, args.baud, args.bare, out).await;
     }
-    out.value(
-        "listening",
-        &format!("{}:{} (Ctrl-C to stop)", args.host, args.port),
-    );
-    sim::run_foreground(opts).await
+    // The banner comes once the device answers: never before a refusal.
+    let banner = format!("{}:{} (Ctrl-C to stop)", args.host, args.port);
+    sim::run_foreground_with(opts, || out.value("listening", &banner)).await
 }

@@ -10,6 +10,20 @@ use crate::device::{DirEntry, PushEvent, PushReport};
 use crate::error::Error;
 use crate::text::escape_controls as esc;
 
+/// `println!` for results: a reader that went away (`uota ls | head`) ends
+/// the command quietly instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*).and_then(|()| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 /// Prints results as text or JSON.
 pub(crate) struct Output {
     json: bool,
@@ -21,7 +35,7 @@ impl Output {
     }
 
     fn print_json(&self, v: &serde_json::Value) {
-        println!("{v}");
+        outln!("{v}");
     }
 
     pub(crate) fn error(&self, e: &Error) {
@@ -36,7 +50,16 @@ impl Output {
         if self.json {
             self.print_json(&json!({"ok": true, key: value}));
         } else {
-            println!("{}", esc(value));
+            outln!("{}", esc(value));
+        }
+    }
+
+    /// A number: JSON `{key: n}`, or `text` for people.
+    pub(crate) fn number(&self, key: &str, n: f64, text: &str) {
+        if self.json {
+            self.print_json(&json!({"ok": true, key: n}));
+        } else {
+            outln!("{}", esc(text));
         }
     }
 
@@ -46,7 +69,7 @@ impl Output {
             self.print_json(&json!({"ok": true, key: items}));
         } else {
             for i in items {
-                println!("{key} {}", esc(&i));
+                outln!("{key} {}", esc(&i));
             }
         }
     }
@@ -62,8 +85,8 @@ impl Output {
         } else if let serde_json::Value::Object(m) = v {
             for (k, v) in m {
                 match v {
-                    serde_json::Value::String(s) => println!("{}: {}", esc(&k), esc(&s)),
-                    other => println!("{}: {other}", esc(&k)),
+                    serde_json::Value::String(s) => outln!("{}: {}", esc(&k), esc(&s)),
+                    other => outln!("{}: {other}", esc(&k)),
                 }
             }
         }
@@ -75,9 +98,9 @@ impl Output {
         } else {
             for e in entries {
                 if e.is_dir {
-                    println!("{}/", esc(&e.name));
+                    outln!("{}/", esc(&e.name));
                 } else {
-                    println!("{:>9}  {}", e.size, esc(&e.name));
+                    outln!("{:>9}  {}", e.size, esc(&e.name));
                 }
             }
         }
@@ -88,10 +111,24 @@ impl Output {
             let mut v = serde_json::to_value(r).unwrap_or_default();
             v["ok"] = true.into();
             self.print_json(&v);
+        } else if r.up_to_date {
+            outln!(
+                "up to date: the device already runs {} (release {}, {} files); nothing sent, nothing committed, no restart",
+                esc(&r.version),
+                r.release,
+                r.files_total,
+            );
         } else {
             let secs = r.elapsed.as_secs_f64();
-            println!(
-                "committed {} (release {}) — sent {} of {} files ({} skipped{}), {} file bytes as {} on the link, {} bytes on the wire, in {:.2} s",
+            let back = match r.restart {
+                Some(d) => format!(
+                    "; the device answered again on it {:.1} s after its reset",
+                    d.as_secs_f64()
+                ),
+                None => String::new(),
+            };
+            outln!(
+                "committed {} (release {}) — sent {} of {} files ({} skipped{}), {} file bytes as {} on the link, {} bytes on the wire, in {:.2} s{}",
                 esc(&r.version),
                 r.release,
                 r.files_sent,
@@ -102,6 +139,7 @@ impl Output {
                 r.payload_bytes,
                 r.wire_bytes,
                 secs,
+                back,
             );
         }
     }
@@ -114,13 +152,15 @@ impl Output {
                 let bar = ProgressBar::new(0);
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{spinner} {msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                        "{spinner} {prefix} {msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
                 );
                 bar
             }),
+            files: 0,
+            file: 0,
         }
     }
 }
@@ -128,19 +168,34 @@ impl Output {
 /// The progress bar of one push.
 pub(crate) struct Progress {
     bar: Option<ProgressBar>,
+    /// Files to send, and the one being sent (1-based).
+    files: usize,
+    file: usize,
 }
 
 impl Progress {
     pub(crate) fn update(&mut self, ev: &PushEvent) {
         let Some(bar) = &self.bar else { return };
         match ev {
-            PushEvent::Started { bytes, .. } => bar.set_length(*bytes),
-            PushEvent::File { path, .. } => bar.set_message(esc(path).into_owned()),
+            PushEvent::Started { bytes, files } => {
+                self.files = *files;
+                bar.set_length(*bytes);
+                bar.set_prefix(format!("0/{files} files"));
+            }
+            PushEvent::File { path, .. } => {
+                self.file += 1;
+                bar.set_prefix(format!("{}/{} files", self.file, self.files));
+                bar.set_message(esc(path).into_owned());
+            }
             PushEvent::Progress { sent, .. } => bar.set_position(*sent),
             PushEvent::Committing => bar.set_message("committing"),
             PushEvent::Committed { version } => {
                 bar.set_message(format!("committed {}", esc(version)))
             }
+            PushEvent::UpToDate { version } => {
+                bar.set_message(format!("up to date ({})", esc(version)))
+            }
+            PushEvent::Restarting => bar.set_message("waiting for the device to restart"),
         }
     }
 

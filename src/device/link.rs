@@ -35,9 +35,11 @@ impl Link {
         }
     }
 
-    /// Whether `port` names a serial port rather than a TCP port number.
+    /// Whether `port` names a serial port rather than a TCP port number
+    /// (anything that is not all digits: `99999` is a bad port number, not
+    /// a serial port).
     pub fn looks_like_serial_port(port: &str) -> bool {
-        port.parse::<u16>().is_err()
+        port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit())
     }
 }
 

@@ -16,6 +16,8 @@ pub use blocking::BlockingDevice;
 pub use link::Link;
 pub use push::{LegacyMethod, PushEvent, PushOptions, PushReport};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +62,9 @@ pub const GET_MIN_RATE: u64 = 4 * 1024;
 pub struct ConnectOptions {
     /// Time allowed to open the connection.
     pub connect_timeout: Duration,
+    /// How long a TCP connect keeps trying while the device refuses
+    /// connections (it is restarting, say). Zero: one attempt.
+    pub connect_retry: Duration,
     /// Time allowed for each command's reply.
     pub timeout: Duration,
     /// Time allowed for a commit (staged files moved into place).
@@ -80,6 +85,7 @@ impl Default for ConnectOptions {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(5),
+            connect_retry: Duration::from_secs(3),
             timeout: Duration::from_secs(10),
             commit_timeout: Duration::from_secs(120),
             password: None,
@@ -168,6 +174,82 @@ pub struct Device {
     console: bool,
     /// After `auth`: seals state-changing requests to this session.
     binding: Option<SessionBinding>,
+    /// Where the device was reached (to reconnect after a restart).
+    link: Option<Link>,
+    /// Set when a push was dropped part-way (cancelled): the connection may
+    /// hold half a frame and queued requests, so it is torn down with a
+    /// reset before anything else is done.
+    interrupted: Arc<AtomicBool>,
+}
+
+/// Marks a push in progress; dropped before [`PushGuard::done`] (the push
+/// future was dropped) it flags the connection as interrupted.
+pub(crate) struct PushGuard(Arc<AtomicBool>, bool);
+
+impl PushGuard {
+    pub(crate) fn done(mut self) {
+        self.1 = true;
+    }
+}
+
+impl Drop for PushGuard {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// What is left of a connection after [`Device::cancel`]: every read and
+/// write fails.
+struct Aborted;
+
+impl tokio::io::AsyncRead for Aborted {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Aborted {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl crate::transport::Transport for Aborted {
+    fn peer(&self) -> String {
+        "(cancelled connection)".into()
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if self.interrupted.load(Ordering::SeqCst) {
+            self.io.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Device {
@@ -182,9 +264,111 @@ impl std::fmt::Debug for Device {
 
 impl Device {
     /// Connect over WiFi TCP to `host:port` and perform the handshake.
+    /// While the device refuses connections (it is restarting) this keeps
+    /// trying for [`ConnectOptions::connect_retry`].
     pub async fn connect_tcp(host: &str, port: u16, opts: ConnectOptions) -> Result<Device> {
-        let io = TcpTransport::connect(host, port, opts.connect_timeout).await?;
-        Self::handshake(Box::new(io), opts).await
+        let give_up = Instant::now() + opts.connect_retry;
+        let io = loop {
+            match TcpTransport::connect(host, port, opts.connect_timeout).await {
+                Err(Error::Transport { source, .. })
+                    if source.kind() == std::io::ErrorKind::ConnectionRefused
+                        && Instant::now() < give_up =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other?,
+            }
+        };
+        let mut dev = Self::handshake(Box::new(io), opts).await?;
+        dev.link = Some(Link::Tcp {
+            host: host.to_string(),
+            port,
+        });
+        Ok(dev)
+    }
+
+    /// Connect again to where this device was reached (after it restarted):
+    /// retries until it answers the handshake, for at most `within`. The new
+    /// connection replaces this one. Returns how long it took.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a device not reached over TCP by
+    /// address (a serial session or a hand-made transport);
+    /// [`Error::Timeout`] when it does not answer within `within`;
+    /// authentication errors at once.
+    pub async fn reconnect(&mut self, within: Duration) -> Result<Duration> {
+        let Some(Link::Tcp { host, port }) = self.link.clone() else {
+            return Err(Error::InvalidArgument(
+                "only a device reached over TCP by address can be reconnected to".into(),
+            ));
+        };
+        let start = Instant::now();
+        let deadline = start + within;
+        loop {
+            let opts = ConnectOptions {
+                connect_retry: Duration::ZERO,
+                connect_timeout: self.opts.connect_timeout.min(within),
+                ..self.opts.clone()
+            };
+            match Device::connect_tcp(&host, port, opts).await {
+                Ok(dev) => {
+                    let _ = std::mem::replace(self, dev);
+                    return Ok(start.elapsed());
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        crate::ErrorKind::Transport | crate::ErrorKind::Timeout
+                    ) && Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %e, "device not back yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(Error::Timeout {
+                        what: format!("waiting for {host}:{port} to answer again ({e})"),
+                        after: within,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Tear the connection down at once, discarding whatever is still queued
+    /// for the device (a TCP reset): the way to cancel a push. The device
+    /// drops the connection's session at once; what it had staged stays
+    /// resumable. Later commands on this `Device` fail; reconnect with
+    /// [`Device::reconnect`] or open a new one.
+    pub fn cancel(&mut self) {
+        self.io.abort();
+        let _ = std::mem::replace(&mut self.io, Box::new(Aborted));
+        self.closed = true;
+        self.interrupted.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether [`Device::reconnect`] can reach this device again.
+    pub(crate) fn reconnectable(&self) -> bool {
+        matches!(self.link, Some(Link::Tcp { .. }))
+    }
+
+    /// Read and drop whatever comes until the device closes the connection
+    /// (or `within` passes): it is going down for a reset.
+    pub(crate) async fn wait_for_close(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.io.read(&mut self.read_buf)).await {
+                Ok(Ok(n)) if n > 0 => continue,
+                _ => break,
+            }
+        }
+        self.closed = true;
+    }
+
+    /// Mark a push in progress (see [`PushGuard`]).
+    pub(crate) fn push_guard(&self) -> PushGuard {
+        PushGuard(self.interrupted.clone(), false)
     }
 
     /// Perform the handshake over an already open transport.
@@ -201,6 +385,8 @@ impl Device {
             bytes_out: 0,
             console: false,
             binding: None,
+            link: None,
+            interrupted: Arc::new(AtomicBool::new(false)),
         };
         if dev.opts.protocol == ProtocolChoice::MicroOta {
             dev.legacy_login().await?;
@@ -222,6 +408,13 @@ impl Device {
                 crate::text::escape_controls(&reply)
             ))),
             None if reply == "denied" => Err(denied_hello(&dev.target)),
+            None if reply.starts_with("HTTP/") || reply.starts_with("<") => {
+                Err(Error::Protocol(format!(
+                    "{} is a web server (it answered {:?}), not a uota or micro-ota device: check the address and --port (the OTA port is 2018 by default)",
+                    dev.target,
+                    crate::text::escape_controls(&reply.chars().take(40).collect::<String>())
+                )))
+            }
             None => {
                 tracing::info!(target = %dev.target, reply = %crate::text::escape_controls(&reply), "not a uota device; using micro-ota's protocol");
                 dev.peer = Peer::MicroOta;
@@ -614,7 +807,14 @@ impl Device {
 
     // ----- plumbing -----
 
-    fn ensure_open(&self) -> Result<()> {
+    fn ensure_open(&mut self) -> Result<()> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            self.cancel();
+            return Err(Error::ConnectionClosed {
+                during: "a command after a cancelled push (the connection was reset; reconnect)"
+                    .into(),
+            });
+        }
         if self.closed {
             Err(Error::ConnectionClosed {
                 during: "a command after the device reset".into(),

@@ -58,7 +58,16 @@ pub struct PushOptions {
     pub delta: bool,
     /// Deflate file payloads when the device supports it.
     pub compress: bool,
+    /// After a commit with `reset`, wait up to this long for the device to
+    /// answer again on the new release (over TCP), so that the push returns
+    /// with the device ready for the next command; `None` returns as soon
+    /// as the commit is acknowledged.
+    pub wait: Option<Duration>,
 }
+
+/// How long a push waits by default for the device to come back after its
+/// reset (a board's boot and WiFi connection included).
+pub const DEFAULT_RESTART_WAIT: Duration = Duration::from_secs(60);
 
 impl Default for PushOptions {
     fn default() -> Self {
@@ -75,6 +84,7 @@ impl Default for PushOptions {
             legacy_method: LegacyMethod::Stream,
             delta: true,
             compress: true,
+            wait: Some(DEFAULT_RESTART_WAIT),
         }
     }
 }
@@ -106,6 +116,15 @@ pub enum PushEvent {
     },
     /// Everything is staged; the device is committing.
     Committing,
+    /// The device already runs exactly this release: nothing was sent,
+    /// nothing committed, no reset.
+    UpToDate {
+        /// Its version.
+        version: String,
+    },
+    /// The release is committed and the device restarts; the push waits for
+    /// it to answer again.
+    Restarting,
     /// The release is active.
     Committed {
         /// Its version.
@@ -136,23 +155,81 @@ pub struct PushReport {
     pub compressed: bool,
     /// Bytes written to the link in all (framing and manifest included).
     pub wire_bytes: u64,
-    /// Wall time of the push.
+    /// Wall time of the push (the wait for the restart included).
     #[serde(serialize_with = "secs")]
     pub elapsed: Duration,
+    /// The device already ran this release: nothing was committed.
+    pub up_to_date: bool,
+    /// How long the device took to answer again after its reset, when the
+    /// push waited for it ([`PushOptions::wait`]).
+    #[serde(serialize_with = "opt_secs")]
+    pub restart: Option<Duration>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
+fn opt_secs<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
 const READ_CHUNK: usize = 32 * 1024;
+
+/// How long a push asks again when the device answers `busy` (it may still
+/// be dropping a connection that was cut off).
+const BUSY_GRACE: Duration = Duration::from_secs(2);
 
 impl Device {
     /// Push the files of `manifest`, read from `root`, and commit them as one release.
     ///
     /// `progress` is called with [`PushEvent`]s as the push goes on. After a
-    /// successful push with `reset` the device restarts and this connection is closed.
+    /// successful push with `reset` the device restarts; with
+    /// [`PushOptions::wait`] (the default) over TCP the push then waits until
+    /// it answers again on the new release, and this `Device` is connected
+    /// to it again. Otherwise the connection is closed.
+    ///
+    /// When the device already runs exactly this release (same version,
+    /// same files; with `delta`), nothing is committed and the report says
+    /// [`up_to_date`](PushReport::up_to_date).
+    ///
+    /// Dropping the future part-way cancels the push: the connection is
+    /// reset before anything else is done with it (see [`Device::cancel`]),
+    /// so nothing queued (a commit) reaches the device, and what it staged
+    /// stays resumable.
     pub async fn push(
+        &mut self,
+        root: &Path,
+        manifest: &Manifest,
+        opts: &PushOptions,
+        progress: &mut (dyn FnMut(&PushEvent) + Send),
+    ) -> Result<PushReport> {
+        let guard = self.push_guard();
+        let mut res = self.push_and_wait(root, manifest, opts, progress).await;
+        // `busy` right after another push was cut off: the device may not
+        // have seen that connection drop yet. Ask again for a moment.
+        let give_up = Instant::now() + BUSY_GRACE;
+        while matches!(&res, Err(Error::Device { code, .. }) if code == "busy")
+            && self.reconnectable()
+            && Instant::now() < give_up
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if self.reconnect(BUSY_GRACE).await.is_err() {
+                break;
+            }
+            res = self.push_and_wait(root, manifest, opts, progress).await;
+        }
+        guard.done();
+        res
+    }
+
+    async fn push_and_wait(
         &mut self,
         root: &Path,
         manifest: &Manifest,
@@ -192,9 +269,28 @@ impl Device {
                 }
             }
         };
-        progress(&PushEvent::Committed {
-            version: manifest.version.clone(),
-        });
+        if tally.up_to_date {
+            progress(&PushEvent::UpToDate {
+                version: manifest.version.clone(),
+            });
+        } else {
+            progress(&PushEvent::Committed {
+                version: manifest.version.clone(),
+            });
+        }
+        let wire_bytes = self.bytes_sent() - wire_before;
+        let mut restart = None;
+        let uota_peer = matches!(self.peer(), Peer::Uota(_));
+        if let (true, false, true, Some(wait), true) = (
+            opts.reset,
+            tally.up_to_date,
+            uota_peer,
+            opts.wait,
+            self.reconnectable(),
+        ) {
+            progress(&PushEvent::Restarting);
+            restart = Some(self.wait_until_running(&manifest.version, wait).await?);
+        }
         Ok(PushReport {
             version: manifest.version.clone(),
             release: tally.release,
@@ -205,31 +301,74 @@ impl Device {
             payload_bytes: tally.payload_bytes,
             resumed: tally.resumed,
             compressed: tally.compressed,
-            wire_bytes: self.bytes_sent() - wire_before,
+            wire_bytes,
             elapsed: start.elapsed(),
+            up_to_date: tally.up_to_date,
+            restart,
         })
     }
 
-    /// The files of `manifest` the device does not have yet, by path.
+    /// After a commit with reset: wait for the connection to close (the
+    /// device going down), reconnect, and check that the device runs
+    /// `version`. Returns the time from the close to the device answering.
+    async fn wait_until_running(&mut self, version: &str, wait: Duration) -> Result<Duration> {
+        self.wait_for_close(Duration::from_secs(10)).await;
+        let took = self.reconnect(wait).await?;
+        let running = self.version().await?;
+        if running != version {
+            return Err(Error::ReleaseRefused {
+                reason: "rolled_back".into(),
+                message: format!(
+                    "the device restarted on {running}, not {version}: its boot guard rolled the new release back (see the device's log)"
+                ),
+            });
+        }
+        tracing::info!(version, took = ?took, "device answers again on the new release");
+        Ok(took)
+    }
+
+    /// The files of `manifest` the device does not have yet, by path, and
+    /// the device's active manifest when it was read.
     async fn files_to_send(
         &mut self,
         manifest: &Manifest,
         opts: &PushOptions,
-    ) -> Result<HashSet<String>> {
+    ) -> Result<(HashSet<String>, Option<Manifest>)> {
         let all = || manifest.files.iter().map(|f| f.path.clone()).collect();
         if !opts.delta {
-            return Ok(all());
+            return Ok((all(), None));
         }
         match self.active_manifest().await {
-            Ok(active) => Ok(active
-                .diff(manifest)
-                .to_send()
-                .into_iter()
-                .map(|f| f.path.clone())
-                .collect()),
-            Err(Error::Device { code, .. }) if code == "unknown_op" => Ok(all()),
+            Ok(active) => {
+                let send = active
+                    .diff(manifest)
+                    .to_send()
+                    .into_iter()
+                    .map(|f| f.path.clone())
+                    .collect();
+                Ok((send, Some(active)))
+            }
+            Err(Error::Device { code, .. }) if code == "unknown_op" => Ok((all(), None)),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the device already runs exactly `manifest`'s release: the
+    /// same version and files (for a full push, no other files either),
+    /// and no other release number asked for.
+    fn is_up_to_date(&self, manifest: &Manifest, active: &Manifest, opts: &PushOptions) -> bool {
+        let floor = self.highest_release();
+        let same_release = match opts.release {
+            None => true,
+            Some(n) => n <= floor && !opts.rollback,
+        };
+        let diff = active.diff(manifest);
+        let nothing_to_remove = opts.mode == PushMode::Fast || diff.removed.is_empty();
+        same_release
+            && active.version == manifest.version
+            && diff.added.is_empty()
+            && diff.changed.is_empty()
+            && nothing_to_remove
     }
 
     async fn push_uota(
@@ -241,11 +380,31 @@ impl Device {
     ) -> Result<Tally> {
         let max_frame = self.hello().map(|h| h.max_frame).unwrap_or(4096);
         let compress = opts.compress && self.hello().is_some_and(|h| h.has_cap("deflate"));
-        let mut to_send = self.files_to_send(manifest, opts).await?;
+        let (mut to_send, active) = self.files_to_send(manifest, opts).await?;
+        if let Some(active) = &active {
+            if self.is_up_to_date(manifest, active, opts) {
+                tracing::info!(version = %manifest.version, "the device already runs this release");
+                return Ok(Tally {
+                    release: self.highest_release(),
+                    files_skipped: manifest.files.len(),
+                    up_to_date: true,
+                    ..Tally::default()
+                });
+            }
+        }
         let (claims, sig, key) = self.release_claims(manifest, opts)?;
         if let Some(key) = &key {
             // A device with a key takes changes only from a host that proved it.
             self.authenticate_with_key(key).await?;
+            if !self
+                .hello()
+                .is_some_and(|h| h.accepts(crate::auth::AuthMethod::Key))
+            {
+                tracing::warn!(
+                    "{} has no signing key: it takes this release without checking its signature, and anyone's after it; give it the key (install it with the project's secrets, or `uota key`)",
+                    self.target()
+                );
+            }
         }
         let lines = manifest.manifest_lines();
 
@@ -520,6 +679,7 @@ struct Tally {
     payload_bytes: u64,
     resumed: bool,
     compressed: bool,
+    up_to_date: bool,
 }
 
 /// Streams files as `file` requests plus DATA frames, compressed or not.

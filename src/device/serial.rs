@@ -96,7 +96,7 @@ impl Device {
             self.request(&Request::Bye).await?;
             self.closed = true;
         }
-        Ok(self.io)
+        Ok(std::mem::replace(&mut self.io, Box::new(super::Aborted)))
     }
 
     /// End the session and leave the board running: over a console, `bye`

@@ -142,6 +142,7 @@ struct PushArgs {
     compress: bool,
     release: Option<u64>,
     rollback: bool,
+    wait: Option<Duration>,
     progress: Option<Py<PyAny>>,
 }
 
@@ -324,6 +325,7 @@ mod ops {
             },
             delta: args.delta,
             compress: args.compress,
+            wait: args.wait,
         };
         let progress = args.progress;
         with_device(slot, move |d| {
@@ -371,6 +373,7 @@ impl PyDevice {
         compress: bool,
         release: Option<u64>,
         rollback: bool,
+        wait: Option<f64>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PushArgs> {
         Ok(PushArgs {
@@ -383,6 +386,17 @@ impl PyDevice {
             compress,
             release,
             rollback,
+            wait: match wait {
+                None => None,
+                Some(0.0) => None,
+                Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
+                Some(secs) => {
+                    return Err(crate::Error::InvalidArgument(format!(
+                        "wait must be a positive number of seconds, 0 or None, not {secs}"
+                    ))
+                    .into())
+                }
+            },
             progress,
         })
     }
@@ -588,7 +602,7 @@ impl PyDevice {
     }
 
     /// Push the project in `project` (its `config/ota.json` selects the files).
-    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, progress = None))]
+    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, wait = 60.0, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn push(
         &self,
@@ -604,6 +618,7 @@ impl PyDevice {
         compress: bool,
         release: Option<u64>,
         rollback: bool,
+        wait: Option<f64>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PyPushReport> {
         let args = Self::push_args(
@@ -616,6 +631,7 @@ impl PyDevice {
             compress,
             release,
             rollback,
+            wait,
             progress,
         )?;
         block_on(
@@ -625,7 +641,7 @@ impl PyDevice {
     }
 
     /// Async `push`.
-    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, progress = None))]
+    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, wait = 60.0, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn push_async<'py>(
         &self,
@@ -641,6 +657,7 @@ impl PyDevice {
         compress: bool,
         release: Option<u64>,
         rollback: bool,
+        wait: Option<f64>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let args = Self::push_args(
@@ -653,6 +670,7 @@ impl PyDevice {
             compress,
             release,
             rollback,
+            wait,
             progress,
         )?;
         future_into_py(
@@ -662,7 +680,7 @@ impl PyDevice {
     }
 
     /// Push the files of `manifest`, read from the folder `root`.
-    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, progress = None))]
+    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, wait = 60.0, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn push_manifest(
         &self,
@@ -678,6 +696,7 @@ impl PyDevice {
         compress: bool,
         release: Option<u64>,
         rollback: bool,
+        wait: Option<f64>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PyPushReport> {
         let args = Self::push_args(
@@ -690,6 +709,7 @@ impl PyDevice {
             compress,
             release,
             rollback,
+            wait,
             progress,
         )?;
         let manifest = manifest.get().snapshot();
@@ -700,7 +720,7 @@ impl PyDevice {
     }
 
     /// Async `push_manifest`.
-    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, progress = None))]
+    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, wait = 60.0, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn push_manifest_async<'py>(
         &self,
@@ -716,6 +736,7 @@ impl PyDevice {
         compress: bool,
         release: Option<u64>,
         rollback: bool,
+        wait: Option<f64>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let args = Self::push_args(
@@ -728,6 +749,7 @@ impl PyDevice {
             compress,
             release,
             rollback,
+            wait,
             progress,
         )?;
         let manifest = manifest.get().snapshot();
@@ -848,9 +870,16 @@ pub(crate) struct PyPushReport {
     /// Bytes written to the link in all.
     #[pyo3(get)]
     wire_bytes: u64,
-    /// Wall time of the push, in seconds.
+    /// Wall time of the push, in seconds (the wait for the restart included).
     #[pyo3(get)]
     elapsed: f64,
+    /// Whether the device already ran this release (nothing committed).
+    #[pyo3(get)]
+    up_to_date: bool,
+    /// Seconds the device took to answer again after its reset (None when
+    /// the push did not wait for it).
+    #[pyo3(get)]
+    restart: Option<f64>,
 }
 
 impl From<PushReport> for PyPushReport {
@@ -867,6 +896,8 @@ impl From<PushReport> for PyPushReport {
             compressed: r.compressed,
             wire_bytes: r.wire_bytes,
             elapsed: r.elapsed.as_secs_f64(),
+            up_to_date: r.up_to_date,
+            restart: r.restart.map(|d| d.as_secs_f64()),
         }
     }
 }

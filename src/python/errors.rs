@@ -104,6 +104,12 @@ const SPECS: &[Spec] = &[
         builtin: Some("ValueError"),
         doc: "An argument or option is not valid.",
     },
+    Spec {
+        name: "Cancelled",
+        kind: ErrorKind::Cancelled,
+        builtin: None,
+        doc: "The operation was cancelled; the message says what state the device was left in.",
+    },
 ];
 
 struct Classes {

@@ -9,6 +9,12 @@
 //! [`serial`] runs the same interpreter behind a pseudo-terminal instead: a
 //! serial virtual device whose REPL the host reaches as a serial port, at a
 //! UART's line rate if asked.
+//!
+//! The interpreter never outlives its supervisor: on Linux it is killed when
+//! the thread that started it goes away (`PR_SET_PDEATHSIG`), even when the
+//! supervisor is killed outright, and it runs in a process group of its own,
+//! so that a terminal's Ctrl-C reaches the supervisor (which stops it) and
+//! not the interpreter (which would print a traceback).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -30,8 +36,20 @@ pub use serial::{SerialSimOptions, VirtualSerialDevice};
 /// Exit code with which the runtime asks for a reset on the unix port.
 pub const RESET_EXIT_CODE: i32 = 75;
 
+/// Exit code of the runtime on the unix port when its listen address is
+/// already taken (`EADDRINUSE`): restarting it cannot help.
+pub const ADDR_IN_USE_EXIT_CODE: i32 = 98;
+
+/// Exit code of the boot shim when the image filled up while the runtime was
+/// being installed (`ENOSPC`).
+pub const NO_SPACE_EXIT_CODE: i32 = 28;
+
 /// Default littlefs image size: 1.4 MB, like a 4 MB ESP32's filesystem partition.
+/// Folder-backed devices report a flash of this size too, unless told otherwise.
 pub const DEFAULT_IMAGE_SIZE: u64 = 1_441_792;
+
+/// Filesystem block size of virtual devices (an ESP32's flash sector).
+pub const BLOCK_SIZE: u64 = 4096;
 
 /// Where a virtual device keeps its filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +90,12 @@ pub struct SimOptions {
     pub interpreter: Option<PathBuf>,
     /// Extra environment for the interpreter (e.g. the boot shim's test knobs).
     pub env: Vec<(String, String)>,
+    /// With folder storage: the size of the flash the device reports, in
+    /// bytes. Its free space is this size less what its folder holds (in
+    /// 4096-byte blocks), so a release too big for the board is refused as on
+    /// the board. `None` reports the host disk's free space. Default:
+    /// [`DEFAULT_IMAGE_SIZE`]. (An image's size is its flash size.)
+    pub flash_size: Option<u64>,
 }
 
 impl SimOptions {
@@ -89,6 +113,7 @@ impl SimOptions {
             settings: RuntimeSettings::default(),
             interpreter: None,
             env: Vec::new(),
+            flash_size: Some(DEFAULT_IMAGE_SIZE),
         }
     }
 
@@ -107,6 +132,72 @@ impl SimOptions {
             )))
         }
     }
+}
+
+/// Fail at once when something already listens on `host:port`, rather than
+/// start an interpreter that cannot serve there.
+pub fn check_port_free(host: &str, port: u16) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    if port == 0 {
+        return Ok(());
+    }
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::InvalidArgument(format!("cannot listen on {host}:{port}: {e}")))?;
+    for addr in addrs {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(port_in_use(host, port))
+            }
+            Err(e) => {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot listen on {host}:{port}: {e}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn port_in_use(host: &str, port: u16) -> Error {
+    Error::InvalidArgument(format!(
+        "{host}:{port} is already in use (another program, or another virtual device, \
+         listens there): stop it or choose another port (--port)"
+    ))
+}
+
+/// What installing the runtime takes on a littlefs image, in bytes: each
+/// file in whole blocks, a metadata pair per folder (the root's included),
+/// and the `data/` folder.
+fn runtime_footprint(files: &[RenderedFile]) -> u64 {
+    let mut dirs = std::collections::BTreeSet::new();
+    dirs.insert(String::new());
+    dirs.insert("data".to_string());
+    let mut blocks = 0;
+    for f in files {
+        blocks += (f.contents.len() as u64).div_ceil(BLOCK_SIZE);
+        let mut dir = f.path.as_str();
+        while let Some((parent, _)) = dir.rsplit_once('/') {
+            dirs.insert(parent.to_string());
+            dir = parent;
+        }
+    }
+    (blocks + 2 * dirs.len() as u64) * BLOCK_SIZE
+}
+
+fn image_too_small(path: &Path, size: u64, need: u64) -> Error {
+    // Room for the runtime's own state and a first release beside it.
+    let suggest = (need * 2).div_ceil(64 * 1024) * 64;
+    Error::InvalidArgument(format!(
+        "the image {} is too small for the uota runtime: it has {size} bytes ({} KB) and the \
+         runtime alone needs about {need} bytes ({} KB); make it {suggest}k or more \
+         (--image-size; a board-sized image is {}k)",
+        path.display(),
+        size / 1024,
+        need.div_ceil(1024),
+        DEFAULT_IMAGE_SIZE / 1024
+    ))
 }
 
 /// Find the MicroPython unix port: `$UOTA_MICROPYTHON`, else `micropython` on `PATH`.
@@ -173,8 +264,13 @@ pub async fn provision(opts: &SimOptions) -> Result<bool> {
             if path.is_file() {
                 return Ok(false);
             }
+            let files = initial_files(opts)?;
+            let need = runtime_footprint(&files);
+            if *size < need {
+                return Err(image_too_small(path, *size, need));
+            }
             let staging = tempfile::tempdir().map_err(|e| Error::io("<tempdir>", e))?;
-            templates::write_tree(&initial_files(opts)?, staging.path())?;
+            templates::write_tree(&files, staging.path())?;
             std::fs::create_dir_all(staging.path().join("data"))
                 .map_err(|e| Error::io(staging.path(), e))?;
             let script = ShimFile::new()?;
@@ -187,6 +283,11 @@ pub async fn provision(opts: &SimOptions) -> Result<bool> {
                 .await
                 .map_err(|e| Error::io("micropython", e))?;
             if !status.success() {
+                // A half-installed image would boot into nothing next time.
+                let _ = std::fs::remove_file(path);
+                if status.code() == Some(NO_SPACE_EXIT_CODE) {
+                    return Err(image_too_small(path, *size, need.max(*size + BLOCK_SIZE)));
+                }
                 return Err(Error::Io {
                     path: path.clone(),
                     source: std::io::Error::other(format!(
@@ -265,9 +366,48 @@ fn base_command(opts: &SimOptions, script: PathBuf) -> Result<Command> {
         .env("UOTA_SIM_PORT", opts.port.to_string())
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    // Its own process group: a terminal's Ctrl-C is for the supervisor,
+    // which stops the interpreter (no KeyboardInterrupt traceback).
+    #[cfg(unix)]
+    cmd.process_group(0);
+    die_with_parent(&mut cmd);
     cmd.envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     Ok(cmd)
 }
+
+/// Have the interpreter killed when its supervisor goes away, however it
+/// goes (Linux: `PR_SET_PDEATHSIG`; elsewhere only `kill_on_drop` applies).
+///
+/// The signal fires when the thread that spawned the child ends: spawn from
+/// a thread that lives as long as the device (a tokio worker, a test's thread).
+#[cfg(target_os = "linux")]
+pub(crate) fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the closure only calls prctl(2) and
+    // getppid(2), both async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl: nothing would fire then.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn die_with_parent(_: &mut Command) {}
 
 fn boot_command(opts: &SimOptions, script: PathBuf) -> Result<Command> {
     let mut cmd = base_command(opts, script)?;
@@ -275,6 +415,9 @@ fn boot_command(opts: &SimOptions, script: PathBuf) -> Result<Command> {
         Storage::Folder(root) => {
             let root = root.canonicalize().map_err(|e| Error::io(root, e))?;
             cmd.env("UOTA_SIM_ROOT", root);
+            if let Some(size) = opts.flash_size {
+                cmd.env("UOTA_SIM_FLASH_SIZE", size.to_string());
+            }
         }
         Storage::Image { path, size } => {
             cmd.env("UOTA_SIM_IMAGE", path)
@@ -310,20 +453,23 @@ pub struct VirtualDevice {
 impl VirtualDevice {
     /// Provision (if needed) and boot a virtual device, and wait until it accepts connections.
     pub async fn start(opts: SimOptions) -> Result<VirtualDevice> {
-        opts.check_loopback()?;
-        interpreter(&opts)?;
-        provision(&opts).await?;
+        prepare(&opts).await?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let host = opts.host.clone();
         let port = opts.port;
-        let task = tokio::spawn(supervise(opts, stop_rx));
+        let mut task = tokio::spawn(supervise(opts, stop_rx));
+        // A supervisor that gives up (the port was taken after all) says why.
+        let up = tokio::select! {
+            up = wait_for_port(&host, port, Duration::from_secs(20)) => up,
+            joined = &mut task => return Err(ended_early(joined)),
+        };
         let dev = VirtualDevice {
             host,
             port,
             stop: Some(stop_tx),
             task: Some(task),
         };
-        dev.wait_ready(Duration::from_secs(20)).await?;
+        up?;
         Ok(dev)
     }
 
@@ -381,6 +527,27 @@ pub async fn wait_for_port(host: &str, port: u16, within: Duration) -> Result<()
     }
 }
 
+/// The checks and the provisioning before a device boots: a loopback
+/// address, the interpreter, a free port, the runtime installed.
+async fn prepare(opts: &SimOptions) -> Result<bool> {
+    opts.check_loopback()?;
+    interpreter(opts)?;
+    check_port_free(&opts.host, opts.port)?;
+    provision(opts).await
+}
+
+/// The error of a supervisor that ended before its device came up.
+fn ended_early(joined: std::result::Result<Result<()>, tokio::task::JoinError>) -> Error {
+    match joined {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => Error::io(
+            "<sim task>",
+            std::io::Error::other("the virtual device stopped before it listened"),
+        ),
+        Err(e) => Error::io("<sim task>", std::io::Error::other(e.to_string())),
+    }
+}
+
 /// Run the interpreter, restarting it after each reset, until `stop` fires.
 async fn supervise(opts: SimOptions, mut stop: oneshot::Receiver<()>) -> Result<()> {
     let shim = ShimFile::new()?;
@@ -391,11 +558,16 @@ async fn supervise(opts: SimOptions, mut stop: oneshot::Receiver<()>) -> Result<
         tokio::select! {
             status = child.wait() => {
                 let status = status.map_err(|e| Error::io("micropython", e))?;
-                if status.code() == Some(RESET_EXIT_CODE) {
-                    tracing::info!(host = %opts.host, port = opts.port, "virtual device reset");
-                } else {
-                    tracing::warn!(host = %opts.host, port = opts.port, %status, "virtual device stopped; rebooting it");
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                match status.code() {
+                    Some(RESET_EXIT_CODE) => {
+                        tracing::info!(host = %opts.host, port = opts.port, "virtual device reset");
+                    }
+                    // Someone else listens there now: restarting cannot help.
+                    Some(ADDR_IN_USE_EXIT_CODE) => return Err(port_in_use(&opts.host, opts.port)),
+                    _ => {
+                        tracing::warn!(host = %opts.host, port = opts.port, %status, "virtual device stopped; rebooting it");
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
                 }
             }
             _ = &mut stop => {
@@ -406,22 +578,104 @@ async fn supervise(opts: SimOptions, mut stop: oneshot::Receiver<()>) -> Result<
     }
 }
 
-/// Run a virtual device in the foreground until Ctrl-C.
-pub async fn run_foreground(opts: SimOptions) -> Result<()> {
-    opts.check_loopback()?;
-    interpreter(&opts)?;
-    if provision(&opts).await? {
-        tracing::info!("installed the uota runtime on the virtual device");
+/// The signals that stop a virtual device run in the foreground: SIGINT
+/// (Ctrl-C), SIGTERM (`kill`) and SIGHUP (the terminal closed); Ctrl-C alone
+/// where there are no Unix signals.
+///
+/// Create it before starting anything, so that a signal that comes early is
+/// not lost (nor handled by the default action, which would skip the cleanup).
+#[derive(Debug)]
+pub struct StopSignals {
+    #[cfg(unix)]
+    signals: [(tokio::signal::unix::Signal, &'static str); 3],
+}
+
+impl StopSignals {
+    /// Start listening for the stop signals.
+    pub fn new() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |kind: SignalKind, name: &'static str| {
+                signal(kind)
+                    .map(|s| (s, name))
+                    .map_err(|e| Error::io("<signal handler>", e))
+            };
+            Ok(Self {
+                signals: [
+                    listen(SignalKind::interrupt(), "SIGINT")?,
+                    listen(SignalKind::terminate(), "SIGTERM")?,
+                    listen(SignalKind::hangup(), "SIGHUP")?,
+                ],
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let mut task = tokio::spawn(supervise(opts, stop_rx));
-    let joined = tokio::select! {
-        // The supervisor only ends by itself when it cannot start the interpreter.
-        joined = &mut task => joined,
-        _ = tokio::signal::ctrl_c() => {
-            let _ = stop_tx.send(());
-            task.await
+
+    /// Wait for the next stop signal; returns its name.
+    pub async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            let [(int, a), (term, b), (hup, c)] = &mut self.signals;
+            tokio::select! {
+                _ = int.recv() => a,
+                _ = term.recv() => b,
+                _ = hup.recv() => c,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}
+
+/// Run a virtual device in the foreground until Ctrl-C, SIGTERM or SIGHUP.
+pub async fn run_foreground(opts: SimOptions) -> Result<()> {
+    run_foreground_with(opts, || {}).await
+}
+
+/// [`run_foreground`], calling `on_listening` once the device accepts
+/// connections (after every check passed and the runtime is installed).
+///
+/// Fails at once when the address is not a loopback one or something else
+/// listens on it, also when the port is taken later (after a reset).
+pub async fn run_foreground_with(opts: SimOptions, on_listening: impl FnOnce()) -> Result<()> {
+    let mut signals = StopSignals::new()?;
+    let provisioned = tokio::select! {
+        p = prepare(&opts) => p?,
+        sig = signals.recv() => {
+            tracing::info!(signal = sig, "virtual device: stopped before it started");
+            return Ok(());
         }
     };
-    joined.map_err(|e| Error::io("<sim task>", std::io::Error::other(e.to_string())))?
+    if provisioned {
+        tracing::info!("installed the uota runtime on the virtual device");
+    }
+    let (host, port) = (opts.host.clone(), opts.port);
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let mut task = tokio::spawn(supervise(opts, stop_rx));
+    let join_err =
+        |e: tokio::task::JoinError| Error::io("<sim task>", std::io::Error::other(e.to_string()));
+    let mut on_listening = Some(on_listening);
+    loop {
+        tokio::select! {
+            // The supervisor only ends by itself when it cannot go on.
+            joined = &mut task => return joined.map_err(join_err)?,
+            sig = signals.recv() => {
+                tracing::info!(signal = sig, "virtual device: stopping");
+                let _ = stop_tx.send(());
+                return task.await.map_err(join_err)?;
+            }
+            up = wait_for_port(&host, port, Duration::from_secs(3600)), if on_listening.is_some() => {
+                if up.is_ok() {
+                    if let Some(f) = on_listening.take() {
+                        f();
+                    }
+                }
+            }
+        }
+    }
 }

@@ -412,6 +412,7 @@ impl Supervisor {
             .kill_on_drop(true)
             // Its own process group: the terminal's Ctrl-C is not the device's.
             .process_group(0);
+        super::die_with_parent(&mut cmd);
         if boot == Boot::SoftRaw {
             cmd.env("UOTA_SIM_QUIET_BANNER", "1");
         }
@@ -504,6 +505,14 @@ async fn supervise(mut sv: Supervisor) -> Result<()> {
                 tracing::info!("serial virtual device: reset");
                 Boot::Cold
             }
+            // The runtime's TCP server found its address taken: rebooting cannot help.
+            Some(super::ADDR_IN_USE_EXIT_CODE) => {
+                let host = env_value(&sv.opts.env, "UOTA_SIM_HOST").unwrap_or("127.0.0.1");
+                let port = env_value(&sv.opts.env, "UOTA_SIM_PORT")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                return Err(super::port_in_use(host, port));
+            }
             _ => {
                 tracing::warn!(%status, "serial virtual device: interpreter ended; rebooting it");
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -511,6 +520,13 @@ async fn supervise(mut sv: Supervisor) -> Result<()> {
             }
         };
     }
+}
+
+fn env_value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn storage_path(storage: &Storage) -> &Path {

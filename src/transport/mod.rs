@@ -15,6 +15,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// A human-readable name of the peer (`127.0.0.5:2018`, `/dev/ttyUSB0`).
     fn peer(&self) -> String;
+
+    /// Make the coming close discard whatever is still queued for the peer
+    /// (TCP: an RST instead of a FIN after the queued bytes). Used when a
+    /// push is cancelled, so that a request already queued (a commit, say)
+    /// never reaches the device. The default does nothing.
+    fn abort(&mut self) {}
 }
 
 /// A boxed transport.
@@ -23,5 +29,9 @@ pub type BoxTransport = Box<dyn Transport>;
 impl Transport for BoxTransport {
     fn peer(&self) -> String {
         (**self).peer()
+    }
+
+    fn abort(&mut self) {
+        (**self).abort()
     }
 }

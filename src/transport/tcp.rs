@@ -49,6 +49,12 @@ impl Transport for TcpTransport {
     fn peer(&self) -> String {
         self.peer.clone()
     }
+
+    fn abort(&mut self) {
+        if let Err(e) = self.stream.set_zero_linger() {
+            tracing::debug!(error = %e, "could not set SO_LINGER 0");
+        }
+    }
 }
 
 impl AsyncRead for TcpTransport {

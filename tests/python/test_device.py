@@ -58,6 +58,10 @@ def test_full_then_fast_push(env: Env) -> None:
     since = time.monotonic()
     with env.connect() as dev:
         report = dev.push(env.project, mode="full", progress=events.append)
+        # The push returns once the device answers again on the new release;
+        # the same Device is connected to it.
+        assert report.restart is not None and not report.up_to_date
+        assert dev.version() == "1.0.0"
     assert isinstance(report, uota.PushReport)
     assert report.version == full.version == "1.0.0"
     assert report.files_sent == report.files_total == len(full)
@@ -67,12 +71,12 @@ def test_full_then_fast_push(env: Env) -> None:
     assert report.wire_bytes > report.payload_bytes
     assert report.elapsed > 0
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "started" and kinds[-2:] == ["committing", "committed"]
+    assert kinds[0] == "started" and kinds[-3:] == ["committing", "committed", "restarting"]
     assert events[0] == {"event": "started", "files": len(full), "bytes": full.total_size}
     assert {e["path"] for e in events if e["event"] == "file"} == {p for p, _, _ in full.files}
     progress = [e for e in events if e["event"] == "progress"]
     assert progress[-1]["sent"] == progress[-1]["total"] == full.total_size
-    assert events[-1] == {"event": "committed", "version": "1.0.0"}
+    assert events[-2] == {"event": "committed", "version": "1.0.0"}
 
     with env.reconnect(since) as dev:
         assert dev.version() == "1.0.0"
@@ -179,7 +183,7 @@ def test_async_methods(env: Env) -> None:
     assert "boot.py" in {e.name for e in entries}
     assert boot == (env.device_root / "boot.py").read_bytes()
     assert report.version == "1.0.0"
-    assert events[-1]["event"] == "committed"
+    assert [e["event"] for e in events[-2:]] == ["committed", "restarting"]
 
     async def after() -> tuple[str, bytes]:
         await env.vd.wait_ready_async()

@@ -159,6 +159,29 @@ def port_override():
     return None
 
 
+# Exit code of a virtual device whose listen address is taken (EADDRINUSE):
+# its supervisor stops with that error instead of restarting it.
+ADDR_IN_USE_EXIT_CODE = 98
+
+
+def listen_failed(e):
+    """The OTA server could not listen (OSError e). A virtual device (the
+    unix port under `uota sim`) whose address another program holds ends
+    here: nothing it can do frees the port, and its supervisor says so. A
+    board returns and retries (its network may yet come up)."""
+    if not UNIX or not env("UOTA_SIM_HOST"):
+        return
+    try:
+        import errno
+
+        in_use = getattr(errno, "EADDRINUSE", 98)
+    except ImportError:
+        in_use = 98
+    if (e.args[0] if e.args else None) == in_use:
+        print("[uota] E %s:%s is already in use" % (listen_host(), env("UOTA_SIM_PORT") or ""))
+        raise SystemExit(ADDR_IN_USE_EXIT_CODE)
+
+
 def has_wifi():
     return network is not None and hasattr(network, "WLAN")
 

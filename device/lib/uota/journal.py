@@ -222,6 +222,8 @@ def wipe():
             continue
         fs.rmtree("/" + name, hal.feed)
     _drop_missing_entries()
+    # No app, no release version: the device reports "unknown", as a new one.
+    fs.remove_quiet(release.VERSION_PATH)
 
 
 def _drop_missing_entries():

@@ -33,6 +33,11 @@ async def start(cfg, server):
                 log.warn("wifi not connected yet")
         asyncio.create_task(_keep_wifi(cfg))
     host = hal.listen_host()
-    server.listeners.append(await asyncio.start_server(server.handle, host, cfg.port, 4))
+    try:
+        listener = await asyncio.start_server(server.handle, host, cfg.port, 4)
+    except OSError as e:
+        hal.listen_failed(e)  # a virtual device on a taken port ends here
+        raise
+    server.listeners.append(listener)
     log.info("listening on %s:%d (%s)" % (host, cfg.port, hal.wifi_address()))
     return True
