@@ -1,7 +1,8 @@
 //! Copy a local folder to a board over its REPL with uota's file agent
 //! (`uota::repl::fs::ReplFs::put_tree`), and print what it took as one JSON
-//! line. The benchmark `benches/serial_copy.py` runs it; until the `uota`
-//! command has a file-copy subcommand, this is the way to try it by hand.
+//! line, with knobs the command does not expose (credit, window, deflate).
+//! The benchmark `benches/serial_copy.py` runs it. For everyday copies use
+//! the command: `uota fs put LOCAL_DIR REMOTE_DIR --port PORT`.
 //!
 //! ```text
 //! cargo run --release --example serial_put -- PORT LOCAL_DIR [REMOTE_DIR]

@@ -247,6 +247,9 @@ class PushReport:
     def elapsed(self) -> float:
         """Wall time of the push, in seconds (the wait for the restart included)."""
     @property
+    def received_bytes(self) -> int:
+        """Bytes read from the link during the push (replies; the device's manifest when a delta needed it)."""
+    @property
     def up_to_date(self) -> bool:
         """Whether the device already ran this release: nothing was sent or committed."""
     @property

@@ -170,6 +170,7 @@ pub struct Device {
     closed: bool,
     read_buf: Vec<u8>,
     bytes_out: u64,
+    bytes_in: u64,
     /// The session runs on a REPL console (serial), not a connection of its own.
     console: bool,
     /// After `auth`: seals state-changing requests to this session.
@@ -383,6 +384,7 @@ impl Device {
             closed: false,
             read_buf: vec![0; 64 * 1024],
             bytes_out: 0,
+            bytes_in: 0,
             console: false,
             binding: None,
             link: None,
@@ -394,7 +396,15 @@ impl Device {
         }
         dev.send(&line::encode(protocol::HELLO_LINE)).await?;
         dev.flush().await?;
-        let reply = dev.read_line("hello").await?;
+        let mut reply = dev.read_line("hello").await?;
+        if reply == "unknown" && dev.opts.protocol == ProtocolChoice::Uota {
+            // A uota device that did not take the line as a hello: on a
+            // console, bytes left over from the REPL can precede it. Once more.
+            tracing::debug!(target = %dev.target, "hello answered `unknown`; sending it again");
+            dev.send(&line::encode(protocol::HELLO_LINE)).await?;
+            dev.flush().await?;
+            reply = dev.read_line("hello").await?;
+        }
         match Hello::parse(&reply)? {
             Some(hello) => {
                 dev.conn.set_mode(Mode::Frames);
@@ -508,6 +518,11 @@ impl Device {
     /// Bytes written to the device so far on this connection.
     pub fn bytes_sent(&self) -> u64 {
         self.bytes_out
+    }
+
+    /// Bytes read from the device so far on this connection.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_in
     }
 
     /// Check that the device answers; returns the round-trip time.
@@ -685,6 +700,20 @@ impl Device {
         let version = res.str_field("version").unwrap_or("unknown").to_string();
         let lines = self.read_data_stream("manifest").await?;
         Manifest::parse_lines(&version, &lines)
+    }
+
+    /// The active release's version and the SHA-256 of its manifest lines
+    /// (as [`Manifest::manifest_lines`] writes them), without the lines;
+    /// `None` from a device too old to say.
+    pub(crate) async fn active_summary(&mut self) -> Result<Option<(String, String)>> {
+        match self.request(&Request::Summary).await {
+            Ok(res) => Ok(res.str_field("sha256").map(|sha| {
+                let version = res.str_field("version").unwrap_or("unknown");
+                (version.to_string(), sha.to_string())
+            })),
+            Err(Error::Device { code, .. }) if code == "unknown_op" => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// What the open push session has staged so far (after a resumed `begin`).
@@ -874,6 +903,7 @@ impl Device {
                     during: what.to_string(),
                 });
             }
+            self.bytes_in += n as u64;
             self.conn.feed(&self.read_buf[..n]);
         }
     }

@@ -155,6 +155,9 @@ pub struct PushReport {
     pub compressed: bool,
     /// Bytes written to the link in all (framing and manifest included).
     pub wire_bytes: u64,
+    /// Bytes read from the link during the push (replies, the device's
+    /// manifest when a delta needed it).
+    pub received_bytes: u64,
     /// Wall time of the push (the wait for the restart included).
     #[serde(serialize_with = "secs")]
     pub elapsed: Duration,
@@ -238,6 +241,7 @@ impl Device {
     ) -> Result<PushReport> {
         let start = Instant::now();
         let wire_before = self.bytes_sent();
+        let received_before = self.bytes_received();
         let mut manifest = manifest.clone();
         let total: u64 = manifest.files.iter().map(|f| f.size).sum();
         let tally = match self.peer() {
@@ -279,6 +283,7 @@ impl Device {
             });
         }
         let wire_bytes = self.bytes_sent() - wire_before;
+        let received_bytes = self.bytes_received() - received_before;
         let mut restart = None;
         let uota_peer = matches!(self.peer(), Peer::Uota(_));
         if let (true, false, true, Some(wait), true) = (
@@ -302,6 +307,7 @@ impl Device {
             resumed: tally.resumed,
             compressed: tally.compressed,
             wire_bytes,
+            received_bytes,
             elapsed: start.elapsed(),
             up_to_date: tally.up_to_date,
             restart,
@@ -353,15 +359,20 @@ impl Device {
         }
     }
 
+    /// Whether the push asks for no release number beyond what the device
+    /// has (so that an unchanged release needs no new commit).
+    fn same_release_number(&self, opts: &PushOptions) -> bool {
+        match opts.release {
+            None => true,
+            Some(n) => n <= self.highest_release() && !opts.rollback,
+        }
+    }
+
     /// Whether the device already runs exactly `manifest`'s release: the
     /// same version and files (for a full push, no other files either),
     /// and no other release number asked for.
     fn is_up_to_date(&self, manifest: &Manifest, active: &Manifest, opts: &PushOptions) -> bool {
-        let floor = self.highest_release();
-        let same_release = match opts.release {
-            None => true,
-            Some(n) => n <= floor && !opts.rollback,
-        };
+        let same_release = self.same_release_number(opts);
         let diff = active.diff(manifest);
         let nothing_to_remove = opts.mode == PushMode::Fast || diff.removed.is_empty();
         same_release
@@ -380,6 +391,23 @@ impl Device {
     ) -> Result<Tally> {
         let max_frame = self.hello().map(|h| h.max_frame).unwrap_or(4096);
         let compress = opts.compress && self.hello().is_some_and(|h| h.has_cap("deflate"));
+        // A full push of what the device runs: its summary (a digest of its
+        // manifest) says so in one small reply, without the manifest itself.
+        if opts.delta && opts.mode == PushMode::Full && self.same_release_number(opts) {
+            if let Some((version, sha)) = self.active_summary().await? {
+                if version == manifest.version
+                    && sha == crate::auth::sha256_hex(&manifest.manifest_lines())
+                {
+                    tracing::info!(version = %manifest.version, "the device already runs this release");
+                    return Ok(Tally {
+                        release: self.highest_release(),
+                        files_skipped: manifest.files.len(),
+                        up_to_date: true,
+                        ..Tally::default()
+                    });
+                }
+            }
+        }
         let (mut to_send, active) = self.files_to_send(manifest, opts).await?;
         if let Some(active) = &active {
             if self.is_up_to_date(manifest, active, opts) {

@@ -211,6 +211,9 @@ pub enum Request {
     },
     /// Read the active release's manifest (reply followed by a DATA stream of lines).
     Manifest,
+    /// The active release's version, entry count and the SHA-256 of its
+    /// manifest lines, in the reply alone (no stream).
+    Summary,
     /// List what the open push session has staged (reply followed by a DATA stream).
     Staged,
     /// Commit the staged release.
@@ -241,6 +244,7 @@ impl Request {
             Request::Rekey { .. } => "rekey",
             Request::File { .. } => "file",
             Request::Manifest => "manifest",
+            Request::Summary => "summary",
             Request::Staged => "staged",
             Request::Commit { .. } => "commit",
             Request::Abort => "abort",

@@ -873,6 +873,9 @@ pub(crate) struct PyPushReport {
     /// Wall time of the push, in seconds (the wait for the restart included).
     #[pyo3(get)]
     elapsed: f64,
+    /// Bytes read from the link during the push.
+    #[pyo3(get)]
+    received_bytes: u64,
     /// Whether the device already ran this release (nothing committed).
     #[pyo3(get)]
     up_to_date: bool,
@@ -897,6 +900,7 @@ impl From<PushReport> for PyPushReport {
             wire_bytes: r.wire_bytes,
             elapsed: r.elapsed.as_secs_f64(),
             up_to_date: r.up_to_date,
+            received_bytes: r.received_bytes,
             restart: r.restart.map(|d| d.as_secs_f64()),
         }
     }

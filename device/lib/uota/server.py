@@ -565,6 +565,24 @@ class Server:
         await conn.send_ok(version=release.read_version(), count=mf.count())
         await self._send_lines(conn, _manifest_lines())
 
+    async def op_summary(self, conn, req):
+        """The active release in one small reply: its version, entry count
+        and the SHA-256 of its manifest lines as `manifest` would send them
+        (so that a host can tell "up to date" without fetching them)."""
+        import hashlib
+        import binascii
+
+        h = hashlib.sha256()
+        n = 0
+        for line in _manifest_lines():
+            h.update(line.encode())
+            n += 1
+        await conn.send_ok(
+            version=release.read_version(),
+            count=n,
+            sha256=binascii.hexlify(h.digest()).decode(),
+        )
+
     async def op_staged(self, conn, req):
         from uota import push
 
