@@ -311,29 +311,49 @@ async fn keys_are_created_derived_rotated_and_promoted_from_the_command_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The old fleet key no longer signs for it...
-    let out = uota(&["full", "--project", project, "--version", "2.0.0"]);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // ...until the next keys are promoted.
-    let out = uota(&["key", "promote", "--project", project]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Before `key promote`, the project's fleet key no longer signs for the
+    // rotated device; a push says so and signs with the next key.
     let out = uota(&["--json", "full", "--project", project, "--version", "2.0.0"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the next one"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(json(&out)["release"], 11);
-    t.wait_version("2.0.0").await;
+    assert_eq!(
+        json(&uota(&["--json", "version", "--project", project]))["version"],
+        "2.0.0"
+    );
+    // After promote the (new) fleet key is the key.
+    let out = uota(&["key", "promote", "--project", project]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = uota(&["--json", "full", "--project", project, "--version", "2.0.1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["release"], 12);
+    // A key the device does not hold, and no next key: exit 4, naming the
+    // project's key by its fingerprint.
+    std::fs::write(&secrets, r#"{"signingKey": "not-the-devices-key"}"#).unwrap();
+    let out = uota(&["full", "--project", project, "--version", "2.0.2"]);
+    assert_eq!(out.status.code(), Some(4));
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    let fingerprint = uota::auth::key_fingerprint(b"not-the-devices-key");
+    assert!(
+        said.contains(&fingerprint) && said.contains("expects another"),
+        "{said}"
+    );
 }
 
 /// `uota sim --serial`, then `uota full` and `uota version` with `--port <pty path>`.

@@ -380,6 +380,14 @@ pub(crate) fn link(target: &Target, project: &Option<Project>) -> Result<Link> {
 }
 
 pub(crate) async fn connect(target: &Target) -> Result<(Device, Option<Project>)> {
+    let (opts, link, project) = connect_setup(target)?;
+    let dev = Device::open(&link, opts).await?;
+    Ok((dev, project))
+}
+
+/// How to reach the target: options (secrets from the project), the link,
+/// and the project when the folder has one.
+fn connect_setup(target: &Target) -> Result<(ConnectOptions, Link, Option<Project>)> {
     let project = try_project(&project_root(&target.project))?;
     let password = match &target.password {
         Some(p) if !p.is_empty() => Some(Password::new(p.clone())),
@@ -420,8 +428,7 @@ pub(crate) async fn connect(target: &Target) -> Result<(Device, Option<Project>)
         ..ConnectOptions::default()
     };
     let link = link(target, &project)?;
-    let dev = Device::open(&link, opts).await?;
-    Ok((dev, project))
+    Ok((opts, link, project))
 }
 
 async fn execute(command: Command, out: &Output) -> Result<()> {
@@ -593,8 +600,10 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
     }
     // mpyFiles: compiled for the board the project last saw, when it can be.
     let compiled = crate::repl::info::compile_for_push(&project, &mut manifest)?;
-    let (mut dev, _) = connect(&args.target).await?;
-    let opts = PushOptions {
+    let (mut copts, link, _) = connect_setup(&args.target)?;
+    let mut dev = Device::open(&link, copts.clone()).await?;
+    let device_id = dev.device_id().to_string();
+    let mut opts = PushOptions {
         overlay: compiled.as_ref().map(|d| d.path().to_path_buf()),
         mode,
         reset: !args.no_reset,
@@ -613,24 +622,72 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
         compress: !args.no_compress,
         wait: (!args.no_wait).then(|| Duration::from_secs_f64(args.wait_timeout.max(0.0))),
     };
-    let mut bar = out.progress();
-    // Ctrl-C cancels the push: the connection is reset so that nothing
-    // queued (a commit) reaches the device, which keeps what it staged.
-    let mut on_event = |ev: &crate::device::PushEvent| bar.update(ev);
-    let pushed = tokio::select! {
-        r = dev.push(&project.root, &manifest, &opts, &mut on_event) => Some(r),
-        _ = tokio::signal::ctrl_c() => None,
+    let report = match push_cancellable(&mut dev, &project, &manifest, &opts, &args.target, out)
+        .await
+    {
+        // Between `uota key rotate` and `uota key promote`, a rotated device
+        // holds the next key: sign with it.
+        Err(Error::SignatureMismatch(msg)) => {
+            let project_key = project.secrets.key_for_device(&device_id);
+            match project.secrets.next_key_for_device(&device_id) {
+                Some(next) if Some(&next) != project_key.as_ref() => {
+                    tracing::warn!(
+                        "{} does not hold the project's signing key but the next one (rotated with `uota key rotate`, not promoted yet): signing with it",
+                        dev.target()
+                    );
+                    drop(dev);
+                    copts.signing_key = Some(next.clone());
+                    copts.fleet_key = None;
+                    opts.signing_key = Some(next);
+                    opts.fleet_key = None;
+                    dev = Device::open(&link, copts).await?;
+                    push_cancellable(&mut dev, &project, &manifest, &opts, &args.target, out)
+                        .await?
+                }
+                _ => {
+                    let which = match &project_key {
+                        Some(k) => format!(
+                            "; this project signs for it with key {} (config/.ota.secrets.json), and the device expects another: the key it was provisioned with, or one `uota key rotate` installed",
+                            crate::auth::key_fingerprint(k.as_bytes())
+                        ),
+                        None => String::new(),
+                    };
+                    return Err(Error::SignatureMismatch(format!("{msg}{which}")));
+                }
+            }
+        }
+        other => other?,
     };
-    bar.finish();
-    let Some(report) = pushed else {
-        dev.cancel();
-        drop(dev);
-        return Err(cancelled_push(&args.target, &manifest.version).await);
-    };
-    let report = report?;
     dev.close().await?;
     out.push_report(&report);
     Ok(())
+}
+
+/// Run a push with its progress bar; Ctrl-C cancels it: the connection is
+/// reset so that nothing queued (a commit) reaches the device, which keeps
+/// what it staged.
+async fn push_cancellable(
+    dev: &mut Device,
+    project: &Project,
+    manifest: &Manifest,
+    opts: &PushOptions,
+    target: &Target,
+    out: &Output,
+) -> Result<crate::device::PushReport> {
+    let mut bar = out.progress();
+    let mut on_event = |ev: &crate::device::PushEvent| bar.update(ev);
+    let pushed = tokio::select! {
+        r = dev.push(&project.root, manifest, opts, &mut on_event) => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    bar.finish();
+    match pushed {
+        Some(r) => r,
+        None => {
+            dev.cancel();
+            Err(cancelled_push(target, &manifest.version).await)
+        }
+    }
 }
 
 /// How the target was named, for messages.
