@@ -465,3 +465,64 @@ fn the_demo_checks_what_it_claims_and_runs_twice_in_a_row() {
         "{stdout}{stderr}"
     );
 }
+
+// --- inside a project ---------------------------------------------------------
+
+#[test]
+fn inside_a_project_sim_listens_where_the_project_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, port) = common::unique_addr();
+    let out = run_in(dir.path(), &["init"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    // The project points at a loopback address of this test's own.
+    let cfg_path = dir.path().join("config/ota.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["hostname"] = host.clone().into();
+    cfg["port"] = port.into();
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    // `uota sim --root ./vdev`, no address: the project's.
+    let log = dir.path().join("sim.log");
+    let sink = std::fs::File::create(&log).unwrap();
+    let mut child = uota()
+        .args(["sim", "--root", "./vdev"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(sink.try_clone().unwrap())
+        .stderr(sink)
+        .spawn()
+        .unwrap();
+    wait_until("the project's device to answer", || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        answers(&host, port)
+    });
+    // The project's commands reach it as they are, authenticated and signed.
+    let out = run_in(dir.path(), &["--json", "full"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = run_in(dir.path(), &["--json", "info"]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["version"], "1.0.0", "{info}");
+    assert_eq!(info["signing_key"], true, "{info}");
+    assert_eq!(info["password"], true, "{info}");
+    kill(child.id() as i32, libc::SIGTERM);
+    let _ = child.wait();
+    wait_until("the port to close", || !answers(&host, port));
+    // Secrets given for an existing device are not applied: it says so.
+    let mut again = uota()
+        .args(["sim", "--root", "./vdev", "--signing-key", "another-key"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the device to answer again", || answers(&host, port));
+    kill(again.id() as i32, libc::SIGTERM);
+    let out = again.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already exists"), "{stderr}");
+}

@@ -200,12 +200,13 @@ struct SimArgs {
     /// allowed); its free space is this less what the folder holds.
     #[arg(long, default_value = "1441792", conflicts_with = "image")]
     flash_size: String,
-    /// Loopback address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// OTA port.
-    #[arg(long, default_value_t = 2018)]
-    port: u16,
+    /// Loopback address to listen on (default: the project's `hostname`
+    /// when it is a loopback address, else 127.0.0.1).
+    #[arg(long)]
+    host: Option<String>,
+    /// OTA port (default: the project's `port` with its hostname, else 2018).
+    #[arg(long)]
+    port: Option<u16>,
     /// Password to install on a new device.
     #[arg(long)]
     password: Option<String>,
@@ -802,7 +803,35 @@ async fn run_sim(args: SimArgs, out: &Output) -> Result<()> {
         (Some(root), None) => Storage::Folder(root.clone()),
         (None, None) => unreachable!("clap requires --root or --image"),
     };
-    let mut opts = SimOptions::folder(".", &args.host, args.port);
+    let project = try_project(Path::new("."))?;
+    // Inside a project, the device listens where the project pushes to
+    // (when that is a loopback address), so `uota full` reaches it as is.
+    let project_addr = project.as_ref().and_then(|p| {
+        let ip: std::net::IpAddr = p.config.hostname.parse().ok()?;
+        ip.is_loopback()
+            .then(|| (p.config.hostname.clone(), p.config.port))
+    });
+    let (host, port) = match (args.host, args.port, project_addr) {
+        (Some(h), Some(p), _) => (h, p),
+        (Some(h), None, _) => (h, 2018),
+        (None, Some(p), _) => ("127.0.0.1".to_string(), p),
+        (None, None, Some((h, p))) => (h, p),
+        (None, None, None) => ("127.0.0.1".to_string(), 2018),
+    };
+    let existing = match &storage {
+        Storage::Folder(root) => root.join("lib/uota").exists(),
+        Storage::Image { path, .. } => path.exists(),
+    };
+    if existing && (args.password.is_some() || args.signing_key.is_some()) {
+        tracing::warn!(
+            "the device in {} already exists: --password/--signing-key only provision a new one; its own secrets stay (start from an empty folder or image, or change them with `uota passwd` / `uota key rotate`)",
+            match &storage {
+                Storage::Folder(root) => root.display().to_string(),
+                Storage::Image { path, .. } => path.display().to_string(),
+            }
+        );
+    }
+    let mut opts = SimOptions::folder(".", &host, port);
     opts.storage = storage;
     opts.flash_size = Some(parse_size(&args.flash_size)?);
     opts.password = args.password.filter(|p| !p.is_empty()).map(Password::new);
@@ -812,12 +841,12 @@ async fn run_sim(args: SimArgs, out: &Output) -> Result<()> {
         .map(SigningKey::new);
     // Run inside a project, a new device is provisioned from the project's
     // secrets, so the project's pushes reach it authenticated and signed.
-    if let Some(project) = try_project(Path::new("."))? {
+    if let Some(project) = &project {
         if opts.password.is_none() {
             opts.password = project.secrets.ota_password.clone();
         }
         if opts.signing_key.is_none() {
-            let id = format!("sim-{}-{}", args.host, args.port);
+            let id = format!("sim-{host}-{port}");
             opts.signing_key = project
                 .secrets
                 .signing_key
@@ -832,6 +861,6 @@ async fn run_sim(args: SimArgs, out: &Output) -> Result<()> {
         return run_serial_sim(opts, args.baud, args.bare, out).await;
     }
     // The banner comes once the device answers: never before a refusal.
-    let banner = format!("{}:{} (Ctrl-C to stop)", args.host, args.port);
+    let banner = format!("{host}:{port} (Ctrl-C to stop)");
     sim::run_foreground_with(opts, || out.value("listening", &banner)).await
 }
