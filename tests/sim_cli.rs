@@ -512,7 +512,7 @@ fn inside_a_project_sim_listens_where_the_project_pushes() {
     let _ = child.wait();
     wait_until("the port to close", || !answers(&host, port));
     // Secrets given for an existing device are not applied: it says so.
-    let mut again = uota()
+    let again = uota()
         .args(["sim", "--root", "./vdev", "--signing-key", "another-key"])
         .current_dir(dir.path())
         .stdin(Stdio::null())
