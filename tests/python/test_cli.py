@@ -85,3 +85,19 @@ def test_auth_failure_exit_code(make_env: Callable[..., Env]) -> None:
 def test_run_cli_help(argv0: str) -> None:
     # argv[0] is only the program name; it does not change parsing.
     assert uota.run_cli([argv0, "--help"]) == 0
+
+
+@needs_micropython
+def test_get_to_stdout_keeps_the_bytes_after_the_last_newline(env: Env) -> None:
+    # What the pip-installed command writes to stdout is flushed before it exits.
+    data = b'{"version": "1.0.0",\n "start": 3}'  # no newline at the end
+    target = env.device_root / "data" / "tail.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    res = subprocess.run(
+        [sys.executable, "-m", "uota", "get", "data/tail.json", "-", "--host", env.host, "--port", str(env.port)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import signal
 import threading
 import time
 
@@ -73,12 +74,19 @@ def test_blocking_call_releases_the_gil() -> None:
 
 
 def test_ctrl_c_interrupts_a_blocking_call() -> None:
-    vd = uota.VirtualDevice(host=next_address(), port=2018)
-    threading.Timer(0.3, _thread.interrupt_main).start()
-    start = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        vd.wait_ready(timeout=30)
-    assert time.monotonic() - start < 5
+    # Python's own Ctrl-C handler, whatever this process inherited: a runner
+    # that starts the suite in the background has SIGINT ignored, and then
+    # Python installs none (and interrupt_main does nothing).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        vd = uota.VirtualDevice(host=next_address(), port=2018)
+        threading.Timer(0.3, _thread.interrupt_main).start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            vd.wait_ready(timeout=30)
+        assert time.monotonic() - start < 5
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_async_calls_can_be_cancelled() -> None:
