@@ -56,7 +56,10 @@ pub const STARTER_FILES: &[(&str, &str)] = &[
 
 /// What `uota init` makes sure the project's `.gitignore` lists: the
 /// secrets, the host's cache, and the folder of a virtual device.
-pub const GITIGNORED: &[&str] = &[SECRETS_PATH, ".uota_cache.json", "vdev/"];
+pub const GITIGNORED: &[&str] = &[SECRETS_PATH, ".uota_cache.json", ".uota/", "vdev/"];
+
+/// The folder, in a project, of the devices' last known manifests.
+pub const MANIFEST_CACHE_DIR: &str = ".uota/manifests";
 
 fn default_version() -> String {
     "1.0.0".into()
@@ -456,6 +459,12 @@ impl Project {
         self.root.join(SECRETS_PATH)
     }
 
+    /// Where pushes keep the last known manifest of each device
+    /// ([`crate::device::PushOptions::manifest_cache`]): `.uota/manifests/`.
+    pub fn manifest_cache_dir(&self) -> PathBuf {
+        self.root.join(MANIFEST_CACHE_DIR)
+    }
+
     /// The `config/ota.json` bytes to install on a device: the merged config
     /// (secrets-file overrides such as WiFi credentials included) without
     /// `otaPassword` and `signingKey`. Compact JSON.
@@ -773,7 +782,7 @@ mod tests {
         let gitignore = std::fs::read_to_string(root.join(".gitignore")).unwrap();
         assert_eq!(
             gitignore,
-            "config/.ota.secrets.json\n.uota_cache.json\nvdev/\n"
+            "config/.ota.secrets.json\n.uota_cache.json\n.uota/\nvdev/\n"
         );
 
         let p = Project::load(&root).unwrap();
@@ -858,13 +867,13 @@ mod tests {
             .contains("keep-me"));
         assert_eq!(
             std::fs::read_to_string(root.join(".gitignore")).unwrap(),
-            "target\nconfig/.ota.secrets.json\n.uota_cache.json\nvdev/\n"
+            "target\nconfig/.ota.secrets.json\n.uota_cache.json\n.uota/\nvdev/\n"
         );
         // A second run does not add the line twice.
         Project::init(root, true).unwrap();
         assert_eq!(
             std::fs::read_to_string(root.join(".gitignore")).unwrap(),
-            "target\nconfig/.ota.secrets.json\n.uota_cache.json\nvdev/\n"
+            "target\nconfig/.ota.secrets.json\n.uota_cache.json\n.uota/\nvdev/\n"
         );
     }
 

@@ -259,8 +259,25 @@ impl Manifest {
     /// # Errors
     ///
     /// [`Error::Config`] for a bad pattern in the config, otherwise as
-    /// [`Manifest::build`].
+    /// [`Manifest::build`]. A literal path in the file lists that matches no
+    /// file is logged as a warning ([`Manifest::for_project_strict`] makes it
+    /// an error).
     pub fn for_project(project: &Project, mode: PushMode) -> Result<Manifest> {
+        Self::for_project_checked(project, mode, false)
+    }
+
+    /// [`Manifest::for_project`], where a literal path in `fastOtaFiles` or
+    /// `fullOtaFiles` that matches no file (a typo, most likely) is an error.
+    ///
+    /// # Errors
+    ///
+    /// As [`Manifest::for_project`], and [`Error::Config`] naming the paths
+    /// that match nothing.
+    pub fn for_project_strict(project: &Project, mode: PushMode) -> Result<Manifest> {
+        Self::for_project_checked(project, mode, true)
+    }
+
+    fn for_project_checked(project: &Project, mode: PushMode, strict: bool) -> Result<Manifest> {
         let config = &project.config;
         let config_path = project.config_path();
         let mut include: Vec<String> = config.fast_ota_files.clone();
@@ -277,6 +294,7 @@ impl Manifest {
         })?;
         let mut manifest = build_from_globs(&project.root, &include, &exclude, &config.version)?;
         // A literal path that matches nothing is most likely a typo.
+        let mut unmatched = Vec::new();
         let lists = [
             ("fastOtaFiles", &config.fast_ota_files),
             ("fullOtaFiles", &config.full_ota_files),
@@ -292,12 +310,22 @@ impl Manifest {
                     .iter()
                     .any(|f| f.path == *pat || f.path.starts_with(&dir));
                 if !found {
-                    tracing::warn!(
-                        "{key} in {} names {pat:?}, which matches no file of the project",
-                        config_path.display()
-                    );
+                    unmatched.push(format!("{key} names {pat:?}"));
                 }
             }
+        }
+        if !unmatched.is_empty() {
+            let what = format!(
+                "{}, which matches no file of the project",
+                unmatched.join("; ")
+            );
+            if strict {
+                return Err(Error::Config {
+                    path: config_path.clone(),
+                    message: what,
+                });
+            }
+            tracing::warn!("{} in {}", what, config_path.display());
         }
         // Files the device would refuse as outside its app area stay home
         // (boot.py and lib/uota/ stay in: a runtime push may carry them).

@@ -185,4 +185,12 @@ async fn silent_mistakes_are_said() {
         "{stderr}"
     );
     assert!(stderr.contains("has no signing key"), "{stderr}");
+    // --strict makes the typo an error, before anything is sent.
+    let out = uota(&["fast", "--project", p, "--version", "1.0.2", "--strict"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("app/countr.py"), "{}", text(&out));
+    assert_eq!(
+        json(&uota(&["--json", "version", "--project", p]))["version"],
+        "1.0.1"
+    );
 }

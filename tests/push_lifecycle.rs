@@ -145,12 +145,33 @@ async fn a_push_of_what_the_device_already_runs_changes_nothing() {
         assert!(again["restart"].is_null(), "{again}");
         let sent = again["wire_bytes"].as_u64().unwrap();
         let received = again["received_bytes"].as_u64().unwrap();
-        assert!(sent < 1024, "{mode}: {sent} bytes sent");
-        if mode == "full" {
-            // The summary (a digest of the device's manifest) is enough.
-            assert!(sent + received < 1024, "{mode}: {sent} + {received} bytes");
-        }
+        // The summary (a digest of the device's manifest) is enough: a full
+        // push compares it with its own manifest, a fast one with the
+        // manifest the project kept from its last push to this device.
+        assert!(sent + received < 1024, "{mode}: {sent} + {received} bytes");
     }
+    // A kept manifest that no longer matches (altered here) costs one read
+    // of the device's manifest, nothing else.
+    let kept: Vec<_> = std::fs::read_dir(t.project.join(".uota/manifests"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    std::fs::write(&kept[0], b"not a manifest\n").unwrap();
+    let again = ok(&uota(&[
+        "--json",
+        "fast",
+        "--project",
+        p,
+        "--version",
+        "3.0.0",
+    ]));
+    assert_eq!(again["up_to_date"], true, "{again}");
+    assert!(
+        again["received_bytes"].as_u64().unwrap() > 10_000,
+        "{again}"
+    );
     // Not committed, not reset: still the same boot, still release 1.
     assert_eq!(boots(&t), boots_before, "{}", t.log());
     let info = ok(&uota(&["--json", "info", "--project", p]));

@@ -183,6 +183,10 @@ struct PushArgs {
     /// Seconds to wait for the device to answer again after its reset.
     #[arg(long, default_value_t = 60.0)]
     wait_timeout: f64,
+    /// A literal path in fastOtaFiles/fullOtaFiles that matches no file is
+    /// an error (a warning otherwise).
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -595,7 +599,11 @@ async fn execute(command: Command, out: &Output) -> Result<()> {
 async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
     let root = project_root(&args.target.project);
     let project = Project::load(&root)?;
-    let mut manifest = Manifest::for_project(&project, mode)?;
+    let mut manifest = if args.strict {
+        Manifest::for_project_strict(&project, mode)?
+    } else {
+        Manifest::for_project(&project, mode)?
+    };
     if let Some(v) = &args.release_version {
         manifest.version = v.clone();
     }
@@ -622,6 +630,7 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
         delta: !args.all,
         compress: !args.no_compress,
         wait: (!args.no_wait).then(|| Duration::from_secs_f64(args.wait_timeout.max(0.0))),
+        manifest_cache: Some(project.manifest_cache_dir()),
     };
     let report = match push_cancellable(&mut dev, &project, &manifest, &opts, &args.target, out)
         .await

@@ -63,6 +63,11 @@ pub struct PushOptions {
     /// with the device ready for the next command; `None` returns as soon
     /// as the commit is acknowledged.
     pub wait: Option<Duration>,
+    /// A folder where the push keeps each device's manifest as last known
+    /// (`<device id>.txt`): a delta then reads the device's manifest only
+    /// when its summary digest differs from the kept one. A stale or
+    /// altered file only costs that read.
+    pub manifest_cache: Option<std::path::PathBuf>,
 }
 
 /// How long a push waits by default for the device to come back after its
@@ -85,6 +90,7 @@ impl Default for PushOptions {
             delta: true,
             compress: true,
             wait: Some(DEFAULT_RESTART_WAIT),
+            manifest_cache: None,
         }
     }
 }
@@ -344,7 +350,7 @@ impl Device {
         if !opts.delta {
             return Ok((all(), None));
         }
-        match self.active_manifest().await {
+        match self.active_manifest_cached(opts).await {
             Ok(active) => {
                 let send = active
                     .diff(manifest)
@@ -356,6 +362,54 @@ impl Device {
             }
             Err(Error::Device { code, .. }) if code == "unknown_op" => Ok((all(), None)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The device's active manifest: the kept copy when the device's summary
+    /// digest matches it, else read from the device (and kept).
+    async fn active_manifest_cached(&mut self, opts: &PushOptions) -> Result<Manifest> {
+        let Some(path) = self.manifest_cache_file(opts) else {
+            return self.active_manifest().await;
+        };
+        if let (Ok(kept), Some((version, sha))) =
+            (std::fs::read(&path), self.active_summary().await?)
+        {
+            if crate::auth::sha256_hex(&kept) == sha {
+                if let Ok(m) = Manifest::parse_lines(&version, &kept) {
+                    tracing::debug!(path = %path.display(), "the device's manifest, as kept");
+                    return Ok(m);
+                }
+            }
+        }
+        let active = self.active_manifest().await?;
+        self.keep_manifest(opts, &active);
+        Ok(active)
+    }
+
+    /// `<cache>/<device id>.txt`, when there is a cache and the id is a
+    /// plain file name.
+    fn manifest_cache_file(&self, opts: &PushOptions) -> Option<std::path::PathBuf> {
+        let dir = opts.manifest_cache.as_ref()?;
+        let id = self.device_id();
+        let plain = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        (plain && !id.starts_with('.')).then(|| dir.join(format!("{id}.txt")))
+    }
+
+    /// Keep `m` as the device's manifest (best effort: a cache).
+    fn keep_manifest(&self, opts: &PushOptions, m: &Manifest) {
+        let Some(path) = self.manifest_cache_file(opts) else {
+            return;
+        };
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, m.manifest_lines()));
+        if let Err(e) = written {
+            tracing::debug!(path = %path.display(), error = %e, "could not keep the device's manifest");
         }
     }
 
@@ -537,6 +591,23 @@ impl Device {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        // What the device runs now, kept for the next delta (checked against
+        // the device's summary before it is used).
+        let now_active = match (opts.mode, &active) {
+            (PushMode::Full, _) => Some(manifest.clone()),
+            (PushMode::Fast, Some(before)) => {
+                let mut m = before.clone();
+                for e in &manifest.files {
+                    m.replace_entry(e.clone())?;
+                }
+                m.version = manifest.version.clone();
+                Some(m)
+            }
+            (PushMode::Fast, None) => None,
+        };
+        if let Some(m) = now_active {
+            self.keep_manifest(opts, &m);
         }
         if opts.reset {
             self.mark_closed();

@@ -152,6 +152,7 @@ struct ProjectDefaults {
     fleet_key: Option<FleetKey>,
     compat: Compat,
     release: Option<u64>,
+    manifest_cache: Option<PathBuf>,
 }
 
 /// The key to sign with: the argument, else the project's; `""` means unsigned.
@@ -281,6 +282,7 @@ mod ops {
             fleet_key: project.secrets.fleet_key.clone(),
             compat: project.config.compat.clone().unwrap_or_default(),
             release: project.config.release,
+            manifest_cache: Some(project.manifest_cache_dir()),
         };
         push(slot, project.root, manifest, key, defaults, args).await
     }
@@ -326,6 +328,7 @@ mod ops {
             delta: args.delta,
             compress: args.compress,
             wait: args.wait,
+            manifest_cache: defaults.manifest_cache,
         };
         let progress = args.progress;
         with_device(slot, move |d| {

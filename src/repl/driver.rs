@@ -128,16 +128,20 @@ impl<T: Transport> Repl<T> {
     /// [`ensure_raw`](Self::ensure_raw) on a board that may still be
     /// booting (after a reset): interrupts miss it until its `boot.py` runs,
     /// so probe with a short wait for the raw banner, again and again, for up
-    /// to `within`.
+    /// to `within`. Each probe waits twice as long as the one before (up to
+    /// the configured `enter_raw`), so a slow or busy host still gets there.
     pub async fn ensure_raw_within(&mut self, within: std::time::Duration) -> Result<()> {
         let enter_raw = self.machine.config().timeouts.enter_raw;
-        self.timeouts_mut().enter_raw = enter_raw.min(std::time::Duration::from_millis(700));
+        let mut probe = enter_raw.min(std::time::Duration::from_millis(700));
+        self.timeouts_mut().enter_raw = probe;
         let started = tokio::time::Instant::now();
         let reached = loop {
             match self.ensure_raw().await {
                 Ok(()) => break Ok(()),
                 Err(e) if e.kind() == crate::ErrorKind::Timeout && started.elapsed() < within => {
                     tracing::debug!(error = %e, "the board did not reach the raw REPL yet; again");
+                    probe = (probe * 2).min(enter_raw.max(probe));
+                    self.timeouts_mut().enter_raw = probe;
                     self.interrupt().await.ok();
                 }
                 Err(e) => break Err(e),

@@ -53,6 +53,22 @@ pub struct Setup {
 }
 
 pub async fn start(setup: Setup) -> TestDevice {
+    // A port that something took between choosing it and the device's start
+    // (the device then refuses it): choose another.
+    for _ in 0..3 {
+        match try_start(&setup).await {
+            Ok(t) => return t,
+            Err(uota::Error::InvalidArgument(m)) if m.contains("already in use") => {
+                eprintln!("{m}; another address");
+            }
+            Err(e) => panic!("virtual device starts: {e:?}"),
+        }
+    }
+    panic!("no free loopback port in three tries");
+}
+
+async fn try_start(setup: &Setup) -> uota::Result<TestDevice> {
+    let setup = setup.clone();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("device");
     let (host, port) = unique_addr();
@@ -85,9 +101,7 @@ pub async fn start(setup: Setup) -> TestDevice {
         }
         std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     }
-    let dev = VirtualDevice::start(opts)
-        .await
-        .expect("virtual device starts");
+    let dev = VirtualDevice::start(opts).await?;
     let project = tmp.path().join("project");
     copy_tree(&repo().join("examples/starter"), &project);
     let cfg_path = project.join("config/ota.json");
@@ -109,14 +123,14 @@ pub async fn start(setup: Setup) -> TestDevice {
         .unwrap(),
     )
     .unwrap();
-    TestDevice {
+    Ok(TestDevice {
         dev,
         root,
         project,
         password: setup.password.map(Password::new),
         key: setup.key.map(SigningKey::new),
         _tmp: tmp,
-    }
+    })
 }
 
 pub fn repo() -> PathBuf {
