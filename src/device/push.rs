@@ -345,12 +345,13 @@ impl Device {
         &mut self,
         manifest: &Manifest,
         opts: &PushOptions,
+        summary: Option<(String, String)>,
     ) -> Result<(HashSet<String>, Option<Manifest>)> {
         let all = || manifest.files.iter().map(|f| f.path.clone()).collect();
         if !opts.delta {
             return Ok((all(), None));
         }
-        match self.active_manifest_cached(opts).await {
+        match self.active_manifest_cached(opts, summary).await {
             Ok(active) => {
                 let send = active
                     .diff(manifest)
@@ -365,15 +366,17 @@ impl Device {
         }
     }
 
-    /// The device's active manifest: the kept copy when the device's summary
-    /// digest matches it, else read from the device (and kept).
-    async fn active_manifest_cached(&mut self, opts: &PushOptions) -> Result<Manifest> {
+    /// The device's active manifest: the kept copy when the device's
+    /// `summary` digest matches it, else read from the device (and kept).
+    async fn active_manifest_cached(
+        &mut self,
+        opts: &PushOptions,
+        summary: Option<(String, String)>,
+    ) -> Result<Manifest> {
         let Some(path) = self.manifest_cache_file(opts) else {
             return self.active_manifest().await;
         };
-        if let (Ok(kept), Some((version, sha))) =
-            (std::fs::read(&path), self.active_summary().await?)
-        {
+        if let (Ok(kept), Some((version, sha))) = (std::fs::read(&path), summary) {
             if crate::auth::sha256_hex(&kept) == sha {
                 if let Ok(m) = Manifest::parse_lines(&version, &kept) {
                     tracing::debug!(path = %path.display(), "the device's manifest, as kept");
@@ -445,33 +448,34 @@ impl Device {
     ) -> Result<Tally> {
         let max_frame = self.hello().map(|h| h.max_frame).unwrap_or(4096);
         let compress = opts.compress && self.hello().is_some_and(|h| h.has_cap("deflate"));
-        // A full push of what the device runs: its summary (a digest of its
-        // manifest) says so in one small reply, without the manifest itself.
-        if opts.delta && opts.mode == PushMode::Full && self.same_release_number(opts) {
-            if let Some((version, sha)) = self.active_summary().await? {
-                if version == manifest.version
-                    && sha == crate::auth::sha256_hex(&manifest.manifest_lines())
-                {
-                    tracing::info!(version = %manifest.version, "the device already runs this release");
-                    return Ok(Tally {
-                        release: self.highest_release(),
-                        files_skipped: manifest.files.len(),
-                        up_to_date: true,
-                        ..Tally::default()
-                    });
-                }
+        let lines = manifest.manifest_lines();
+        // The device's summary (a digest of its manifest, one small reply):
+        // enough to tell that a full push is up to date, and to trust the
+        // manifest kept from the last push.
+        let full_check = opts.mode == PushMode::Full && self.same_release_number(opts);
+        let kept = self.manifest_cache_file(opts).is_some_and(|p| p.is_file());
+        let summary = if opts.delta && (full_check || kept) {
+            self.active_summary().await?
+        } else {
+            None
+        };
+        let up_to_date = Tally {
+            release: self.highest_release(),
+            files_skipped: manifest.files.len(),
+            up_to_date: true,
+            ..Tally::default()
+        };
+        if let (true, Some((version, sha))) = (full_check, &summary) {
+            if *version == manifest.version && *sha == crate::auth::sha256_hex(&lines) {
+                tracing::info!(version = %manifest.version, "the device already runs this release");
+                return Ok(up_to_date);
             }
         }
-        let (mut to_send, active) = self.files_to_send(manifest, opts).await?;
+        let (mut to_send, active) = self.files_to_send(manifest, opts, summary).await?;
         if let Some(active) = &active {
             if self.is_up_to_date(manifest, active, opts) {
                 tracing::info!(version = %manifest.version, "the device already runs this release");
-                return Ok(Tally {
-                    release: self.highest_release(),
-                    files_skipped: manifest.files.len(),
-                    up_to_date: true,
-                    ..Tally::default()
-                });
+                return Ok(up_to_date);
             }
         }
         let (claims, sig, key) = self.release_claims(manifest, opts)?;
@@ -488,8 +492,6 @@ impl Device {
                 );
             }
         }
-        let lines = manifest.manifest_lines();
-
         let begin = Request::Begin {
             version: manifest.version.clone(),
             mode: match opts.mode {
