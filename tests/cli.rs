@@ -6,24 +6,8 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::cli::{json, uota};
 use common::{start, Setup};
-
-fn uota(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uota"))
-        .args(args)
-        .output()
-        .expect("run uota")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_and_fast_from_the_project_folder_with_json_output() {

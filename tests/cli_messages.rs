@@ -5,28 +5,10 @@
 mod common;
 
 use std::io::Read;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
+use common::cli::{json, text, uota};
 use common::{start, unique_addr, Setup};
-
-fn uota(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uota"))
-        .args(args)
-        .output()
-        .expect("run uota")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_gives_a_number_and_a_sentence() {

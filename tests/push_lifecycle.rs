@@ -5,38 +5,11 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cli::{json, ok, uota};
 use common::{start, unique_addr, Setup, TestDevice};
-
-fn uota(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uota"))
-        .args(args)
-        .output()
-        .expect("run uota")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn ok(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json(out)
-}
 
 /// How many times the device has booted (its console says so each time).
 fn boots(t: &TestDevice) -> usize {

@@ -9,6 +9,9 @@ use uota::auth::{Password, SigningKey};
 use uota::device::{ConnectOptions, Device};
 use uota::sim::{SimOptions, Storage, VirtualDevice};
 
+#[cfg(feature = "cli")]
+pub mod cli;
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A loopback address and free port unique to this test.
