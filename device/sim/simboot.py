@@ -317,7 +317,12 @@ SIM_QUIET_MARK = "\x00uota-sim-quiet\x00"
 def run_board_file(path):
     """Run /boot.py or /main.py as a board does: skip it when missing, print
     the traceback of an exception (KeyboardInterrupt too) and go on; a
-    SystemExit ends the process (75: reset, anything else: soft reset)."""
+    SystemExit ends the process (75: reset, anything else: soft reset).
+    Ctrl-C interrupts the file only: one arriving after it ended (a host
+    sends a second to catch a program that swallowed the first) is dropped,
+    as a board's C code between its scripts and its REPL drops it."""
+    import micropython
+
     try:
         with open(path) as f:
             src = f.read()
@@ -325,12 +330,26 @@ def run_board_file(path):
         return
     # A namespace of its own, so that a script cannot clobber the shim's names.
     g = {"__name__": "__main__", "__file__": path}
+    error = None
     try:
+        micropython.kbd_intr(3)
         exec(compile(src, path, "exec"), g)
     except SystemExit:
+        micropython.kbd_intr(-1)
         raise
     except BaseException as e:  # noqa: B036 -- Ctrl-C included, as on a board
-        sys.print_exception(e)
+        error = e
+    while True:
+        try:
+            micropython.kbd_intr(-1)
+            # A backward jump: an interrupt that was already pending surfaces here.
+            for _ in range(2):
+                pass
+            break
+        except KeyboardInterrupt:
+            pass
+    if error is not None:
+        sys.print_exception(error)
 
 
 def serial_device(ready):
@@ -340,7 +359,6 @@ def serial_device(ready):
     run = env("UOTA_SIM_RUN", "all")
     if run not in ("all", "boot", "none"):
         die("UOTA_SIM_RUN must be all, boot or none, not %s" % run)
-    micropython.kbd_intr(3)
     if ready is not None:
         ready.write("1")
         ready.close()
@@ -348,7 +366,6 @@ def serial_device(ready):
         run_board_file("/boot.py")
     if run == "all":
         run_board_file("/main.py")
-    micropython.kbd_intr(-1)
     if env("UOTA_SIM_QUIET_BANNER") == "1":
         sys.stdout.write(SIM_QUIET_MARK)
     # The unix port starts its REPL after the script when this is set.

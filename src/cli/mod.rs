@@ -233,6 +233,10 @@ struct SimArgs {
     /// With --serial: a bare board, without the uota runtime (for `uota bootstrap`).
     #[arg(long, requires = "serial")]
     bare: bool,
+    /// With --serial: log every byte crossing the link to this file
+    /// (`H>D` host to device, `D>H` back; seconds since start), to debug a host tool.
+    #[arg(long, requires = "serial", value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 /// Parse `args` (including the program name) and run the command; returns the exit code.
@@ -757,6 +761,7 @@ async fn run_serial_sim(
     opts: SimOptions,
     baud: Option<u32>,
     bare: bool,
+    trace: Option<PathBuf>,
     out: &Output,
 ) -> Result<()> {
     // SIGINT, SIGTERM and SIGHUP stop the device (and its interpreter).
@@ -776,6 +781,7 @@ async fn run_serial_sim(
     serial.storage = opts.storage.clone();
     serial.run_boot = true;
     serial.baud = baud;
+    serial.trace = trace;
     serial.heap_size = opts.heap_size.clone();
     serial.env = vec![
         ("UOTA_SIM_HOST".into(), opts.host.clone()),
@@ -797,7 +803,13 @@ async fn run_serial_sim(
 }
 
 #[cfg(not(unix))]
-async fn run_serial_sim(_: SimOptions, _: Option<u32>, _: bool, _: &Output) -> Result<()> {
+async fn run_serial_sim(
+    _: SimOptions,
+    _: Option<u32>,
+    _: bool,
+    _: Option<PathBuf>,
+    _: &Output,
+) -> Result<()> {
     Err(Error::InvalidArgument(
         "serial virtual devices need a Unix pseudo-terminal".into(),
     ))
@@ -867,7 +879,7 @@ async fn run_sim(args: SimArgs, out: &Output) -> Result<()> {
     opts.legacy = args.legacy;
     opts.heap_size = args.heap;
     if args.serial {
-        return run_serial_sim(opts, args.baud, args.bare, out).await;
+        return run_serial_sim(opts, args.baud, args.bare, args.trace.clone(), out).await;
     }
     // The banner comes once the device answers: never before a refusal.
     let banner = format!("{host}:{port} (Ctrl-C to stop)");

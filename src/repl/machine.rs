@@ -682,6 +682,19 @@ impl ReplMachine {
                     self.state = State::Exec(job);
                     return false;
                 }
+                if self.rx[0] == b'r' && self.paste_supported == Some(true) {
+                    // This device has raw-paste, so a raw banner here answers
+                    // an earlier Ctrl-A that a running program left unread
+                    // (the interrupt came late): skip it, the reply follows.
+                    let Some(end) = find_prompt_after(&self.rx, RAW_BANNER) else {
+                        self.state = State::Exec(job);
+                        return false;
+                    };
+                    tracing::debug!(stale = ?Escaped(&self.rx[..end]), "repl: skipping a late raw banner");
+                    self.rx.drain(..end);
+                    self.state = State::Exec(job);
+                    return true;
+                }
                 let reply = [self.rx[0], self.rx[1]];
                 self.rx.drain(..2);
                 match &reply {
@@ -1138,6 +1151,39 @@ mod tests {
             panic!()
         };
         assert_eq!(out.stdout, b"1\r\n");
+    }
+
+    #[test]
+    fn a_late_raw_banner_before_the_paste_reply_is_skipped() {
+        let (mut m, t) = machine();
+        let exec = |m: &mut ReplMachine, code: &[u8]| {
+            m.start(
+                Request::Exec {
+                    code: code.to_vec(),
+                    follow: true,
+                },
+                t,
+            )
+            .unwrap();
+            assert_eq!(sent(m), RAW_PASTE_REQUEST);
+        };
+        exec(&mut m, b"1");
+        m.handle_input(b"R\x01\x80\x00\x01", t);
+        assert_eq!(sent(&mut m), b"1\x04");
+        m.handle_input(b"\x04\x04\x04>", t);
+        let _ = done(&mut m);
+        // A Ctrl-A typed while a program ran is answered late, in two pieces.
+        exec(&mut m, b"2");
+        m.handle_input(b"raw REPL; CTRL-", t);
+        assert!(sent(&mut m).is_empty());
+        m.handle_input(b"B to exit\r\n>R\x01\x80\x00\x01", t);
+        assert_eq!(sent(&mut m), b"2\x04", "still raw-paste");
+        m.handle_input(b"\x04two\x04\x04>", t);
+        let Completion::Exec(out) = done(&mut m) else {
+            panic!()
+        };
+        assert_eq!(out.stdout, b"two");
+        assert!(out.raw_paste);
     }
 
     #[test]

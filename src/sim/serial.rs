@@ -109,6 +109,10 @@ impl SerialSimOptions {
     }
 }
 
+/// How long a Ctrl-C waits for the interpreter to reach a safe point before
+/// it interrupts it wherever it is.
+const CTRL_C_SAFE_POINT_WAIT: Duration = Duration::from_millis(500);
+
 /// State shared by the supervisor, the relay and the handle.
 #[derive(Debug, Default)]
 struct Shared {
@@ -154,15 +158,47 @@ fn is_stopped(pid: i32) -> bool {
     }
 }
 
-/// A Ctrl-C from the host: SIGINT to the interpreter when it takes Ctrl-C as
-/// an interrupt (its SIGINT handler is installed, as while it runs code with
-/// `kbd_intr(3)`); returns whether it did. The interpreter is stopped while
-/// its handler is checked and the signal queued, so it cannot drop the
-/// handler in between (at the prompt SIGINT would kill it).
-async fn deliver_ctrl_c(shared: &Shared) -> bool {
-    let Some(pid) = shared.running_pid() else {
+/// Whether the stopped process `pid`'s main thread waits in a system call
+/// where an interrupt is safe (`/proc/PID/syscall`). The unix port raises
+/// KeyboardInterrupt from inside its SIGINT handler, wherever the code is: in
+/// the middle of an allocation or of interning a name it would leave the
+/// interpreter's heap or name table locked for good (the next import hangs).
+/// A board checks for Ctrl-C only between bytecodes; waiting in one of these
+/// calls (for input, a socket, a timer, a file's bytes) is the closest the
+/// unix port gets to that.
+fn at_safe_point(pid: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
         return false;
     };
+    let Some(nr) = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<i64>().ok())
+    else {
+        return false; // "running", or -1: in user space
+    };
+    let mut waits = vec![
+        libc::SYS_read,
+        libc::SYS_pselect6,
+        libc::SYS_ppoll,
+        libc::SYS_epoll_pwait,
+        libc::SYS_nanosleep,
+        libc::SYS_clock_nanosleep,
+        libc::SYS_recvfrom,
+        libc::SYS_accept4,
+    ];
+    #[cfg(target_arch = "x86_64")]
+    waits.extend([
+        libc::SYS_select,
+        libc::SYS_poll,
+        libc::SYS_epoll_wait,
+        libc::SYS_accept,
+    ]);
+    waits.contains(&nr)
+}
+
+/// Stop `pid` (SIGSTOP) and wait until it is.
+async fn stop_process(pid: i32) -> bool {
     // SAFETY: plain kill(2) of the interpreter we started.
     if unsafe { libc::kill(pid, libc::SIGSTOP) } != 0 {
         return false;
@@ -173,15 +209,43 @@ async fn deliver_ctrl_c(shared: &Shared) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let caught = sigint_caught(pid);
-    if caught {
-        tracing::debug!(pid, "serial virtual device: Ctrl-C → SIGINT");
-        // SAFETY: as above; delivered when the process continues.
-        unsafe { libc::kill(pid, libc::SIGINT) };
+    true
+}
+
+/// A Ctrl-C from the host: SIGINT to the interpreter when it takes Ctrl-C as
+/// an interrupt (its SIGINT handler is installed, as while it runs code with
+/// `kbd_intr(3)`); returns whether it did. The interpreter is stopped while
+/// its handler is checked and the signal queued, so it cannot drop the
+/// handler in between (at the prompt SIGINT would kill it). The signal goes
+/// to the main thread when that waits in a safe system call
+/// ([`at_safe_point`]); code that never waits (a busy loop) is interrupted
+/// after [`CTRL_C_SAFE_POINT_WAIT`] wherever it is.
+async fn deliver_ctrl_c(shared: &Shared) -> bool {
+    let Some(pid) = shared.running_pid() else {
+        return false;
+    };
+    let give_up = Instant::now() + CTRL_C_SAFE_POINT_WAIT;
+    let mut tries = 0u32;
+    loop {
+        if !stop_process(pid).await {
+            return false;
+        }
+        let caught = sigint_caught(pid);
+        let deliver = caught && (at_safe_point(pid) || Instant::now() >= give_up);
+        if deliver {
+            tracing::debug!(pid, tries, "serial virtual device: Ctrl-C → SIGINT");
+            // SAFETY: tgkill(2) to the interpreter's main thread; delivered
+            // when the process continues.
+            unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGINT) };
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        if deliver || !caught {
+            return caught;
+        }
+        tries += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
-    caught
 }
 
 /// A message from the supervisor to the device→host relay, kept in order
