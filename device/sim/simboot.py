@@ -354,8 +354,6 @@ def run_board_file(path):
 
 def serial_device(ready):
     """Boot like a board on a serial console, then hand over to the REPL."""
-    import micropython
-
     run = env("UOTA_SIM_RUN", "all")
     if run not in ("all", "boot", "none"):
         die("UOTA_SIM_RUN must be all, boot or none, not %s" % run)
