@@ -642,7 +642,7 @@ mod tests {
         write(
             root,
             DEVICE_CONFIG_PATH,
-            r#"{"version":"1.2.3","hostname":"10.0.0.5","password":"","otaPassword":"","mystery":1}"#,
+            r#"{"version":"1.2.3","hostname":"board.local","password":"","otaPassword":"","mystery":1}"#,
         );
         write(
             root,
@@ -652,7 +652,7 @@ mod tests {
         let p = Project::load(root).unwrap();
         assert_eq!(p.root, root);
         assert_eq!(p.config.version, "1.2.3");
-        assert_eq!(p.config.hostname, "10.0.0.5");
+        assert_eq!(p.config.hostname, "board.local");
         assert_eq!(p.config.password, "wifi-secret");
         assert_eq!(p.config.port, 2020);
         assert_eq!(p.config.extra.get("mystery"), Some(&Value::from(1)));

@@ -320,15 +320,16 @@ fn a_port_taken_while_the_device_restarts_stops_uota_sim() {
 
 #[test]
 fn a_non_loopback_host_is_refused_before_the_banner() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = run_in(
-        dir.path(),
-        &["sim", "--root", "device", "--host", "192.168.1.5"],
-    );
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    assert!(stderr.contains("loopback"), "{stderr}");
-    assert!(stdout.is_empty(), "no banner: {stdout}");
+    // "Listen everywhere" and a machine name: both would reach past loopback.
+    for host in ["0.0.0.0", "device.example"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run_in(dir.path(), &["sim", "--root", "device", "--host", host]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{host}: {stdout}{stderr}");
+        assert!(stderr.contains("loopback"), "{host}: {stderr}");
+        assert!(stdout.is_empty(), "{host}: no banner: {stdout}");
+        assert!(!dir.path().join("device").exists(), "{host}: nothing provisioned");
+    }
 }
 
 #[test]
