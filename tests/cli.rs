@@ -65,6 +65,31 @@ async fn full_and_fast_from_the_project_folder_with_json_output() {
         std::fs::read(&dest).unwrap(),
         std::fs::read(t.project.join("main.py")).unwrap()
     );
+
+    // The same device named by one link (the password still from the project).
+    let link = format!("tcp://{}:{}", t.host(), t.port());
+    let out = uota(&["--json", "version", "--project", project, "--link", &link]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["version"], "4.0.1");
+    // A link and separate parts contradict each other; a bad link says its forms.
+    let out = uota(&[
+        "version",
+        "--project",
+        project,
+        "--link",
+        &link,
+        "--port",
+        "2018",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("leave out"));
+    let out = uota(&["version", "--link", "ble://board"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tcp://HOST"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,6 +402,15 @@ async fn push_and_query_over_a_serial_port() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(version, "7.0.0");
+    // The same board named by a serial link.
+    let link = format!("serial://{path}?baud=115200");
+    let out = uota(&["--json", "version", "--link", &link]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["version"], "7.0.0");
     assert_eq!(
         std::fs::read(dir.path().join("main.py")).unwrap(),
         std::fs::read(t.project.join("main.py")).unwrap()

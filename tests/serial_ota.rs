@@ -166,3 +166,32 @@ async fn a_board_without_the_runtime_says_to_bootstrap() {
     let mut repl = Repl::new(port);
     assert_eq!(repl.eval("1 + 1").await.unwrap(), "2");
 }
+
+/// A device opened from a serial link reconnects over the same link after
+/// the commit restarted the board, and reports the link's capabilities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_link_reconnects_after_the_commit_restarted_the_board() {
+    let b = board(true).await;
+    let link: uota::device::Link = format!("serial://{}", b.dev.path().display())
+        .parse()
+        .unwrap();
+    let mut dev = Device::open(&link, ConnectOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", b.trace()));
+    assert_eq!(dev.link(), Some(&link));
+    assert!(
+        dev.capabilities().flow_control,
+        "a pseudo-terminal paces itself"
+    );
+    let mut manifest =
+        Manifest::for_project(&Project::load(&b.project).unwrap(), PushMode::Full).unwrap();
+    manifest.version = "3.0.0".into();
+    dev.push(&b.project, &manifest, &PushOptions::default(), &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", b.trace()));
+    dev.reconnect(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", b.trace()));
+    assert_eq!(dev.version().await.unwrap(), "3.0.0");
+    dev.close().await.unwrap();
+}

@@ -322,7 +322,7 @@ class Repl:
 
 @final
 class Device:
-    """A connection to one device over WiFi TCP.
+    """A connection to one device, over WiFi TCP or a serial console.
 
     Calls on one ``Device`` run one at a time. It is a context manager
     (``with Device(...) as dev:``) and an async context manager
@@ -343,7 +343,7 @@ class Device:
     def __new__(
         cls,
         host: str,
-        port: int = 2018,
+        port: Optional[int] = None,
         *,
         password: Optional[str] = None,
         signing_key: Optional[str] = None,
@@ -353,8 +353,9 @@ class Device:
         """Connect to ``host:port`` and perform the handshake (blocking).
 
         Args:
-            host: The device's address.
-            port: The OTA port.
+            host: The device's address, or a whole link as ``Device.open``
+                takes it (``"tcp://127.0.0.1:2018"``, ``"serial://auto"``).
+            port: The OTA port (2018 when ``None``); not with a whole link.
             password: The device's OTA password (``None`` or ``""`` for none).
                 Only a challenge response derived from it crosses the wire.
             signing_key: The device's signing key. A device with a key but no
@@ -375,7 +376,7 @@ class Device:
     @staticmethod
     def connect_async(
         host: str,
-        port: int = 2018,
+        port: Optional[int] = None,
         *,
         password: Optional[str] = None,
         signing_key: Optional[str] = None,
@@ -387,6 +388,42 @@ class Device:
         Returns:
             An awaitable resolving to the connected ``Device``.
         """
+    @staticmethod
+    def open(
+        target: str,
+        *,
+        password: Optional[str] = None,
+        signing_key: Optional[str] = None,
+        timeout: float = 10.0,
+        protocol: _Protocol = "auto",
+    ) -> Device:
+        """Open the device a link names and perform the handshake (blocking).
+
+        Args:
+            target: ``"tcp://HOST[:PORT]"`` (port 2018 by default),
+                ``"serial:///dev/ttyUSB0?baud=115200"``, ``"serial://COM3"`` or
+                ``"serial://auto"`` (the one USB-serial board attached).
+            password: As for ``Device(...)``.
+            signing_key: As for ``Device(...)``.
+            timeout: Seconds allowed to connect and for each reply.
+            protocol: As for ``Device(...)``.
+
+        Raises:
+            InvalidArgument: ``target`` is not a link (the message shows the forms).
+            TransportError: The connection failed.
+            UotaTimeoutError: The device did not answer in time.
+            AuthError: The password is wrong or missing.
+        """
+    @staticmethod
+    def open_async(
+        target: str,
+        *,
+        password: Optional[str] = None,
+        signing_key: Optional[str] = None,
+        timeout: float = 10.0,
+        protocol: _Protocol = "auto",
+    ) -> Awaitable[Device]:
+        """Async ``open``; the awaitable resolves to the connected ``Device``."""
     @staticmethod
     def serial(
         port: Optional[str] = None,
@@ -424,6 +461,9 @@ class Device:
         timeout: float = 10.0,
     ) -> Awaitable[Device]:
         """Async ``serial``; the awaitable resolves to the ``Device``."""
+    @property
+    def link(self) -> str:
+        """The link the device was opened on (``"tcp://127.0.0.1:2018"``)."""
     @property
     def host(self) -> str:
         """The address connected to."""

@@ -11,12 +11,13 @@ use serde_json::json;
 use super::output::Output;
 use super::project_root;
 use crate::config::Project;
+use crate::device::{Capabilities, Link, LinkChoice, LinkKind};
 use crate::error::{Error, Result};
 use crate::repl::bootstrap::{bootstrap, BootstrapOptions};
 use crate::repl::fs::{DeflateMode, EntryKind, FsOptions, ReplFs};
 use crate::repl::info::{BoardInfo, InfoCache};
 use crate::repl::Repl;
-use crate::transport::serial::{self, SerialTransport};
+use crate::transport::serial::SerialTransport;
 
 /// Which serial port, how fast, which project.
 #[derive(Debug, Args)]
@@ -109,71 +110,67 @@ pub(crate) struct BootstrapArgs {
 struct Board {
     repl: Repl<SerialTransport>,
     path: String,
-    fast: bool,
+    /// File-agent settings for this link.
+    fs: FsOptions,
     project: Option<Project>,
 }
 
-/// The port path (configured, given or auto-detected), the baud rate and the
-/// project of `port`'s options.
-pub(crate) fn resolve(port: &Port) -> Result<(String, u32, Option<Project>)> {
+/// The serial link of `port`'s options (the port configured, given or
+/// auto-detected; the baud rate) and the project.
+pub(crate) fn resolve(port: &Port) -> Result<(SerialLink, Option<Project>)> {
     let root = project_root(&port.project);
     let project = if root.join("config/ota.json").is_file() {
         Some(Project::load(&root)?)
     } else {
         None
     };
-    let cfg = project.as_ref().map(|p| &p.config);
-    let path = match port
-        .port
-        .clone()
-        .or_else(|| cfg.and_then(|c| c.serial_port.clone()))
-        .filter(|p| !p.is_empty())
-    {
-        Some(p) => p,
-        None => serial::detect()?.path,
+    let choice = LinkChoice {
+        kind: LinkKind::Serial,
+        port: port.port.clone(),
+        baud: port.baud,
+        ..LinkChoice::default()
     };
-    let baud = port
-        .baud
-        .or(cfg.and_then(|c| c.serial_baud))
-        .unwrap_or(serial::DEFAULT_BAUD);
-    Ok((path, baud, project))
+    let link = choice
+        .resolve(project.as_ref().map(|p| &p.config))?
+        .resolve()?;
+    let capabilities = link.capabilities();
+    match link {
+        Link::Serial {
+            path: Some(path),
+            baud,
+        } => Ok((
+            SerialLink {
+                path,
+                baud,
+                capabilities,
+            },
+            project,
+        )),
+        other => Err(Error::InvalidArgument(format!(
+            "{other} is not a serial port"
+        ))),
+    }
+}
+
+/// A serial port resolved to its path.
+pub(crate) struct SerialLink {
+    pub(crate) path: String,
+    pub(crate) baud: u32,
+    pub(crate) capabilities: Capabilities,
 }
 
 async fn open(port: &Port) -> Result<Board> {
-    let (path, baud, project) = resolve(port)?;
-    let io = SerialTransport::open(&path, baud, Duration::from_secs(5)).await?;
-    let fast = link_has_flow_control(&path);
+    let (link, project) = resolve(port)?;
+    let io = SerialTransport::open(&link.path, link.baud, Duration::from_secs(5)).await?;
     let mut repl = Repl::new(io);
     // The board may be rebooting (after an OTA session, say).
     repl.ensure_raw_within(Duration::from_secs(10)).await?;
     Ok(Board {
         repl,
-        path,
-        fast,
+        fs: FsOptions::for_link(link.capabilities),
+        path: link.path,
         project,
     })
-}
-
-/// Whether the port cannot overrun a board's receive buffer: a native USB
-/// console (USB flow control) or a pseudo-terminal. Then the file agent may
-/// keep far more bytes in flight than a UART allows.
-fn link_has_flow_control(path: &str) -> bool {
-    if path.starts_with("/dev/pts/") {
-        return true;
-    }
-    serial::list_ports()
-        .into_iter()
-        .find(|p| p.path == path)
-        .and_then(|p| p.bridge)
-        .is_some_and(|b| b.native_usb)
-}
-
-fn fs_options(fast: bool) -> FsOptions {
-    if fast {
-        FsOptions::fast_link()
-    } else {
-        FsOptions::default()
-    }
 }
 
 /// Read what the board runs and record it in the project's `.uota_cache.json`.
@@ -195,7 +192,7 @@ pub(crate) async fn run_bootstrap(args: BootstrapArgs, out: &Output) -> Result<(
     let opts = BootstrapOptions {
         mpy: args.mpy,
         reset: !args.no_reset,
-        fs: fs_options(b.fast),
+        fs: b.fs.clone(),
         ..BootstrapOptions::default()
     };
     let report = bootstrap(&mut b.repl, b.project.as_ref(), &opts).await?;
@@ -227,7 +224,7 @@ pub(crate) async fn run_fs(cmd: FsCommand, out: &Output) -> Result<()> {
         | FsCommand::Stat { port, .. } => port,
     };
     let mut b = open(port).await?;
-    let mut opts = fs_options(b.fast);
+    let mut opts = b.fs.clone();
     if let FsCommand::Put {
         no_compress, all, ..
     } = &cmd

@@ -15,7 +15,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Password, SigningKey};
 use crate::config::Project;
-use crate::device::{ConnectOptions, Device, LegacyMethod, Link, ProtocolChoice, PushOptions};
+use crate::device::{
+    ConnectOptions, Device, LegacyMethod, Link, LinkChoice, LinkKind, ProtocolChoice, PushOptions,
+};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, PushMode};
 use crate::sim::{self, SimOptions, Storage};
@@ -118,6 +120,10 @@ enum Command {
 /// Which device to talk to and how.
 #[derive(Debug, Args)]
 pub(crate) struct Target {
+    /// The whole link: tcp://HOST[:PORT], serial:///dev/ttyUSB0[?baud=N] or
+    /// serial://auto (instead of --host, --port, --transport and --baud).
+    #[arg(long)]
+    link: Option<Link>,
     /// Device address (default: `hostname` from config/ota.json).
     #[arg(long)]
     host: Option<String>,
@@ -334,58 +340,18 @@ fn try_project(root: &Path) -> Result<Option<Project>> {
 
 /// Where the target is: a TCP address or a serial port.
 pub(crate) fn link(target: &Target, project: &Option<Project>) -> Result<Link> {
-    let cfg = project.as_ref().map(|p| &p.config);
-    let port_is_path = target
-        .port
-        .as_deref()
-        .is_some_and(Link::looks_like_serial_port);
-    let serial = match target.transport.as_str() {
-        "serial" => true,
-        "tcp" => false,
-        _ => port_is_path,
-    };
-    if serial {
-        let path = match &target.port {
-            Some(p) if port_is_path => Some(p.clone()),
-            Some(p) => {
-                return Err(Error::InvalidArgument(format!(
-                    "--port {p} is a TCP port number; name a serial port (/dev/ttyUSB0, COM3) or leave it out to auto-detect"
-                )))
-            }
-            None => cfg.and_then(|c| c.serial_port.clone()).filter(|p| !p.is_empty()),
-        };
-        let baud = target
-            .baud
-            .or(cfg.and_then(|c| c.serial_baud))
-            .unwrap_or(crate::transport::serial::DEFAULT_BAUD);
-        return Ok(Link::Serial { path, baud });
-    }
-    if port_is_path {
-        return Err(Error::InvalidArgument(
-            "--port names a serial port but --transport is tcp".into(),
-        ));
-    }
-    let host = match (&target.host, cfg) {
-        (Some(h), _) => h.clone(),
-        (None, Some(c)) if !c.hostname.is_empty() => c.hostname.clone(),
-        _ => {
-            return Err(Error::InvalidArgument(
-                "no device address: pass --host (or --port with a serial port), or set hostname in config/ota.json".into(),
-            ))
-        }
-    };
-    let port = match &target.port {
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => n,
-            _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "--port {p}: a TCP port is a number from 1 to 65535 (or name a serial port, /dev/ttyUSB0, COM3)"
-                )))
-            }
+    let choice = LinkChoice {
+        link: target.link.clone(),
+        kind: match target.transport.as_str() {
+            "serial" => LinkKind::Serial,
+            "tcp" => LinkKind::Tcp,
+            _ => LinkKind::Auto,
         },
-        None => cfg.map(|c| c.port).unwrap_or(2018),
+        host: target.host.clone(),
+        port: target.port.clone(),
+        baud: target.baud,
     };
-    Ok(Link::Tcp { host, port })
+    choice.resolve(project.as_ref().map(|p| &p.config))
 }
 
 pub(crate) async fn connect(target: &Target) -> Result<(Device, Option<Project>)> {

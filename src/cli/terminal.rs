@@ -17,9 +17,12 @@ use crate::transport::serial::SerialTransport;
 const EXIT_KEY: u8 = 0x1d;
 
 pub(crate) async fn run(args: Port, out: &Output) -> Result<()> {
-    let (path, baud, _) = resolve(&args)?;
-    let mut port = SerialTransport::open(&path, baud, Duration::from_secs(5)).await?;
-    eprintln!("uota terminal on {path} at {baud} baud; Ctrl-] leaves\r");
+    let (link, _) = resolve(&args)?;
+    let mut port = SerialTransport::open(&link.path, link.baud, Duration::from_secs(5)).await?;
+    eprintln!(
+        "uota terminal on {} at {} baud; Ctrl-] leaves\r",
+        link.path, link.baud
+    );
     let raw = RawStdin::enter()?;
     let result = pump(&mut port).await;
     drop(raw);

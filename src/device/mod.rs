@@ -12,8 +12,9 @@ mod link;
 mod push;
 mod serial;
 
+pub use crate::transport::link::Capabilities;
 pub use blocking::BlockingDevice;
-pub use link::Link;
+pub use link::{Link, LinkChoice, LinkKind};
 pub use push::{LegacyMethod, PushEvent, PushOptions, PushReport};
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +32,6 @@ use crate::protocol::session::SessionBinding;
 use crate::protocol::{
     self, frame, line, Connection, Event, Frame, FrameType, Hello, Mode, Request, Response,
 };
-use crate::transport::tcp::TcpTransport;
 use crate::transport::BoxTransport;
 
 /// Which protocol to speak with a device.
@@ -177,6 +177,8 @@ pub struct Device {
     binding: Option<SessionBinding>,
     /// Where the device was reached (to reconnect after a restart).
     link: Option<Link>,
+    /// What that link guarantees.
+    capabilities: Capabilities,
     /// Set when a push was dropped part-way (cancelled): the connection may
     /// hold half a frame and queued requests, so it is torn down with a
     /// reset before anything else is done.
@@ -264,46 +266,30 @@ impl std::fmt::Debug for Device {
 }
 
 impl Device {
-    /// Connect over WiFi TCP to `host:port` and perform the handshake.
-    /// While the device refuses connections (it is restarting) this keeps
-    /// trying for [`ConnectOptions::connect_retry`].
-    pub async fn connect_tcp(host: &str, port: u16, opts: ConnectOptions) -> Result<Device> {
-        let give_up = Instant::now() + opts.connect_retry;
-        let io = loop {
-            match TcpTransport::connect(host, port, opts.connect_timeout).await {
-                Err(Error::Transport { source, .. })
-                    if source.kind() == std::io::ErrorKind::ConnectionRefused
-                        && Instant::now() < give_up =>
-                {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => break other?,
-            }
-        };
-        let mut dev = Self::handshake(Box::new(io), opts).await?;
-        dev.link = Some(Link::Tcp {
-            host: host.to_string(),
-            port,
-        });
-        Ok(dev)
-    }
-
     /// Connect again to where this device was reached (after it restarted):
-    /// retries until it answers the handshake, for at most `within`. The new
-    /// connection replaces this one. Returns how long it took.
+    /// reopens the same [`Link`] and retries until the device answers the
+    /// handshake, for at most `within`. The new connection replaces this one
+    /// (over a serial console the port is released first, and the new
+    /// session interrupts the board's program as [`Device::open`] does).
+    /// Returns how long it took.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a device not reached over TCP by
-    /// address (a serial session or a hand-made transport);
-    /// [`Error::Timeout`] when it does not answer within `within`;
-    /// authentication errors at once.
+    /// [`Error::InvalidArgument`] for a device not opened from a link (a
+    /// hand-made transport); [`Error::Timeout`] when it does not answer
+    /// within `within`; authentication errors at once.
     pub async fn reconnect(&mut self, within: Duration) -> Result<Duration> {
-        let Some(Link::Tcp { host, port }) = self.link.clone() else {
+        let Some(link) = self.link.clone() else {
             return Err(Error::InvalidArgument(
-                "only a device reached over TCP by address can be reconnected to".into(),
+                "only a device opened from a link (tcp://…, serial://…) can be reconnected to"
+                    .into(),
             ));
         };
+        if link.is_serial() {
+            // The port is opened exclusively: let go of it first.
+            let _ = std::mem::replace(&mut self.io, Box::new(Aborted));
+            self.closed = true;
+        }
         let start = Instant::now();
         let deadline = start + within;
         loop {
@@ -312,7 +298,7 @@ impl Device {
                 connect_timeout: self.opts.connect_timeout.min(within),
                 ..self.opts.clone()
             };
-            match Device::connect_tcp(&host, port, opts).await {
+            match Device::open(&link, opts).await {
                 Ok(dev) => {
                     let _ = std::mem::replace(self, dev);
                     return Ok(start.elapsed());
@@ -328,7 +314,7 @@ impl Device {
                 }
                 Err(e) if Instant::now() >= deadline => {
                     return Err(Error::Timeout {
-                        what: format!("waiting for {host}:{port} to answer again ({e})"),
+                        what: format!("waiting for {link} to answer again ({e})"),
                         after: within,
                     })
                 }
@@ -349,9 +335,11 @@ impl Device {
         self.interrupted.store(false, Ordering::SeqCst);
     }
 
-    /// Whether [`Device::reconnect`] can reach this device again.
+    /// Whether this device can be reached again without disturbing it: a
+    /// link of its own (TCP). Reconnecting over a serial console interrupts
+    /// the board's program, so a push never does it on its own.
     pub(crate) fn reconnectable(&self) -> bool {
-        matches!(self.link, Some(Link::Tcp { .. }))
+        self.link.as_ref().is_some_and(|l| !l.is_serial())
     }
 
     /// Read and drop whatever comes until the device closes the connection
@@ -388,6 +376,7 @@ impl Device {
             console: false,
             binding: None,
             link: None,
+            capabilities: Capabilities::STREAM,
             interrupted: Arc::new(AtomicBool::new(false)),
         };
         if dev.opts.protocol == ProtocolChoice::MicroOta {

@@ -24,6 +24,7 @@ use crate::device::{
 use crate::error::Error;
 use crate::manifest::{Manifest, PushMode};
 use crate::release::Compat;
+use crate::transport::link::DEFAULT_OTA_PORT;
 
 /// The device, shared by sync and async calls; `None` once closed.
 type Slot = Arc<Mutex<Option<Device>>>;
@@ -78,43 +79,31 @@ fn connect_options(
     })
 }
 
-async fn connect(
-    host: String,
-    port: u16,
-    opts: Result<ConnectOptions, Error>,
-) -> PyResult<PyDevice> {
-    let link = Link::Tcp {
-        host: host.clone(),
-        port,
-    };
-    open(link, host, port, opts).await
+/// Where `host` says the device is: a whole link (`tcp://…`,
+/// `serial://…`) or an address with `port` (2018 when `None`).
+fn tcp_or_link(host: String, port: Option<u16>) -> Result<Link, Error> {
+    if host.contains("://") {
+        if let Some(p) = port {
+            return Err(Error::InvalidArgument(format!(
+                "{host} is a whole link: leave out port={p}"
+            )));
+        }
+        return host.parse();
+    }
+    Ok(Link::tcp(host, port.unwrap_or(DEFAULT_OTA_PORT)))
 }
 
-/// Open a session on the serial console `path` (auto-detected when `None`).
-async fn connect_serial(
-    path: Option<String>,
-    baud: u32,
-    opts: Result<ConnectOptions, Error>,
-) -> PyResult<PyDevice> {
-    let link = Link::Serial {
-        path: path.clone(),
-        baud,
-    };
-    open(link, path.unwrap_or_default(), 0, opts).await
-}
-
+/// Open `link` and perform the handshake.
 async fn open(
-    link: Link,
-    host: String,
-    port: u16,
+    link: Result<Link, Error>,
     opts: Result<ConnectOptions, Error>,
 ) -> PyResult<PyDevice> {
-    let dev = Device::open(&link, opts?).await?;
-    let host = if host.is_empty() {
-        dev.target().to_string()
-    } else {
-        host
+    let dev = Device::open(&link?, opts?).await?;
+    let (host, port) = match dev.link() {
+        Some(Link::Tcp { host, port }) => (host.clone(), *port),
+        _ => (dev.target().to_string(), 0),
     };
+    let link = dev.link().map(|l| l.to_string()).unwrap_or_default();
     let protocol = match dev.peer() {
         Peer::Uota(_) => "uota",
         Peer::MicroOta => "micro-ota",
@@ -123,6 +112,7 @@ async fn open(
         slot: Arc::new(Mutex::new(Some(dev))),
         host,
         port,
+        link,
         protocol,
     })
 }
@@ -361,6 +351,7 @@ pub(crate) struct PyDevice {
     slot: Slot,
     host: String,
     port: u16,
+    link: String,
     protocol: &'static str,
 }
 
@@ -408,35 +399,67 @@ impl PyDevice {
 #[pymethods]
 impl PyDevice {
     /// Connect to `host:port` and perform the handshake (blocking).
+    /// `host` may also be a whole link (`tcp://…`, `serial://…`).
     #[new]
-    #[pyo3(signature = (host, port = 2018, *, password = None, signing_key = None, timeout = 10.0, protocol = "auto"))]
+    #[pyo3(signature = (host, port = None, *, password = None, signing_key = None, timeout = 10.0, protocol = "auto"))]
     fn new(
         py: Python<'_>,
         host: String,
-        port: u16,
+        port: Option<u16>,
         password: Option<String>,
         signing_key: Option<String>,
         timeout: f64,
         protocol: &str,
     ) -> PyResult<Self> {
         let opts = connect_options(password, signing_key, timeout, protocol);
-        block_on(py, connect(host, port, opts))
+        block_on(py, open(tcp_or_link(host, port), opts))
     }
 
     /// Connect asynchronously; the awaitable resolves to a `Device`.
     #[staticmethod]
-    #[pyo3(signature = (host, port = 2018, *, password = None, signing_key = None, timeout = 10.0, protocol = "auto"))]
+    #[pyo3(signature = (host, port = None, *, password = None, signing_key = None, timeout = 10.0, protocol = "auto"))]
     fn connect_async<'py>(
         py: Python<'py>,
         host: String,
-        port: u16,
+        port: Option<u16>,
         password: Option<String>,
         signing_key: Option<String>,
         timeout: f64,
         protocol: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
         let opts = connect_options(password, signing_key, timeout, protocol);
-        future_into_py(py, connect(host, port, opts))
+        future_into_py(py, open(tcp_or_link(host, port), opts))
+    }
+
+    /// Open the device a link names (blocking): `tcp://host[:port]`,
+    /// `serial:///dev/ttyUSB0[?baud=N]` or `serial://auto`.
+    #[staticmethod]
+    #[pyo3(signature = (target, *, password = None, signing_key = None, timeout = 10.0, protocol = "auto"))]
+    fn open(
+        py: Python<'_>,
+        target: &str,
+        password: Option<String>,
+        signing_key: Option<String>,
+        timeout: f64,
+        protocol: &str,
+    ) -> PyResult<Self> {
+        let opts = connect_options(password, signing_key, timeout, protocol);
+        block_on(py, open(target.parse(), opts))
+    }
+
+    /// Async `open`; the awaitable resolves to a `Device`.
+    #[staticmethod]
+    #[pyo3(signature = (target, *, password = None, signing_key = None, timeout = 10.0, protocol = "auto"))]
+    fn open_async<'py>(
+        py: Python<'py>,
+        target: &str,
+        password: Option<String>,
+        signing_key: Option<String>,
+        timeout: f64,
+        protocol: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let opts = connect_options(password, signing_key, timeout, protocol);
+        future_into_py(py, open(target.parse(), opts))
     }
 
     /// Open an OTA session on a board's serial console (blocking).
@@ -454,7 +477,7 @@ impl PyDevice {
         timeout: f64,
     ) -> PyResult<Self> {
         let opts = connect_options(password, signing_key, timeout, "uota");
-        block_on(py, connect_serial(port, baud, opts))
+        block_on(py, open(Ok(Link::Serial { path: port, baud }), opts))
     }
 
     /// Async `serial`; the awaitable resolves to a `Device`.
@@ -469,7 +492,13 @@ impl PyDevice {
         timeout: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let opts = connect_options(password, signing_key, timeout, "uota");
-        future_into_py(py, connect_serial(port, baud, opts))
+        future_into_py(py, open(Ok(Link::Serial { path: port, baud }), opts))
+    }
+
+    /// The link the device was opened on, as a string (`tcp://…`, `serial://…`).
+    #[getter]
+    fn link(&self) -> &str {
+        &self.link
     }
 
     /// The address connected to.

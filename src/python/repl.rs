@@ -18,7 +18,8 @@ use crate::repl::bootstrap::{bootstrap, BootstrapOptions};
 use crate::repl::fs::{EntryKind, FsOptions, ReplFs};
 use crate::repl::info::BoardInfo;
 use crate::repl::Repl;
-use crate::transport::serial::{self, SerialTransport};
+use crate::transport::link::Link;
+use crate::transport::serial::SerialTransport;
 
 type Slot = Arc<Mutex<Option<Repl<SerialTransport>>>>;
 
@@ -27,6 +28,8 @@ type Slot = Arc<Mutex<Option<Repl<SerialTransport>>>>;
 pub(crate) struct PyRepl {
     slot: Slot,
     port: String,
+    /// File-agent settings for this port's link.
+    fs: FsOptions,
 }
 
 async fn open(port: Option<String>, baud: u32, timeout: f64) -> PyResult<PyRepl> {
@@ -36,14 +39,19 @@ async fn open(port: Option<String>, baud: u32, timeout: f64) -> PyResult<PyRepl>
         ))
         .into());
     }
-    let path = match port {
-        Some(p) => p,
-        None => serial::detect()?.path,
+    let link = Link::Serial { path: port, baud }.resolve()?;
+    let fs = FsOptions::for_link(link.capabilities());
+    let Link::Serial {
+        path: Some(path), ..
+    } = link
+    else {
+        unreachable!("a resolved serial link names its port")
     };
     let io = SerialTransport::open(&path, baud, Duration::from_secs_f64(timeout)).await?;
     Ok(PyRepl {
         slot: Arc::new(Mutex::new(Some(Repl::new(io)))),
         port: path,
+        fs,
     })
 }
 
@@ -71,22 +79,6 @@ async fn soft_reset(slot: Slot) -> PyResult<PyNone> {
     let repl = guard.as_mut().ok_or_else(closed)?;
     repl.soft_reset().await?;
     Ok(PyNone)
-}
-
-/// Options of the file agent for this link: a pseudo-terminal or native USB
-/// console can take more bytes in flight than a UART.
-fn fs_options(port: &str) -> FsOptions {
-    let fast = port.starts_with("/dev/pts/")
-        || serial::list_ports()
-            .into_iter()
-            .find(|p| p.path == port)
-            .and_then(|p| p.bridge)
-            .is_some_and(|b| b.native_usb);
-    if fast {
-        FsOptions::fast_link()
-    } else {
-        FsOptions::default()
-    }
 }
 
 async fn board_info(slot: Slot) -> PyResult<Json> {
@@ -237,20 +229,20 @@ impl PyRepl {
 
     /// Write `data` to the device file `path` (verified, then renamed into place).
     fn put(&self, py: Python<'_>, path: String, data: Vec<u8>) -> PyResult<PyNone> {
-        let opts = fs_options(&self.port);
+        let opts = self.fs.clone();
         block_on(py, put(self.slot.clone(), opts, path, data))
     }
 
     /// Read the device file `path`.
     fn get(&self, py: Python<'_>, path: String) -> PyResult<Bytes> {
-        let opts = fs_options(&self.port);
+        let opts = self.fs.clone();
         block_on(py, get(self.slot.clone(), opts, path))
     }
 
     /// List a device folder: dicts with `name`, `is_dir`, `size`.
     #[pyo3(signature = (path = "/"))]
     fn ls(&self, py: Python<'_>, path: &str) -> PyResult<Json> {
-        let opts = fs_options(&self.port);
+        let opts = self.fs.clone();
         block_on(py, ls(self.slot.clone(), opts, path.to_string()))
     }
 
@@ -263,7 +255,7 @@ impl PyRepl {
         project: Option<std::path::PathBuf>,
         mpy: bool,
     ) -> PyResult<Json> {
-        let opts = fs_options(&self.port);
+        let opts = self.fs.clone();
         block_on(py, run_bootstrap(self.slot.clone(), opts, project, mpy))
     }
 

@@ -167,6 +167,16 @@ impl FsOptions {
         }
     }
 
+    /// The settings for a link with these capabilities: [`FsOptions::fast_link`]
+    /// when the link has flow control of its own, else the UART defaults.
+    pub fn for_link(capabilities: crate::transport::link::Capabilities) -> Self {
+        if capabilities.flow_control {
+            Self::fast_link()
+        } else {
+            Self::default()
+        }
+    }
+
     fn check(&self) -> Result<()> {
         let bad = |what: String| Err(Error::InvalidArgument(format!("FsOptions: {what}")));
         if !(64..=16_384).contains(&self.credit) {

@@ -3,6 +3,7 @@
 //! A transport only moves bytes; it never parses commands. Each one implements
 //! [`Transport`], so the [`crate::device::Device`] client works over any of them.
 
+pub mod link;
 #[cfg(unix)]
 pub mod prefixed;
 pub mod pty;

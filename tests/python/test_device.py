@@ -52,6 +52,32 @@ def test_connect_and_query(env: Env) -> None:
         dev.ping()
 
 
+def test_a_link_names_the_device(env: Env) -> None:
+    link = f"tcp://{env.host}:{env.port}"
+    with uota.Device.open(link) as dev:
+        assert (dev.link, dev.host, dev.port) == (link, env.host, env.port)
+        assert dev.protocol == "uota"
+    with uota.Device(link) as dev:
+        assert dev.link == link
+        version = dev.version()
+
+    async def opened() -> str:
+        dev = await uota.Device.open_async(link)
+        async with dev:
+            return await dev.version_async()
+
+    assert asyncio.run(opened()) == version
+    for bad, why in [
+        (f"{env.host}:{env.port}", "no scheme"),
+        ("ble://board", "not supported"),
+        (f"tcp://{env.host}:0", "1 to 65535"),
+    ]:
+        with pytest.raises(uota.InvalidArgument, match=why):
+            uota.Device.open(bad)
+    with pytest.raises(uota.InvalidArgument, match="leave out port"):
+        uota.Device(link, 2018)
+
+
 def test_full_then_fast_push(env: Env) -> None:
     events: list[dict[str, Any]] = []
     full = uota.Manifest.for_project(env.project, mode="full")

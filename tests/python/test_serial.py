@@ -100,3 +100,10 @@ def test_bootstrap_a_bare_board_then_files_and_ota(bare_board: str, tmp_path: Pa
         assert dev.get("blob.bin") == blob
     finally:
         dev.close()
+
+
+def test_a_serial_link_opens_the_same_session(serial_board: str) -> None:
+    with uota.Device.open(f"serial://{serial_board}?baud=115200") as dev:
+        assert dev.link == f"serial://{serial_board}?baud=115200"
+        assert dev.info()["platform"] == "linux"
+    assert dev.closed
