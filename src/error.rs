@@ -41,8 +41,8 @@ pub enum Error {
     Device {
         /// The request that failed.
         op: String,
-        /// The device's error code (`bad_path`, `busy`, …).
-        code: String,
+        /// The device's error code (`busy`, `incomplete`, …).
+        code: DeviceErrorCode,
         /// Human-readable detail from the device.
         message: String,
     },
@@ -219,31 +219,164 @@ impl Error {
 
     /// Turn a device error reply into the most specific variant.
     pub fn from_device(op: &str, code: &str, message: &str) -> Self {
+        use DeviceErrorCode as C;
+        let code = DeviceErrorCode::parse(code);
         match code {
-            "sig_mismatch" | "sig_required" => Error::SignatureMismatch(if message.is_empty() {
+            C::SigMismatch | C::SigRequired => Error::SignatureMismatch(if message.is_empty() {
                 format!("the device rejected the release signature: {code}")
             } else {
                 format!("the device rejected the release signature: {code}: {message}")
             }),
-            "downgrade" | "wrong_device" | "incompatible" => Error::ReleaseRefused {
+            C::Downgrade | C::WrongDevice | C::Incompatible => Error::ReleaseRefused {
                 reason: code.to_string(),
                 message: message.to_string(),
             },
-            "sha256_mismatch" => Error::HashMismatch {
+            C::Sha256Mismatch => Error::HashMismatch {
                 path: message.to_string(),
             },
-            "auth_failed" | "auth_required" | "denied" => {
+            C::AuthFailed | C::AuthRequired | C::Denied => {
                 Error::Auth(format!("{code} {message}").trim().to_string())
             }
-            "bad_path" | "protected" => Error::InvalidPath {
+            C::BadPath | C::Protected => Error::InvalidPath {
                 path: message.to_string(),
                 reason: code.to_string(),
             },
             _ => Error::Device {
                 op: op.to_string(),
-                code: code.to_string(),
+                code,
                 message: message.to_string(),
             },
         }
+    }
+}
+
+/// Declares [`DeviceErrorCode`] from one table: variant, wire name, meaning.
+macro_rules! device_error_codes {
+    ($($variant:ident = $wire:literal: $doc:literal,)*) => {
+        /// The code of a device's error reply (docs/protocol.md §3, the REPL
+        /// file agent's and micro-ota's replies), typed. A code this version
+        /// does not know is kept as [`DeviceErrorCode::Other`].
+        ///
+        /// It compares equal to its wire name: `code == "busy"`.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum DeviceErrorCode {
+            $(#[doc = $doc] $variant,)*
+            /// A code this version does not know.
+            Other(String),
+        }
+
+        impl DeviceErrorCode {
+            /// The code for its wire name.
+            pub fn parse(wire: &str) -> Self {
+                match wire {
+                    $($wire => DeviceErrorCode::$variant,)*
+                    other => DeviceErrorCode::Other(other.to_string()),
+                }
+            }
+
+            /// The wire name.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(DeviceErrorCode::$variant => $wire,)*
+                    DeviceErrorCode::Other(s) => s,
+                }
+            }
+        }
+    };
+}
+
+device_error_codes! {
+    BadFrame = "bad_frame": "A frame the device could not decode.",
+    TooLarge = "too_large": "A frame or value above the device's limit.",
+    BadRequest = "bad_request": "A request with missing or malformed fields.",
+    UnknownOp = "unknown_op": "A request the device's runtime does not know (an older runtime).",
+    AuthRequired = "auth_required": "The device takes this only from an authenticated session.",
+    AuthFailed = "auth_failed": "The password or key proof was wrong.",
+    Denied = "denied": "The device refused the login.",
+    Unbound = "unbound": "A state-changing request not sealed to the session.",
+    SigRequired = "sig_required": "The device takes only signed releases.",
+    SigMismatch = "sig_mismatch": "The release signature does not verify.",
+    Downgrade = "downgrade": "A release number below the device's floor.",
+    WrongDevice = "wrong_device": "A release signed for another device.",
+    Incompatible = "incompatible": "A release whose compat does not fit the device.",
+    Sha256Mismatch = "sha256_mismatch": "A file's bytes do not match its SHA-256.",
+    BadPath = "bad_path": "A path outside the app area (traversal, absolute, odd names).",
+    Protected = "protected": "A path the release may not touch (the runtime, secrets).",
+    SizeMismatch = "size_mismatch": "A file's bytes do not add up to its announced size.",
+    NotInManifest = "not_in_manifest": "A file the push's manifest does not list.",
+    NotFound = "not_found": "No such file or folder.",
+    NotEmpty = "not_empty": "A folder that is not empty.",
+    Busy = "busy": "Another session holds the device (a push in progress).",
+    NoSession = "no_session": "A push step without a `begin` first.",
+    Incomplete = "incomplete": "A commit before every file was staged; the message names the file.",
+    NoSpace = "no_space": "The device's flash is full.",
+    Io = "io": "A file-system error on the device.",
+    Timeout = "timeout": "The device gave up waiting for the host.",
+    NoKey = "no_key": "The device has no signing key (for `rekey`).",
+    NoRuntime = "no_runtime": "The board has no uota runtime (install it with `uota bootstrap`).",
+    Inflate = "inflate": "Compressed bytes the device could not inflate.",
+    Exception = "exception": "An uncaught exception on the device.",
+    Error = "error": "micro-ota's generic error reply.",
+    Unknown = "unknown": "micro-ota's reply to a command it does not know.",
+}
+
+impl std::fmt::Display for DeviceErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for DeviceErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for DeviceErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<&str> for DeviceErrorCode {
+    fn from(wire: &str) -> Self {
+        DeviceErrorCode::parse(wire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_codes_round_trip_and_unknown_ones_are_kept() {
+        for wire in ["busy", "incomplete", "unknown_op", "not_found", "no_space"] {
+            let code = DeviceErrorCode::parse(wire);
+            assert!(!matches!(code, DeviceErrorCode::Other(_)), "{wire}");
+            assert_eq!(code.as_str(), wire);
+            assert_eq!(code, wire);
+            assert_eq!(code.to_string(), wire);
+        }
+        assert_eq!(DeviceErrorCode::parse("busy"), DeviceErrorCode::Busy);
+        let odd = DeviceErrorCode::parse("flux_capacitor");
+        assert_eq!(odd, DeviceErrorCode::Other("flux_capacitor".into()));
+        assert_eq!(odd.as_str(), "flux_capacitor");
+    }
+
+    #[test]
+    fn device_replies_become_the_most_specific_error() {
+        assert!(matches!(
+            Error::from_device("commit", "incomplete", "main.py"),
+            Error::Device { code: DeviceErrorCode::Incomplete, ref message, .. } if message == "main.py"
+        ));
+        assert!(matches!(
+            Error::from_device("begin", "sig_mismatch", ""),
+            Error::SignatureMismatch(_)
+        ));
+        assert!(matches!(
+            Error::from_device("file", "bad_path", "../x"),
+            Error::InvalidPath { .. }
+        ));
     }
 }

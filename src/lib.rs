@@ -29,7 +29,7 @@ pub mod cli;
 mod python;
 
 pub use device::{BlockingDevice, Device};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{DeviceErrorCode, Error, ErrorKind, Result};
 pub use manifest::Manifest;
 
 /// The README's Rust examples, compiled by `cargo test` as doctests (its

@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::auth::{self, AuthMethod, FleetKey, Password, PasswordKdf, SigningKey};
-use crate::error::{Error, Result};
+use crate::error::{DeviceErrorCode, Error, Result};
 use crate::manifest::Manifest;
 use crate::protocol::session::SessionBinding;
 use crate::protocol::{
@@ -700,7 +700,10 @@ impl Device {
                 let version = res.str_field("version").unwrap_or("unknown");
                 (version.to_string(), sha.to_string())
             })),
-            Err(Error::Device { code, .. }) if code == "unknown_op" => Ok(None),
+            Err(Error::Device {
+                code: DeviceErrorCode::UnknownOp,
+                ..
+            }) => Ok(None),
             Err(e) => Err(e),
         }
     }

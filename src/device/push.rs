@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{Device, Peer};
 use crate::auth::{FleetKey, SigningKey};
-use crate::error::{Error, Result};
+use crate::error::{DeviceErrorCode, Error, Result};
 use crate::manifest::{FileEntry, Manifest, PushMode};
 use crate::protocol::message::WireMode;
 use crate::protocol::{microota, FrameType, Request};
@@ -224,8 +224,13 @@ impl Device {
         // `busy` right after another push was cut off: the device may not
         // have seen that connection drop yet. Ask again for a moment.
         let give_up = Instant::now() + BUSY_GRACE;
-        while matches!(&res, Err(Error::Device { code, .. }) if code == "busy")
-            && self.reconnectable()
+        while matches!(
+            &res,
+            Err(Error::Device {
+                code: DeviceErrorCode::Busy,
+                ..
+            })
+        ) && self.reconnectable()
             && Instant::now() < give_up
         {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -361,7 +366,10 @@ impl Device {
                     .collect();
                 Ok((send, Some(active)))
             }
-            Err(Error::Device { code, .. }) if code == "unknown_op" => Ok((all(), None)),
+            Err(Error::Device {
+                code: DeviceErrorCode::UnknownOp,
+                ..
+            }) => Ok((all(), None)),
             Err(e) => Err(e),
         }
     }
@@ -577,10 +585,10 @@ impl Device {
                 Ok(_) => break,
                 // The device lacks a file the delta assumed it had: send it and commit again.
                 Err(Error::Device { code, message, .. })
-                    if code == "incomplete" && !resent.contains(&message) =>
+                    if code == DeviceErrorCode::Incomplete && !resent.contains(&message) =>
                 {
                     let Some(entry) = manifest.files.iter().find(|f| f.path == message) else {
-                        return Err(Error::from_device("commit", &code, &message));
+                        return Err(Error::from_device("commit", code.as_str(), &message));
                     };
                     tracing::info!(path = %entry.path, "device lacks a file of the active release; sending it");
                     resent.insert(message.clone());

@@ -191,7 +191,7 @@ fn build<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
         }
         Error::Device { op, code, message } => {
             exc.setattr("op", op)?;
-            exc.setattr("code", code)?;
+            exc.setattr("code", code.as_str())?;
             exc.setattr("message", message)?;
         }
         Error::HashMismatch { path } => exc.setattr("path", path)?,

@@ -21,7 +21,7 @@ use super::info::{compile_matching, mpy_matcher, BoardInfo, MpyCross};
 use super::{Repl, ReplMode};
 use crate::auth::{Password, SigningKey};
 use crate::config::Project;
-use crate::error::{Error, Result};
+use crate::error::{DeviceErrorCode, Error, Result};
 use crate::templates::{self, RenderedFile, RuntimeSettings};
 use crate::transport::Transport;
 
@@ -195,7 +195,10 @@ pub async fn bootstrap<T: Transport>(
     for dir in &runtime_dirs {
         let entries = match fs.ls(dir).await {
             Ok(e) => e,
-            Err(Error::Device { code, .. }) if code == "not_found" => continue,
+            Err(Error::Device {
+                code: DeviceErrorCode::NotFound,
+                ..
+            }) => continue,
             Err(e) => return Err(e),
         };
         for e in entries {

@@ -52,7 +52,7 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 use sha2::{Digest, Sha256};
 
 use super::Repl;
-use crate::error::{Error, Result};
+use crate::error::{DeviceErrorCode, Error, Result};
 use crate::transport::Transport;
 
 /// The agent's source, as kept in the repository (comments included).
@@ -753,7 +753,10 @@ impl<'r, T: Transport> ReplFs<'r, T> {
     pub async fn exists(&mut self, path: &str) -> Result<bool> {
         match self.stat(path).await {
             Ok(_) => Ok(true),
-            Err(Error::Device { code, .. }) if code == "not_found" => Ok(false),
+            Err(Error::Device {
+                code: DeviceErrorCode::NotFound,
+                ..
+            }) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -1505,7 +1508,7 @@ fn device_error(op: &str, payload: &[u8]) -> Error {
         c => match c.parse::<i64>() {
             Ok(n) => Error::Device {
                 op: op.to_string(),
-                code: errno_code(n).to_string(),
+                code: DeviceErrorCode::parse(errno_code(n)),
                 message: format!("{path}: [Errno {n}]"),
             },
             Err(_) => Error::Device {
