@@ -58,7 +58,7 @@ fn manifest_benches(c: &mut Criterion) {
 /// Frame encoding and decoding of a 2 MB push's worth of 8 KiB DATA frames.
 fn codec_benches(c: &mut Criterion) {
     use uota::protocol::frame::{self, FrameDecoder, FrameType};
-    use uota::protocol::{Connection, Event, Mode};
+    use uota::protocol::{Event, Mode, StreamDecoder};
 
     let chunk = vec![0x5au8; 8192];
     let frames = 256; // 2 MiB
@@ -79,7 +79,7 @@ fn codec_benches(c: &mut Criterion) {
     }
     group.bench_function("decode_2mib_8k_frames_fed_in_16k_reads", |b| {
         b.iter(|| {
-            let mut conn = Connection::new();
+            let mut conn = StreamDecoder::new();
             conn.set_mode(Mode::Frames);
             let mut n = 0;
             for piece in wire.chunks(16 * 1024) {

@@ -30,7 +30,7 @@ use crate::error::{DeviceErrorCode, Error, Result};
 use crate::manifest::Manifest;
 use crate::protocol::session::SessionBinding;
 use crate::protocol::{
-    self, frame, line, Connection, Event, Frame, FrameType, Hello, Mode, Request, Response,
+    self, frame, line, Event, Frame, FrameType, Hello, Mode, Request, Response, StreamDecoder,
 };
 use crate::transport::BoxTransport;
 
@@ -163,7 +163,7 @@ fn missing_password() -> Error {
 /// A connection to one device.
 pub struct Device {
     io: BoxTransport,
-    conn: Connection,
+    decoder: StreamDecoder,
     peer: Peer,
     opts: ConnectOptions,
     target: String,
@@ -365,7 +365,7 @@ impl Device {
         let target = io.peer();
         let mut dev = Device {
             io,
-            conn: Connection::new(),
+            decoder: StreamDecoder::new(),
             peer: Peer::MicroOta,
             opts,
             target,
@@ -396,7 +396,7 @@ impl Device {
         }
         match Hello::parse(&reply)? {
             Some(hello) => {
-                dev.conn.set_mode(Mode::Frames);
+                dev.decoder.set_mode(Mode::Frames);
                 dev.peer = Peer::Uota(hello);
                 dev.authenticate().await?;
                 Ok(dev)
@@ -876,7 +876,7 @@ impl Device {
     async fn next_event(&mut self, what: &str, wait: Duration) -> Result<Event> {
         let deadline = Instant::now() + wait;
         loop {
-            if let Some(ev) = self.conn.poll_event()? {
+            if let Some(ev) = self.decoder.poll_event()? {
                 return Ok(ev);
             }
             let n = tokio::time::timeout_at(deadline, self.io.read(&mut self.read_buf))
@@ -896,7 +896,7 @@ impl Device {
                 });
             }
             self.bytes_in += n as u64;
-            self.conn.feed(&self.read_buf[..n]);
+            self.decoder.feed(&self.read_buf[..n]);
         }
     }
 
@@ -921,7 +921,7 @@ impl Device {
         what: &str,
         wait: Duration,
     ) -> Result<Vec<u8>> {
-        self.conn.set_mode(Mode::Raw(n));
+        self.decoder.set_mode(Mode::Raw(n));
         match self.next_event(what, wait).await? {
             Event::Raw(b) => Ok(b),
             other => Err(Error::Protocol(format!(

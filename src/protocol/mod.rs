@@ -1,7 +1,7 @@
 //! The OTA wire protocol, sans-IO.
 //!
 //! Nothing here touches a socket: callers feed received bytes into a
-//! [`Connection`], pull decoded [`Event`]s out of it, and send the bytes the
+//! [`StreamDecoder`], pull decoded [`Event`]s out of it, and send the bytes the
 //! encoding functions return. The exchange is described in `docs/protocol.md`.
 //!
 //! - [`frame`]: the binary frames of frame mode (type, length, payload), with a size limit.
@@ -28,7 +28,7 @@ pub const HELLO_LINE: &str = "uota 1";
 /// Protocol version spoken by this crate.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Which framing a [`Connection`] currently decodes.
+/// Which framing a [`StreamDecoder`] currently decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// `\n`-terminated text lines.
@@ -50,9 +50,11 @@ pub enum Event {
     Raw(Vec<u8>),
 }
 
-/// Client-side decoding state for one connection: bytes in, events out.
+/// Decodes the device's byte stream of one connection into lines, frames
+/// or raw blocks, switching framing when told ([`StreamDecoder::set_mode`]):
+/// bytes in, events out.
 #[derive(Debug)]
-pub struct Connection {
+pub struct StreamDecoder {
     buf: Vec<u8>,
     /// Bytes of `buf` before this offset are already decoded.
     pos: usize,
@@ -61,14 +63,14 @@ pub struct Connection {
     frames: FrameDecoder,
 }
 
-impl Default for Connection {
+impl Default for StreamDecoder {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Connection {
-    /// A new connection in line mode.
+impl StreamDecoder {
+    /// A new decoder in line mode.
     pub fn new() -> Self {
         Self {
             buf: Vec::new(),
@@ -139,7 +141,7 @@ mod tests {
 
     #[test]
     fn switches_from_lines_to_frames_mid_buffer() {
-        let mut c = Connection::new();
+        let mut c = StreamDecoder::new();
         let mut bytes = b"uota 1 {}\n".to_vec();
         frame::encode(FrameType::Response, br#"{"ok":true}"#, &mut bytes);
         c.feed(&bytes);
@@ -158,7 +160,7 @@ mod tests {
 
     #[test]
     fn raw_read_then_back_to_lines() {
-        let mut c = Connection::new();
+        let mut c = StreamDecoder::new();
         c.feed(b"5\nhello");
         c.feed(b"ok\n");
         assert_eq!(c.poll_event().unwrap(), Some(Event::Line("5".into())));

@@ -264,7 +264,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// A raw protocol client for sending malformed or partial sessions.
 pub struct RawClient {
     pub stream: tokio::net::TcpStream,
-    conn: uota::protocol::Connection,
+    conn: uota::protocol::StreamDecoder,
     /// The device's hello, when `connect` sent the hello line.
     pub hello: Option<uota::protocol::Hello>,
     /// After `auth`: the session key and the last sequence number used (seal).
@@ -280,7 +280,7 @@ impl RawClient {
         stream.set_nodelay(true).unwrap();
         let mut c = RawClient {
             stream,
-            conn: uota::protocol::Connection::new(),
+            conn: uota::protocol::StreamDecoder::new(),
             hello: None,
             binding: None,
         };
@@ -315,7 +315,7 @@ impl RawClient {
         stream.set_nodelay(true).unwrap();
         let mut c = RawClient {
             stream,
-            conn: uota::protocol::Connection::new(),
+            conn: uota::protocol::StreamDecoder::new(),
             hello: None,
             binding: None,
         };
