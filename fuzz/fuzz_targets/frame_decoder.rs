@@ -12,7 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use uota::protocol::frame::{self, FrameType, DEFAULT_MAX_FRAME, HEADER_LEN};
 use uota::protocol::line::DEFAULT_MAX_LINE;
-use uota::protocol::{Connection, Event, FrameDecoder, LineDecoder, Mode};
+use uota::protocol::{StreamDecoder, Event, FrameDecoder, LineDecoder, Mode};
 
 /// What the reference model expects from one decode step.
 #[derive(Debug, PartialEq, Eq)]
@@ -123,10 +123,10 @@ impl<'a> Input<'a> {
     }
 }
 
-/// Drive a `Connection` with the program in `data`, checking every poll.
+/// Drive a `StreamDecoder` with the program in `data`, checking every poll.
 fn run_connection(data: &[u8]) {
     let mut input = Input { data };
-    let mut conn = Connection::new();
+    let mut conn = StreamDecoder::new();
     // The model: the bytes not yet decoded, and the mode.
     let mut pending = Pending::default();
     let mut mode = Mode::Line;
@@ -221,7 +221,7 @@ fn run_connection(data: &[u8]) {
         }
         if fresh {
             fresh = false;
-            conn = Connection::new();
+            conn = StreamDecoder::new();
             pending.clear();
             mode = Mode::Line;
         }
