@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::auth::{self, AuthMethod, FleetKey, Password, PasswordKdf, SigningKey};
 use crate::error::{DeviceErrorCode, Error, Result};
 use crate::manifest::Manifest;
+use crate::protocol::push_plan::{StagedFile, Summary};
 use crate::protocol::session::SessionBinding;
 use crate::protocol::{
     self, frame, line, Event, Frame, FrameType, Hello, Mode, Request, Response, StreamDecoder,
@@ -126,14 +127,6 @@ pub struct DirEntry {
     pub is_dir: bool,
     /// Size in bytes (0 for folders, and when the device does not say).
     pub size: u64,
-}
-
-/// A file in the staging area of an interrupted push.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StagedFile {
-    pub(crate) path: String,
-    pub(crate) bytes: u64,
-    pub(crate) sha256: String,
 }
 
 /// What a device reports about itself and its release.
@@ -694,11 +687,11 @@ impl Device {
     /// The active release's version and the SHA-256 of its manifest lines
     /// (as [`Manifest::manifest_lines`] writes them), without the lines;
     /// `None` from a device too old to say.
-    pub(crate) async fn active_summary(&mut self) -> Result<Option<(String, String)>> {
+    pub(crate) async fn active_summary(&mut self) -> Result<Option<Summary>> {
         match self.request(&Request::Summary).await {
-            Ok(res) => Ok(res.str_field("sha256").map(|sha| {
-                let version = res.str_field("version").unwrap_or("unknown");
-                (version.to_string(), sha.to_string())
+            Ok(res) => Ok(res.str_field("sha256").map(|sha| Summary {
+                version: res.str_field("version").unwrap_or("unknown").to_string(),
+                sha256: sha.to_string(),
             })),
             Err(Error::Device {
                 code: DeviceErrorCode::UnknownOp,

@@ -3,8 +3,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use std::collections::{HashMap, HashSet};
-
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::time::Instant;
@@ -14,6 +12,7 @@ use crate::auth::{FleetKey, SigningKey};
 use crate::error::{DeviceErrorCode, Error, Result};
 use crate::manifest::{FileEntry, Manifest, PushMode};
 use crate::protocol::message::WireMode;
+use crate::protocol::push_plan::{Input, PlanSettings, PushPlan, Step, Summary};
 use crate::protocol::{microota, FrameType, Request};
 use crate::release::{Compat, ReleaseClaims};
 
@@ -344,49 +343,19 @@ impl Device {
         Ok(took)
     }
 
-    /// The files of `manifest` the device does not have yet, by path, and
-    /// the device's active manifest when it was read.
-    async fn files_to_send(
-        &mut self,
-        manifest: &Manifest,
-        opts: &PushOptions,
-        summary: Option<(String, String)>,
-    ) -> Result<(HashSet<String>, Option<Manifest>)> {
-        let all = || manifest.files.iter().map(|f| f.path.clone()).collect();
-        if !opts.delta {
-            return Ok((all(), None));
-        }
-        match self.active_manifest_cached(opts, summary).await {
-            Ok(active) => {
-                let send = active
-                    .diff(manifest)
-                    .to_send()
-                    .into_iter()
-                    .map(|f| f.path.clone())
-                    .collect();
-                Ok((send, Some(active)))
-            }
-            Err(Error::Device {
-                code: DeviceErrorCode::UnknownOp,
-                ..
-            }) => Ok((all(), None)),
-            Err(e) => Err(e),
-        }
-    }
-
     /// The device's active manifest: the kept copy when the device's
     /// `summary` digest matches it, else read from the device (and kept).
     async fn active_manifest_cached(
         &mut self,
         opts: &PushOptions,
-        summary: Option<(String, String)>,
+        summary: Option<Summary>,
     ) -> Result<Manifest> {
         let Some(path) = self.manifest_cache_file(opts) else {
             return self.active_manifest().await;
         };
-        if let (Ok(kept), Some((version, sha))) = (std::fs::read(&path), summary) {
-            if crate::auth::sha256_hex(&kept) == sha {
-                if let Ok(m) = Manifest::parse_lines(&version, &kept) {
+        if let (Ok(kept), Some(summary)) = (std::fs::read(&path), summary) {
+            if crate::auth::sha256_hex(&kept) == summary.sha256 {
+                if let Ok(m) = Manifest::parse_lines(&summary.version, &kept) {
                     tracing::debug!(path = %path.display(), "the device's manifest, as kept");
                     return Ok(m);
                 }
@@ -433,20 +402,8 @@ impl Device {
         }
     }
 
-    /// Whether the device already runs exactly `manifest`'s release: the
-    /// same version and files (for a full push, no other files either),
-    /// and no other release number asked for.
-    fn is_up_to_date(&self, manifest: &Manifest, active: &Manifest, opts: &PushOptions) -> bool {
-        let same_release = self.same_release_number(opts);
-        let diff = active.diff(manifest);
-        let nothing_to_remove = opts.mode == PushMode::Fast || diff.removed.is_empty();
-        same_release
-            && active.version == manifest.version
-            && diff.added.is_empty()
-            && diff.changed.is_empty()
-            && nothing_to_remove
-    }
-
+    /// uota's push, driven by its sans-IO plan ([`PushPlan`]): this
+    /// function only does what the plan asks, on the connection.
     async fn push_uota(
         &mut self,
         root: &Path,
@@ -456,36 +413,125 @@ impl Device {
     ) -> Result<Tally> {
         let max_frame = self.hello().map(|h| h.max_frame).unwrap_or(4096);
         let compress = opts.compress && self.hello().is_some_and(|h| h.has_cap("deflate"));
-        let lines = manifest.manifest_lines();
-        // The device's summary (a digest of its manifest, one small reply):
-        // enough to tell that a full push is up to date, and to trust the
-        // manifest kept from the last push.
-        let full_check = opts.mode == PushMode::Full && self.same_release_number(opts);
-        let kept = self.manifest_cache_file(opts).is_some_and(|p| p.is_file());
-        let summary = if opts.delta && (full_check || kept) {
-            self.active_summary().await?
-        } else {
-            None
-        };
-        let up_to_date = Tally {
-            release: self.highest_release(),
-            files_skipped: manifest.files.len(),
-            up_to_date: true,
+        let mut plan = PushPlan::new(
+            manifest,
+            PlanSettings {
+                mode: opts.mode,
+                delta: opts.delta,
+                same_release: self.same_release_number(opts),
+                kept_manifest: self.manifest_cache_file(opts).is_some_and(|p| p.is_file()),
+            },
+        );
+        let mut tally = Tally {
+            compressed: compress,
             ..Tally::default()
         };
-        if let (true, Some((version, sha))) = (full_check, &summary) {
-            if *version == manifest.version && *sha == crate::auth::sha256_hex(&lines) {
-                tracing::info!(version = %manifest.version, "the device already runs this release");
-                return Ok(up_to_date);
+        let mut sender: Option<FileSender> = None;
+        loop {
+            match plan.step() {
+                Step::ReadSummary => {
+                    let summary = self.active_summary().await?;
+                    plan.handle(Input::Summary(summary))?;
+                }
+                Step::ReadActiveManifest { summary } => {
+                    let active = match self.active_manifest_cached(opts, summary).await {
+                        Ok(m) => Some(m),
+                        Err(Error::Device {
+                            code: DeviceErrorCode::UnknownOp,
+                            ..
+                        }) => None,
+                        Err(e) => return Err(e),
+                    };
+                    plan.handle(Input::ActiveManifest(active))?;
+                }
+                Step::UpToDate => {
+                    tracing::info!(version = %manifest.version, "the device already runs this release");
+                    return Ok(Tally {
+                        release: self.highest_release(),
+                        files_skipped: manifest.files.len(),
+                        up_to_date: true,
+                        ..Tally::default()
+                    });
+                }
+                Step::Begin => {
+                    let (release, resumed) = self.begin(manifest, opts, max_frame).await?;
+                    tally.release = release;
+                    plan.handle(Input::Begun { resumed })?;
+                }
+                Step::ReadStaged => {
+                    let staged = self.staged().await?;
+                    plan.handle(Input::Staged(staged))?;
+                }
+                Step::SendFiles { files, resend } => {
+                    let bytes: u64 = files.iter().map(|f| f.entry.size - f.offset).sum();
+                    let sender = match &mut sender {
+                        Some(s) => {
+                            s.total += bytes;
+                            s
+                        }
+                        None => {
+                            progress(&PushEvent::Started {
+                                files: files.len(),
+                                bytes,
+                            });
+                            sender.insert(FileSender::new(max_frame, compress, bytes))
+                        }
+                    };
+                    if resend {
+                        tracing::info!(
+                            files = files.len(),
+                            "sending what the commit found missing"
+                        );
+                    }
+                    for f in &files {
+                        let src = source_root(root, opts.overlay.as_deref(), &f.entry);
+                        sender
+                            .send(self, &src, &f.entry, f.offset, &mut tally, progress)
+                            .await?;
+                    }
+                    plan.handle(Input::FilesSent)?;
+                }
+                Step::Commit => {
+                    progress(&PushEvent::Committing);
+                    self.send_request(&Request::Commit { reset: opts.reset })
+                        .await?;
+                    self.flush().await?;
+                    let wait = self.options().commit_timeout;
+                    match self.read_response("commit", wait).await {
+                        Ok(_) => plan.handle(Input::CommitAccepted)?,
+                        Err(Error::Device { code, message, .. }) => {
+                            plan.handle(Input::CommitRefused { code, message })?
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Step::Committed { now_active } => {
+                    // What the device runs now, kept for the next delta
+                    // (checked against the device's summary before use).
+                    if let Some(m) = now_active {
+                        self.keep_manifest(opts, &m);
+                    }
+                    break;
+                }
             }
         }
-        let (mut to_send, active) = self.files_to_send(manifest, opts, summary).await?;
-        if let Some(active) = &active {
-            if self.is_up_to_date(manifest, active, opts) {
-                tracing::info!(version = %manifest.version, "the device already runs this release");
-                return Ok(up_to_date);
-            }
+        tally.resumed = plan.resumed();
+        tally.files_skipped = plan.files_skipped();
+        if opts.reset {
+            self.mark_closed();
         }
+        Ok(tally)
+    }
+
+    /// Sign the release, prove the key when the device takes one, and send
+    /// `begin` with the manifest lines. Returns the release number and
+    /// whether the device resumed an interrupted push of this release.
+    async fn begin(
+        &mut self,
+        manifest: &Manifest,
+        opts: &PushOptions,
+        max_frame: usize,
+    ) -> Result<(u64, bool)> {
         let (claims, sig, key) = self.release_claims(manifest, opts)?;
         if let Some(key) = &key {
             // A device with a key takes changes only from a host that proved it.
@@ -500,6 +546,7 @@ impl Device {
                 );
             }
         }
+        let lines = manifest.manifest_lines();
         let begin = Request::Begin {
             version: manifest.version.clone(),
             mode: match opts.mode {
@@ -526,103 +573,7 @@ impl Device {
         self.flush().await?;
         let wait = self.options().timeout;
         let began = self.read_response("begin", wait).await?;
-
-        let mut tally = Tally {
-            release: claims.release,
-            resumed: began.bool_field("resumed"),
-            compressed: compress,
-            ..Tally::default()
-        };
-        // Resume: what an interrupted push already staged.
-        let mut offsets: HashMap<String, u64> = HashMap::new();
-        if tally.resumed {
-            for s in self.staged().await? {
-                let Some(entry) = manifest.files.iter().find(|f| f.path == s.path) else {
-                    continue;
-                };
-                if s.sha256 != entry.sha256_hex() || s.bytes > entry.size {
-                    continue;
-                }
-                if s.bytes == entry.size {
-                    to_send.remove(&s.path);
-                } else if s.bytes > 0 {
-                    offsets.insert(s.path, s.bytes);
-                }
-            }
-        }
-        let plan: Vec<&FileEntry> = manifest
-            .files
-            .iter()
-            .filter(|f| to_send.contains(&f.path))
-            .collect();
-        let bytes: u64 = plan
-            .iter()
-            .map(|f| f.size - offsets.get(&f.path).copied().unwrap_or(0))
-            .sum();
-        tally.files_skipped = manifest.files.len() - plan.len();
-        progress(&PushEvent::Started {
-            files: plan.len(),
-            bytes,
-        });
-
-        let mut sender = FileSender::new(max_frame, compress, bytes);
-        for entry in &plan {
-            let offset = offsets.get(&entry.path).copied().unwrap_or(0);
-            let src = source_root(root, opts.overlay.as_deref(), entry);
-            sender
-                .send(self, &src, entry, offset, &mut tally, progress)
-                .await?;
-        }
-
-        progress(&PushEvent::Committing);
-        let commit = Request::Commit { reset: opts.reset };
-        let mut resent: HashSet<String> = HashSet::new();
-        loop {
-            self.send_request(&commit).await?;
-            self.flush().await?;
-            let wait = self.options().commit_timeout;
-            match self.read_response("commit", wait).await {
-                Ok(_) => break,
-                // The device lacks a file the delta assumed it had: send it and commit again.
-                Err(Error::Device { code, message, .. })
-                    if code == DeviceErrorCode::Incomplete && !resent.contains(&message) =>
-                {
-                    let Some(entry) = manifest.files.iter().find(|f| f.path == message) else {
-                        return Err(Error::from_device("commit", code.as_str(), &message));
-                    };
-                    tracing::info!(path = %entry.path, "device lacks a file of the active release; sending it");
-                    resent.insert(message.clone());
-                    sender.total += entry.size;
-                    let src = source_root(root, opts.overlay.as_deref(), entry);
-                    sender
-                        .send(self, &src, entry, 0, &mut tally, progress)
-                        .await?;
-                    tally.files_skipped = tally.files_skipped.saturating_sub(1);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        // What the device runs now, kept for the next delta (checked against
-        // the device's summary before it is used).
-        let now_active = match (opts.mode, &active) {
-            (PushMode::Full, _) => Some(manifest.clone()),
-            (PushMode::Fast, Some(before)) => {
-                let mut m = before.clone();
-                for e in &manifest.files {
-                    m.replace_entry(e.clone())?;
-                }
-                m.version = manifest.version.clone();
-                Some(m)
-            }
-            (PushMode::Fast, None) => None,
-        };
-        if let Some(m) = now_active {
-            self.keep_manifest(opts, &m);
-        }
-        if opts.reset {
-            self.mark_closed();
-        }
-        Ok(tally)
+        Ok((claims.release, began.bool_field("resumed")))
     }
 
     /// What the release signature of this push binds, and the signature
