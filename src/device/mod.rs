@@ -7,10 +7,12 @@
 //! protocol (see `docs/protocol.md` §6).
 
 mod blocking;
-mod legacy;
+mod commands;
 mod link;
+mod micro_ota;
 mod push;
 mod serial;
+mod uota;
 
 pub use crate::transport::link::Capabilities;
 pub use blocking::BlockingDevice;
@@ -26,9 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::auth::{self, AuthMethod, FleetKey, Password, PasswordKdf, SigningKey};
-use crate::error::{DeviceErrorCode, Error, Result};
-use crate::manifest::Manifest;
-use crate::protocol::push_plan::{StagedFile, Summary};
+use crate::error::{Error, Result};
 use crate::protocol::session::SessionBinding;
 use crate::protocol::{
     self, frame, line, Event, Frame, FrameType, Hello, Mode, Request, Response, StreamDecoder,
@@ -373,7 +373,7 @@ impl Device {
             interrupted: Arc::new(AtomicBool::new(false)),
         };
         if dev.opts.protocol == ProtocolChoice::MicroOta {
-            dev.legacy_login().await?;
+            micro_ota::login(&mut dev).await?;
             return Ok(dev);
         }
         dev.send(&line::encode(protocol::HELLO_LINE)).await?;
@@ -507,264 +507,6 @@ impl Device {
         self.bytes_in
     }
 
-    /// Check that the device answers; returns the round-trip time.
-    pub async fn ping(&mut self) -> Result<Duration> {
-        let start = Instant::now();
-        match self.peer {
-            Peer::Uota(_) => {
-                self.request(&Request::Ping).await?;
-            }
-            Peer::MicroOta => self.legacy_command("ping", "pong").await?,
-        }
-        Ok(start.elapsed())
-    }
-
-    /// The version of the device's active release.
-    pub async fn version(&mut self) -> Result<String> {
-        match self.peer {
-            Peer::Uota(_) => Ok(self.info().await?.version),
-            Peer::MicroOta => self.legacy_version().await,
-        }
-    }
-
-    /// Device and release information.
-    pub async fn info(&mut self) -> Result<DeviceInfo> {
-        match self.peer {
-            Peer::Uota(_) => self.request(&Request::Info).await?.into_typed("info"),
-            Peer::MicroOta => Ok(DeviceInfo {
-                version: self.legacy_version().await?,
-                extra: Default::default(),
-            }),
-        }
-    }
-
-    /// List a device folder.
-    pub async fn ls(&mut self, path: &str) -> Result<Vec<DirEntry>> {
-        match self.peer {
-            Peer::Uota(_) => {
-                let res = self
-                    .request(&Request::Ls {
-                        path: path.to_string(),
-                    })
-                    .await?;
-                #[derive(Deserialize)]
-                struct Ls {
-                    entries: Vec<(String, String, u64)>,
-                }
-                let ls: Ls = res.into_typed("ls")?;
-                Ok(ls
-                    .entries
-                    .into_iter()
-                    .map(|(name, kind, size)| DirEntry {
-                        name,
-                        is_dir: kind == "d",
-                        size,
-                    })
-                    .collect())
-            }
-            Peer::MicroOta => self.legacy_ls(path).await,
-        }
-    }
-
-    /// Read a whole device file into memory (see [`Device::get_to`] for the
-    /// limits; memory grows only to the size the device announced).
-    pub async fn get(&mut self, path: &str) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        self.get_to(path, &mut out).await?;
-        Ok(out)
-    }
-
-    /// Stream a device file into `out`; returns its size.
-    ///
-    /// The device announces the size first: more than [`MAX_GET_BYTES`] is
-    /// refused before any byte is read, a byte beyond the announced size
-    /// fails the transfer at once, and the whole transfer has a deadline of
-    /// the command timeout plus one second per [`GET_MIN_RATE`] bytes, so a
-    /// device that trickles or streams forever cannot hold the host.
-    pub async fn get_to<W>(&mut self, path: &str, out: &mut W) -> Result<u64>
-    where
-        W: tokio::io::AsyncWrite + Unpin + Send + ?Sized,
-    {
-        let size = match self.peer {
-            Peer::Uota(_) => {
-                let res = self
-                    .request(&Request::Get {
-                        path: path.to_string(),
-                    })
-                    .await?;
-                res.u64_field("size").ok_or_else(|| {
-                    Error::Protocol(format!("get {path}: the device announced no size"))
-                })?
-            }
-            Peer::MicroOta => self.legacy_get_size(path).await?,
-        };
-        if size > MAX_GET_BYTES {
-            self.mark_closed();
-            return Err(Error::Protocol(format!(
-                "get {path}: the device announced {size} bytes, more than the {MAX_GET_BYTES} a file can have on a board"
-            )));
-        }
-        let deadline =
-            Instant::now() + self.opts.timeout + Duration::from_secs(size / GET_MIN_RATE);
-        let write_err = |e| Error::io(std::path::Path::new(path), e);
-        let mut got = 0u64;
-        match self.peer {
-            Peer::Uota(_) => loop {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                let f = self.read_frame("get", wait).await?;
-                match f.kind {
-                    FrameType::Data if f.payload.is_empty() => break,
-                    FrameType::Data => {
-                        got += f.payload.len() as u64;
-                        if got > size {
-                            self.mark_closed();
-                            return Err(Error::Protocol(format!(
-                                "get {path}: the device announced {size} bytes and sent more"
-                            )));
-                        }
-                        out.write_all(&f.payload).await.map_err(write_err)?;
-                    }
-                    FrameType::Response => {
-                        Response::parse("get", &f.payload)?;
-                        return Err(Error::Protocol("unexpected reply inside get data".into()));
-                    }
-                    FrameType::Request => {
-                        return Err(Error::Protocol("device sent a request during get".into()))
-                    }
-                }
-            },
-            Peer::MicroOta => {
-                while got < size {
-                    let n = (size - got).min(64 * 1024) as usize;
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    let chunk = self.read_raw_within(n, "get", wait).await?;
-                    got += chunk.len() as u64;
-                    out.write_all(&chunk).await.map_err(write_err)?;
-                }
-            }
-        }
-        if got != size {
-            return Err(Error::Protocol(format!(
-                "get {path}: device announced {size} bytes but sent {got}"
-            )));
-        }
-        out.flush().await.map_err(write_err)?;
-        Ok(size)
-    }
-
-    /// Set the device's release-number floor to `release` (lower or higher).
-    /// The way out of a floor set too high; a device with a password or key
-    /// takes it only in an authenticated session.
-    pub async fn set_floor(&mut self, release: u64) -> Result<()> {
-        if release > crate::release::MAX_RELEASE {
-            return Err(Error::InvalidArgument(format!(
-                "a release number is at most 2^53 ({})",
-                crate::release::MAX_RELEASE
-            )));
-        }
-        if self.hello().is_none() {
-            return Err(Error::InvalidArgument(
-                "micro-ota devices have no release floor".into(),
-            ));
-        }
-        self.request(&Request::Floor { release }).await?;
-        Ok(())
-    }
-
-    /// The manifest of the device's active release (uota devices only).
-    pub async fn active_manifest(&mut self) -> Result<Manifest> {
-        if let Peer::MicroOta = self.peer {
-            return Err(Error::InvalidArgument(
-                "micro-ota devices do not report their manifest".into(),
-            ));
-        }
-        let res = self.request(&Request::Manifest).await?;
-        let version = res.str_field("version").unwrap_or("unknown").to_string();
-        let lines = self.read_data_stream("manifest").await?;
-        Manifest::parse_lines(&version, &lines)
-    }
-
-    /// The active release's version and the SHA-256 of its manifest lines
-    /// (as [`Manifest::manifest_lines`] writes them), without the lines;
-    /// `None` from a device too old to say.
-    pub(crate) async fn active_summary(&mut self) -> Result<Option<Summary>> {
-        match self.request(&Request::Summary).await {
-            Ok(res) => Ok(res.str_field("sha256").map(|sha| Summary {
-                version: res.str_field("version").unwrap_or("unknown").to_string(),
-                sha256: sha.to_string(),
-            })),
-            Err(Error::Device {
-                code: DeviceErrorCode::UnknownOp,
-                ..
-            }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// What the open push session has staged so far (after a resumed `begin`).
-    pub(crate) async fn staged(&mut self) -> Result<Vec<StagedFile>> {
-        self.request(&Request::Staged).await?;
-        let lines = self.read_data_stream("staged").await?;
-        let text = String::from_utf8(lines)
-            .map_err(|_| Error::Protocol("staged list is not UTF-8".into()))?;
-        text.lines()
-            .map(|l| {
-                let mut parts = l.splitn(3, ' ');
-                match (parts.next(), parts.next(), parts.next()) {
-                    (Some(bytes), Some(sha), Some(path)) => Ok(StagedFile {
-                        bytes: bytes
-                            .parse()
-                            .map_err(|_| Error::Protocol(format!("bad staged line {l:?}")))?,
-                        sha256: sha.to_string(),
-                        path: path.to_string(),
-                    }),
-                    _ => Err(Error::Protocol(format!("bad staged line {l:?}"))),
-                }
-            })
-            .collect()
-    }
-
-    /// Remove a device file.
-    pub async fn rm(&mut self, path: &str) -> Result<()> {
-        match self.peer {
-            Peer::Uota(_) => {
-                self.request(&Request::Rm {
-                    path: path.to_string(),
-                })
-                .await?;
-                Ok(())
-            }
-            Peer::MicroOta => self.legacy_command(&format!("rm {path}"), "ok").await,
-        }
-    }
-
-    /// Remove the app, keeping the runtime, `/config` and `/data`.
-    pub async fn wipe(&mut self) -> Result<()> {
-        match self.peer {
-            Peer::Uota(_) => {
-                self.request(&Request::Wipe).await?;
-                Ok(())
-            }
-            Peer::MicroOta => Err(Error::InvalidArgument(
-                "refusing micro-ota's wipe: it deletes /data; push the uota runtime first".into(),
-            )),
-        }
-    }
-
-    /// Set the device's password (`None` clears it). Only the verifier is sent.
-    pub async fn passwd(&mut self, new_password: Option<&Password>) -> Result<()> {
-        match self.peer {
-            Peer::Uota(_) => {
-                let verifier = new_password.map(|p| p.verifier()).unwrap_or_default();
-                self.request(&Request::Passwd { verifier }).await?;
-                Ok(())
-            }
-            Peer::MicroOta => Err(Error::InvalidArgument(
-                "micro-ota devices have no passwd command".into(),
-            )),
-        }
-    }
-
     /// The device's id as its hello reported it (empty for micro-ota devices).
     pub fn device_id(&self) -> &str {
         self.hello().map(|h| h.id.as_str()).unwrap_or("")
@@ -774,49 +516,6 @@ impl Device {
     /// connection opened (0 for none, and for micro-ota devices).
     pub fn highest_release(&self) -> u64 {
         self.hello().map(|h| h.release).unwrap_or(0)
-    }
-
-    /// Replace the device's signing key `current` with `new`.
-    ///
-    /// The new key travels encrypted under the current one and bound to this
-    /// session's nonce ([`auth::rekey_message`]); the device answers with a
-    /// proof that it holds the new key, which is checked here.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::SignatureMismatch`] when the device does not hold `current`;
-    /// [`Error::Device`] (`no_key`) when it has no signing key yet;
-    /// [`Error::Protocol`] when its proof does not match.
-    pub async fn rotate_key(&mut self, current: &SigningKey, new: &SigningKey) -> Result<()> {
-        let Some(hello) = self.hello() else {
-            return Err(Error::InvalidArgument(
-                "micro-ota devices cannot rotate keys".into(),
-            ));
-        };
-        let nonce = hello.nonce.clone();
-        self.authenticate_with_key(current).await?;
-        let (key, mac) = auth::rekey_message(current, new, &nonce)?;
-        let res = self.request(&Request::Rekey { key, mac }).await?;
-        let proof = res.str_field("proof").unwrap_or_default();
-        if !auth::constant_time_eq(proof.as_bytes(), auth::rekey_proof(new, &nonce).as_bytes()) {
-            return Err(Error::Protocol(
-                "the device's proof of the new key does not match".into(),
-            ));
-        }
-        tracing::info!(target = %self.target, "signing key rotated");
-        Ok(())
-    }
-
-    /// Reset the device. The connection is closed afterwards.
-    pub async fn reset(&mut self) -> Result<()> {
-        match self.peer {
-            Peer::Uota(_) => {
-                self.request(&Request::Reset).await?;
-            }
-            Peer::MicroOta => self.legacy_command("reset", "ok").await?,
-        }
-        self.closed = true;
-        Ok(())
     }
 
     // ----- plumbing -----

@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::time::Instant;
 
-use super::{Device, Peer};
+use super::{uota, Device, Peer};
 use crate::auth::{FleetKey, SigningKey};
 use crate::error::{DeviceErrorCode, Error, Result};
 use crate::manifest::{FileEntry, Manifest, PushMode};
@@ -430,7 +430,7 @@ impl Device {
         loop {
             match plan.step() {
                 Step::ReadSummary => {
-                    let summary = self.active_summary().await?;
+                    let summary = uota::active_summary(self).await?;
                     plan.handle(Input::Summary(summary))?;
                 }
                 Step::ReadActiveManifest { summary } => {
@@ -459,7 +459,7 @@ impl Device {
                     plan.handle(Input::Begun { resumed })?;
                 }
                 Step::ReadStaged => {
-                    let staged = self.staged().await?;
+                    let staged = uota::staged(self).await?;
                     plan.handle(Input::Staged(staged))?;
                 }
                 Step::SendFiles { files, resend } => {
