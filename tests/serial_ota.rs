@@ -32,19 +32,15 @@ async fn board(install: bool) -> Board {
         .unwrap();
     let root = tmp.path().join("device");
     let (host, port) = common::unique_addr();
+    let device = SimOptions::folder(&root, &host, port);
     if install {
-        uota::sim::provision(&SimOptions::folder(&root, &host, port))
-            .await
-            .unwrap();
+        uota::sim::provision(&device).await.unwrap();
     } else {
         std::fs::create_dir_all(&root).unwrap();
     }
-    let mut opts = SerialSimOptions::folder(&root);
-    opts.run_boot = true;
+    // Boots like a board; the runtime's WiFi server binds this loopback address.
+    let mut opts = SerialSimOptions::booting(&device);
     opts.trace = Some(tmp.path().join("trace.log"));
-    // The runtime's WiFi server binds this loopback address on the unix port.
-    opts.env.push(("UOTA_SIM_HOST".into(), host.clone()));
-    opts.env.push(("UOTA_SIM_PORT".into(), port.to_string()));
     let dev = VirtualSerialDevice::start(opts).await.unwrap();
     let project = tmp.path().join("project");
     common::copy_tree(&common::repo().join("examples/starter"), &project);

@@ -743,21 +743,9 @@ async fn run_serial_sim(
     if let Storage::Folder(root) = &opts.storage {
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
     }
-    let mut serial = sim::SerialSimOptions::folder(".");
-    serial.storage = opts.storage.clone();
-    serial.run_boot = true;
+    let mut serial = sim::SerialSimOptions::booting(&opts);
     serial.baud = baud;
     serial.trace = trace;
-    serial.heap_size = opts.heap_size.clone();
-    serial.env = vec![
-        ("UOTA_SIM_HOST".into(), opts.host.clone()),
-        ("UOTA_SIM_PORT".into(), opts.port.to_string()),
-    ];
-    if let (Storage::Folder(_), Some(size)) = (&opts.storage, opts.flash_size) {
-        serial
-            .env
-            .push(("UOTA_SIM_FLASH_SIZE".into(), size.to_string()));
-    }
     let dev = tokio::select! {
         dev = sim::VirtualSerialDevice::start(serial) => dev?,
         _ = signals.recv() => return Ok(()),

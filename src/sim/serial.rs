@@ -96,6 +96,28 @@ impl SerialSimOptions {
         })
     }
 
+    /// A device that boots like a board with the runtime `opts` provisioned
+    /// ([`super::provision`]): the same storage, heap and interpreter, its
+    /// WiFi server on `opts`' loopback address, and (folder storage) the
+    /// flash size `opts` gives it. `/boot.py` and `/main.py` run at each boot.
+    pub fn booting(opts: &super::SimOptions) -> Self {
+        let mut serial = Self::with_storage(opts.storage.clone());
+        serial.run_boot = true;
+        serial.heap_size = opts.heap_size.clone();
+        serial.interpreter = opts.interpreter.clone();
+        serial.env = vec![
+            ("UOTA_SIM_HOST".into(), opts.host.clone()),
+            ("UOTA_SIM_PORT".into(), opts.port.to_string()),
+        ];
+        if let (Storage::Folder(_), Some(size)) = (&opts.storage, opts.flash_size) {
+            serial
+                .env
+                .push(("UOTA_SIM_FLASH_SIZE".into(), size.to_string()));
+        }
+        serial.env.extend(opts.env.iter().cloned());
+        serial
+    }
+
     fn with_storage(storage: Storage) -> Self {
         Self {
             storage,
