@@ -171,7 +171,7 @@ pub struct ProjectConfig {
     /// Which devices the project's releases fit (`compat`: `port`, `board`,
     /// `micropython`), checked by the device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compat: Option<crate::release::Compat>,
+    pub compat: Option<crate::compat::Compat>,
     /// Every other key, kept as it was.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -597,7 +597,8 @@ fn ensure_gitignored(root: &Path, entry: &str) -> Result<Option<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{FileEntry, Manifest, PushMode};
+    use crate::manifest::{FileEntry, Manifest};
+    use crate::protocol::PushMode;
 
     fn write(root: &Path, rel: &str, data: &str) {
         let p = root.join(rel);

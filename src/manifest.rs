@@ -13,11 +13,9 @@
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::fs::File;
 use std::io::{ErrorKind as IoErrorKind, Read};
 use std::path::{Component, Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Mutex;
 
@@ -28,6 +26,7 @@ use walkdir::WalkDir;
 use crate::auth::{constant_time_eq, SigningKey};
 use crate::config::{Project, SECRETS_PATH};
 use crate::error::{Error, Result};
+use crate::protocol::PushMode;
 
 /// Longest device path, in bytes.
 pub const MAX_PATH_LEN: usize = 255;
@@ -39,47 +38,6 @@ const HASH_BUFFER: usize = 64 * 1024;
 const MAX_HASH_THREADS: usize = 2;
 /// Below this many files, hashing on one thread is as fast as spawning more.
 const PARALLEL_MIN_FILES: usize = 64;
-
-/// Which files a push sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum PushMode {
-    /// micro-ota's `fast`: the `fastOtaFiles` patterns only; deletes nothing on the device.
-    #[default]
-    Fast,
-    /// micro-ota's `full`: `fastOtaFiles` plus `fullOtaFiles`; the device drops
-    /// files of the previous release that are not in the new one.
-    Full,
-}
-
-impl PushMode {
-    /// The mode's name on the wire and on the command line: `"fast"` or `"full"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PushMode::Fast => "fast",
-            PushMode::Full => "full",
-        }
-    }
-}
-
-impl fmt::Display for PushMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PushMode {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "fast" => Ok(PushMode::Fast),
-            "full" => Ok(PushMode::Full),
-            other => Err(Error::InvalidArgument(format!(
-                "unknown push mode {other:?} (expected \"fast\" or \"full\")"
-            ))),
-        }
-    }
-}
 
 /// One file of a release.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -1242,14 +1200,6 @@ mod tests {
         let built = Manifest::build(root, &strings(&["**"]), &[], "v").unwrap();
         let paths: Vec<&str> = built.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["backup/notes.txt", "lib/uota/server.py", "main.py"]);
-    }
-
-    #[test]
-    fn push_mode_names() {
-        assert_eq!("fast".parse::<PushMode>().unwrap(), PushMode::Fast);
-        assert_eq!("full".parse::<PushMode>().unwrap(), PushMode::Full);
-        assert_eq!(PushMode::Full.to_string(), "full");
-        assert!("delta".parse::<PushMode>().is_err());
     }
 
     fn arb_path() -> impl Strategy<Value = String> {

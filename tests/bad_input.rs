@@ -8,8 +8,9 @@ use common::{start, RawClient, Setup, TestDevice};
 use serde_json::json;
 use uota::config::Project;
 use uota::device::{ConnectOptions, PushOptions};
-use uota::manifest::{FileEntry, Manifest, PushMode};
+use uota::manifest::{FileEntry, Manifest};
 use uota::ErrorKind;
+use uota::PushMode;
 
 /// Push the starter project as release 1.0.0 and return the device's files and their hashes.
 async fn baseline(t: &TestDevice) -> BTreeMap<String, String> {

@@ -5,7 +5,8 @@ mod common;
 use common::{start, CutRelay, Setup, TestDevice};
 use uota::config::Project;
 use uota::device::{Device, PushOptions, PushReport};
-use uota::manifest::{Manifest, PushMode};
+use uota::manifest::Manifest;
+use uota::PushMode;
 
 async fn push_with(t: &TestDevice, version: &str, opts: PushOptions) -> PushReport {
     let project = Project::load(&t.project).unwrap();

@@ -7,7 +7,8 @@ use std::time::Duration;
 use common::{sha256_hex, start, Setup, TestDevice};
 use uota::config::Project;
 use uota::device::{PushEvent, PushOptions};
-use uota::manifest::{Manifest, PushMode};
+use uota::manifest::Manifest;
+use uota::PushMode;
 
 async fn push(t: &TestDevice, mode: PushMode, version: &str) -> uota::device::PushReport {
     let project = Project::load(&t.project).unwrap();

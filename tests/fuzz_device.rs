@@ -42,14 +42,16 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uota::auth::{challenge_response, session_key, AuthMethod, SigningKey};
+use uota::compat::Compat;
 use uota::config::Project;
 use uota::device::PushOptions;
-use uota::manifest::{FileEntry, Manifest, PushMode};
+use uota::manifest::{FileEntry, Manifest};
 use uota::protocol::frame::{encode_to_vec, FrameDecoder, FrameType, HEADER_LEN};
 use uota::protocol::message::STATE_OPS;
 use uota::protocol::session::{seal_body, MAC_TAIL_LEN};
 use uota::protocol::Hello;
-use uota::release::{Compat, ReleaseClaims};
+use uota::release::ReleaseClaims;
+use uota::PushMode;
 
 /// Cases of the default run (about 30 s in a debug build on 2 cores).
 const CASES: usize = 300;

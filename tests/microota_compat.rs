@@ -6,8 +6,9 @@ mod common;
 use common::{sha256_hex, start, RawClient, Setup, TestDevice};
 use uota::config::Project;
 use uota::device::{ConnectOptions, LegacyMethod, Peer, ProtocolChoice, PushOptions};
-use uota::manifest::{Manifest, PushMode};
+use uota::manifest::Manifest;
 use uota::ErrorKind;
+use uota::PushMode;
 
 fn legacy_opts(t: &TestDevice) -> ConnectOptions {
     ConnectOptions {

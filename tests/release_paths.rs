@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use common::{start, RawClient, Setup, TestDevice};
 use serde_json::json;
 use uota::auth::SigningKey;
+use uota::compat::Compat;
 use uota::config::Project;
 use uota::device::PushOptions;
-use uota::manifest::{FileEntry, Manifest, PushMode};
-use uota::release::{Compat, ReleaseClaims};
+use uota::manifest::{FileEntry, Manifest};
+use uota::release::ReleaseClaims;
+use uota::PushMode;
 
 const KEY: &str = "release-paths-key";
 

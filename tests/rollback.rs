@@ -7,7 +7,8 @@ use std::time::Duration;
 use common::{start, Setup, TestDevice};
 use uota::config::Project;
 use uota::device::PushOptions;
-use uota::manifest::{Manifest, PushMode};
+use uota::manifest::Manifest;
+use uota::PushMode;
 
 fn set_config(t: &TestDevice, key: &str, value: serde_json::Value) {
     let path = t.project.join("config/ota.json");

@@ -13,11 +13,13 @@ use common::{start, RawClient, Setup, TestDevice};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uota::auth::{FleetKey, SigningKey};
+use uota::compat::Compat;
 use uota::config::Project;
 use uota::device::PushOptions;
-use uota::manifest::{FileEntry, Manifest, PushMode};
-use uota::release::{Compat, ReleaseClaims};
+use uota::manifest::{FileEntry, Manifest};
+use uota::release::ReleaseClaims;
 use uota::ErrorKind;
+use uota::PushMode;
 
 fn project_manifest(t: &TestDevice, version: &str, marker: &str) -> (Project, Manifest) {
     // Each version's main.py differs, so each release has its own content.

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use uota::config::Project;
 use uota::device::{ConnectOptions, PushOptions};
-use uota::manifest::{Manifest, PushMode};
+use uota::manifest::Manifest;
 use uota::repl::Repl;
 use uota::sim::{SerialSimOptions, SimOptions, VirtualSerialDevice};
 use uota::transport::pty::PtyTransport;
 use uota::Device;
+use uota::PushMode;
 
 struct Board {
     dev: VirtualSerialDevice,

@@ -17,7 +17,8 @@ use crate::auth::{Password, SigningKey};
 use crate::config::Project;
 use crate::device::{ConnectOptions, Device, LegacyMethod, Link, ProtocolChoice, PushOptions};
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, PushMode};
+use crate::manifest::Manifest;
+use crate::protocol::PushMode;
 use crate::sim::{self, SimOptions, Storage};
 use output::Output;
 

@@ -11,11 +11,11 @@ use tokio::time::Instant;
 
 use super::{Device, Peer};
 use crate::auth::{FleetKey, SigningKey};
+use crate::compat::Compat;
 use crate::error::{Error, Result};
-use crate::manifest::{FileEntry, Manifest, PushMode};
-use crate::protocol::message::WireMode;
-use crate::protocol::{microota, FrameType, Request};
-use crate::release::{Compat, ReleaseClaims};
+use crate::manifest::{FileEntry, Manifest};
+use crate::protocol::{microota, FrameType, PushMode, Request};
+use crate::release::ReleaseClaims;
 
 /// How to send a release to a device running micro-ota's runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -494,10 +494,7 @@ impl Device {
         }
         let begin = Request::Begin {
             version: manifest.version.clone(),
-            mode: match opts.mode {
-                PushMode::Full => WireMode::Full,
-                PushMode::Fast => WireMode::Fast,
-            },
+            mode: opts.mode,
             count: manifest.files.len(),
             sig,
             runtime: opts.runtime,

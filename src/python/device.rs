@@ -16,14 +16,15 @@ use super::errors::closed;
 use super::manifest::PyManifest;
 use super::runtime::{self, block_on};
 use crate::auth::{FleetKey, Password, SigningKey};
+use crate::compat::Compat;
 use crate::config::Project;
 use crate::device::{
     ConnectOptions, Device, DirEntry, LegacyMethod, Link, Peer, ProtocolChoice, PushEvent,
     PushOptions, PushReport,
 };
 use crate::error::Error;
-use crate::manifest::{Manifest, PushMode};
-use crate::release::Compat;
+use crate::manifest::Manifest;
+use crate::protocol::PushMode;
 
 /// The device, shared by sync and async calls; `None` once closed.
 type Slot = Arc<Mutex<Option<Device>>>;

@@ -9,7 +9,8 @@ use pyo3::types::{PyBool, PyBytes, PyDict};
 use super::convert::repr;
 use crate::auth::SigningKey;
 use crate::config::Project;
-use crate::manifest::{FileEntry, Manifest, PushMode};
+use crate::manifest::{FileEntry, Manifest};
+use crate::protocol::PushMode;
 
 /// A release manifest: a version and its files with sizes and SHA-256.
 #[pyclass(name = "Manifest", module = "uota", frozen)]
