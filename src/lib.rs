@@ -11,6 +11,7 @@
 
 pub mod app_area;
 pub mod auth;
+pub mod bundle;
 pub mod compat;
 pub mod config;
 pub mod device;

@@ -8,9 +8,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use uota::bundle::Bundle;
 use uota::config::Project;
 use uota::device::{ConnectOptions, PushOptions};
-use uota::manifest::Manifest;
 use uota::repl::Repl;
 use uota::sim::{SerialSimOptions, SimOptions, VirtualSerialDevice};
 use uota::transport::pty::PtyTransport;
@@ -86,7 +86,9 @@ async fn push_over_the_serial_console_then_the_repl_is_back() {
     assert_eq!(info.extra["platform"], "linux", "{info:?}");
 
     let project = Project::load(&b.project).unwrap();
-    let mut manifest = Manifest::for_project(&project, PushMode::Full).unwrap();
+    let mut manifest = Bundle::for_project(&project, PushMode::Full)
+        .unwrap()
+        .into_manifest();
     manifest.version = "2.0.0".into();
     let report = dev
         .push(&b.project, &manifest, &PushOptions::default(), &mut |_| {})

@@ -16,6 +16,7 @@ use super::errors::closed;
 use super::manifest::PyManifest;
 use super::runtime::{self, block_on};
 use crate::auth::{FleetKey, Password, SigningKey};
+use crate::bundle::Bundle;
 use crate::compat::Compat;
 use crate::config::Project;
 use crate::device::{
@@ -266,15 +267,15 @@ mod ops {
         args: PushArgs,
     ) -> PyResult<PyPushReport> {
         let mode = args.mode;
-        let (project, mut manifest) = runtime::blocking(move || {
+        let (project, bundle) = runtime::blocking(move || {
             let project = Project::load(&project)?;
-            let manifest = Manifest::for_project(&project, mode)?;
-            Ok((project, manifest))
+            let mut bundle = Bundle::for_push(&project, mode, false)?;
+            if let Some(v) = version {
+                bundle.set_version(v);
+            }
+            Ok((project, bundle))
         })
         .await?;
-        if let Some(v) = version {
-            manifest.version = v;
-        }
         let key = signing_key(
             args.signing_key.clone(),
             project.secrets.signing_key.clone(),
@@ -285,7 +286,7 @@ mod ops {
             release: project.config.release,
             manifest_cache: Some(project.manifest_cache_dir()),
         };
-        push(slot, project.root, manifest, key, defaults, args).await
+        push(slot, bundle, key, defaults, args).await
     }
 
     pub(super) async fn push_manifest(
@@ -295,13 +296,13 @@ mod ops {
         args: PushArgs,
     ) -> PyResult<PyPushReport> {
         let key = signing_key(args.signing_key.clone(), None);
-        push(slot, root, manifest, key, ProjectDefaults::default(), args).await
+        let bundle = Bundle::from_dir(&root, manifest);
+        push(slot, bundle, key, ProjectDefaults::default(), args).await
     }
 
     async fn push(
         slot: Slot,
-        root: PathBuf,
-        manifest: Manifest,
+        bundle: Bundle,
         key: Option<SigningKey>,
         defaults: ProjectDefaults,
         args: PushArgs,
@@ -320,7 +321,6 @@ mod ops {
             release: args.release.or(defaults.release),
             rollback: args.rollback,
             compat: defaults.compat,
-            overlay: None,
             legacy_method: if args.legacy_session {
                 LegacyMethod::Session
             } else {
@@ -344,7 +344,7 @@ mod ops {
                         raised = Some(e);
                     }
                 };
-                let report = d.push(&root, &manifest, &opts, &mut on_event).await;
+                let report = d.push_bundle(&bundle, &opts, &mut on_event).await;
                 let report = report?;
                 match raised {
                     Some(e) => Err(e),

@@ -8,6 +8,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict};
 
 use super::convert::repr;
 use crate::auth::SigningKey;
+use crate::bundle::Bundle;
 use crate::config::Project;
 use crate::manifest::{FileEntry, Manifest};
 use crate::protocol::PushMode;
@@ -66,7 +67,7 @@ impl PyManifest {
         let mode: PushMode = mode.parse()?;
         let m = py.detach(|| {
             let project = Project::load(&root)?;
-            Manifest::for_project(&project, mode)
+            Bundle::for_project(&project, mode).map(Bundle::into_manifest)
         })?;
         Ok(Self::new(m))
     }
