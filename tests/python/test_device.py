@@ -334,3 +334,20 @@ def test_push_compiles_mpy_files_like_the_cli(env: Env) -> None:
         names = {e.name for e in dev.ls("/lib")}
         assert "helper.mpy" in names and "helper.py" not in names, names
         assert dev.get("lib/helper.mpy")[:1] == b"M"
+
+
+def test_push_options_are_checked_before_anything_is_sent(env: Env) -> None:
+    with env.connect() as dev:
+        version = dev.version()
+        with pytest.raises(TypeError, match="unexpected keyword argument 'sideways'"):
+            dev.push(env.project, sideways=True)  # type: ignore[call-arg]
+        with pytest.raises(uota.InvalidArgument, match="push mode"):
+            dev.push(env.project, mode="sideways")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="reset"):
+            dev.push(env.project, reset="yes")  # type: ignore[arg-type]
+        with pytest.raises(uota.InvalidArgument, match="wait"):
+            dev.push(env.project, wait=-1.0)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'version'"):
+            manifest = uota.Manifest.for_project(env.project)
+            dev.push_manifest(env.project, manifest, version="1")  # type: ignore[call-arg]
+        assert dev.version() == version
