@@ -11,6 +11,8 @@
 
 pub mod app_area;
 pub mod auth;
+pub mod bundle;
+pub mod compat;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -31,6 +33,7 @@ mod python;
 pub use device::{BlockingDevice, Device};
 pub use error::{DeviceErrorCode, Error, ErrorKind, Result};
 pub use manifest::Manifest;
+pub use protocol::PushMode;
 
 /// The README's Rust examples, compiled by `cargo test` as doctests (its
 /// Python and shell examples run in `tests/python/test_docs_examples.py`).

@@ -1,7 +1,7 @@
 //! Release manifests: which files a release holds, with their sizes and SHA-256.
 //!
-//! A [`Manifest`] is built from a project tree ([`Manifest::build`],
-//! [`Manifest::for_project`]), signed with micro-ota's signing payload
+//! A [`Manifest`] is built from a folder ([`Manifest::build`]; a project's
+//! push is made by [`crate::bundle::Bundle`]), signed with micro-ota's signing payload
 //! ([`Manifest::sign`]), compared with what a device has ([`Manifest::diff`]),
 //! and written in two formats: micro-ota's push-manifest JSON
 //! ([`Manifest::to_json`]) and the line format of `/ota_manifest.txt` and of the
@@ -13,11 +13,9 @@
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::fs::File;
 use std::io::{ErrorKind as IoErrorKind, Read};
 use std::path::{Component, Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Mutex;
 
@@ -26,60 +24,20 @@ use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 
 use crate::auth::{constant_time_eq, SigningKey};
-use crate::config::{Project, SECRETS_PATH};
 use crate::error::{Error, Result};
 
 /// Longest device path, in bytes.
 pub const MAX_PATH_LEN: usize = 255;
 
-/// Project-root files that never go into a manifest, whatever the patterns say.
-pub const ALWAYS_EXCLUDED: &[&str] = &[SECRETS_PATH, ".uota_cache.json"];
+/// Project-root files that never go into a manifest, whatever the patterns
+/// say: the project's secrets (`crate::config::SECRETS_PATH`) and micro-ota's
+/// board cache.
+pub const ALWAYS_EXCLUDED: &[&str] = &["config/.ota.secrets.json", ".uota_cache.json"];
 
 const HASH_BUFFER: usize = 64 * 1024;
 const MAX_HASH_THREADS: usize = 2;
 /// Below this many files, hashing on one thread is as fast as spawning more.
 const PARALLEL_MIN_FILES: usize = 64;
-
-/// Which files a push sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum PushMode {
-    /// micro-ota's `fast`: the `fastOtaFiles` patterns only; deletes nothing on the device.
-    #[default]
-    Fast,
-    /// micro-ota's `full`: `fastOtaFiles` plus `fullOtaFiles`; the device drops
-    /// files of the previous release that are not in the new one.
-    Full,
-}
-
-impl PushMode {
-    /// The mode's name on the wire and on the command line: `"fast"` or `"full"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PushMode::Fast => "fast",
-            PushMode::Full => "full",
-        }
-    }
-}
-
-impl fmt::Display for PushMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PushMode {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "fast" => Ok(PushMode::Fast),
-            "full" => Ok(PushMode::Full),
-            other => Err(Error::InvalidArgument(format!(
-                "unknown push mode {other:?} (expected \"fast\" or \"full\")"
-            ))),
-        }
-    }
-}
 
 /// One file of a release.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -105,6 +63,66 @@ impl FileEntry {
     /// The SHA-256 as lowercase hex.
     pub fn sha256_hex(&self) -> String {
         hex::encode(self.sha256)
+    }
+}
+
+/// Where the bytes of a file to send come from: a file on disk, or bytes
+/// made on the host (a generated config, a file compiled to `.mpy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileSource {
+    /// The local file at this path, streamed.
+    Disk(PathBuf),
+    /// These bytes.
+    Bytes(Vec<u8>),
+}
+
+impl FileSource {
+    /// The size of the contents, in bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the file cannot be read.
+    pub fn size(&self) -> Result<u64> {
+        match self {
+            FileSource::Bytes(b) => Ok(b.len() as u64),
+            FileSource::Disk(p) => std::fs::metadata(p)
+                .map(|m| m.len())
+                .map_err(|e| Error::io(p, e)),
+        }
+    }
+
+    /// The SHA-256 of the contents.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the file cannot be read.
+    pub fn sha256(&self) -> Result<[u8; 32]> {
+        Ok(self.entry("-")?.sha256)
+    }
+
+    /// The manifest entry of these contents at the device path `path`
+    /// (not checked here; [`Manifest::new`] checks paths).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the file cannot be read.
+    pub fn entry(&self, path: &str) -> Result<FileEntry> {
+        match self {
+            FileSource::Bytes(b) => Ok(FileEntry::from_bytes(path, b)),
+            FileSource::Disk(p) => hash_file(path, p, &mut vec![0u8; HASH_BUFFER]),
+        }
+    }
+
+    /// The whole contents.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the file cannot be read.
+    pub fn read(&self) -> Result<Vec<u8>> {
+        match self {
+            FileSource::Bytes(b) => Ok(b.clone()),
+            FileSource::Disk(p) => std::fs::read(p).map_err(|e| Error::io(p, e)),
+        }
     }
 }
 
@@ -244,106 +262,6 @@ impl Manifest {
         let include = compile_globs(include).map_err(Error::InvalidArgument)?;
         let exclude = compile_globs(exclude).map_err(Error::InvalidArgument)?;
         build_from_globs(root, &include, &exclude, version)
-    }
-
-    /// Build the manifest of a push of `project` in `mode`.
-    ///
-    /// Fast takes `fastOtaFiles`; full takes `fastOtaFiles` and `fullOtaFiles`;
-    /// both drop `excludedFiles`. The version is the config's `version`.
-    ///
-    /// Every entry describes the project file's bytes on disk, including
-    /// `config/ota.json`. A pusher that installs
-    /// [`Project::device_config_json`] instead must replace that entry (see
-    /// [`Manifest::replace_entry`]) before signing.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] for a bad pattern in the config, otherwise as
-    /// [`Manifest::build`]. A literal path in the file lists that matches no
-    /// file is logged as a warning ([`Manifest::for_project_strict`] makes it
-    /// an error).
-    pub fn for_project(project: &Project, mode: PushMode) -> Result<Manifest> {
-        Self::for_project_checked(project, mode, false)
-    }
-
-    /// [`Manifest::for_project`], where a literal path in `fastOtaFiles` or
-    /// `fullOtaFiles` that matches no file (a typo, most likely) is an error.
-    ///
-    /// # Errors
-    ///
-    /// As [`Manifest::for_project`], and [`Error::Config`] naming the paths
-    /// that match nothing.
-    pub fn for_project_strict(project: &Project, mode: PushMode) -> Result<Manifest> {
-        Self::for_project_checked(project, mode, true)
-    }
-
-    fn for_project_checked(project: &Project, mode: PushMode, strict: bool) -> Result<Manifest> {
-        let config = &project.config;
-        let config_path = project.config_path();
-        let mut include: Vec<String> = config.fast_ota_files.clone();
-        if mode == PushMode::Full {
-            include.extend(config.full_ota_files.iter().cloned());
-        }
-        let include = compile_globs(&include).map_err(|message| Error::Config {
-            path: config_path.clone(),
-            message,
-        })?;
-        let exclude = compile_globs(&config.excluded_files).map_err(|message| Error::Config {
-            path: config_path.clone(),
-            message,
-        })?;
-        let mut manifest = build_from_globs(&project.root, &include, &exclude, &config.version)?;
-        // A literal path that matches nothing is most likely a typo.
-        let mut unmatched = Vec::new();
-        let lists = [
-            ("fastOtaFiles", &config.fast_ota_files),
-            ("fullOtaFiles", &config.full_ota_files),
-        ];
-        for (key, list) in lists {
-            if key == "fullOtaFiles" && mode == PushMode::Fast {
-                continue;
-            }
-            for pat in list.iter().filter(|p| !p.contains(['*', '?', '[', '{'])) {
-                let dir = format!("{}/", pat.trim_end_matches('/'));
-                let found = manifest
-                    .files
-                    .iter()
-                    .any(|f| f.path == *pat || f.path.starts_with(&dir));
-                if !found {
-                    unmatched.push(format!("{key} names {pat:?}"));
-                }
-            }
-        }
-        if !unmatched.is_empty() {
-            let what = format!(
-                "{}, which matches no file of the project",
-                unmatched.join("; ")
-            );
-            if strict {
-                return Err(Error::Config {
-                    path: config_path.clone(),
-                    message: what,
-                });
-            }
-            tracing::warn!("{} in {}", what, config_path.display());
-        }
-        // Files the device would refuse as outside its app area stay home
-        // (boot.py and lib/uota/ stay in: a runtime push may carry them).
-        let area = crate::app_area::AppArea::new(config.app_paths.as_deref());
-        let (kept, left): (Vec<FileEntry>, Vec<FileEntry>) = manifest
-            .files
-            .into_iter()
-            .partition(|f| area.contains(&f.path, true));
-        if !left.is_empty() {
-            let names: Vec<&str> = left.iter().take(5).map(|f| f.path.as_str()).collect();
-            tracing::info!(
-                count = left.len(),
-                first = %names.join(", "),
-                "project files outside the device's app area (appPaths) are not pushed"
-            );
-        }
-        manifest.files = kept;
-        Ok(manifest)
     }
 
     /// Put `entry` in place of the entry with the same path, or add it;
@@ -1242,14 +1160,6 @@ mod tests {
         let built = Manifest::build(root, &strings(&["**"]), &[], "v").unwrap();
         let paths: Vec<&str> = built.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["backup/notes.txt", "lib/uota/server.py", "main.py"]);
-    }
-
-    #[test]
-    fn push_mode_names() {
-        assert_eq!("fast".parse::<PushMode>().unwrap(), PushMode::Fast);
-        assert_eq!("full".parse::<PushMode>().unwrap(), PushMode::Full);
-        assert_eq!(PushMode::Full.to_string(), "full");
-        assert!("delta".parse::<PushMode>().is_err());
     }
 
     fn arb_path() -> impl Strategy<Value = String> {

@@ -6,15 +6,19 @@ use std::collections::BTreeMap;
 
 use common::{start, RawClient, Setup, TestDevice};
 use serde_json::json;
+use uota::bundle::Bundle;
 use uota::config::Project;
 use uota::device::{ConnectOptions, PushOptions};
-use uota::manifest::{FileEntry, Manifest, PushMode};
+use uota::manifest::{FileEntry, Manifest};
 use uota::ErrorKind;
+use uota::PushMode;
 
 /// Push the starter project as release 1.0.0 and return the device's files and their hashes.
 async fn baseline(t: &TestDevice) -> BTreeMap<String, String> {
     let project = Project::load(&t.project).unwrap();
-    let manifest = Manifest::for_project(&project, PushMode::Full).unwrap();
+    let manifest = Bundle::for_project(&project, PushMode::Full)
+        .unwrap()
+        .into_manifest();
     let mut dev = t.connect().await;
     let opts = PushOptions {
         signing_key: project.secrets.signing_key.clone(),
@@ -51,7 +55,9 @@ async fn still_good(t: &TestDevice, before: &BTreeMap<String, String>) {
 
 fn modified_manifest(t: &TestDevice, edit: impl FnOnce(&mut Manifest)) -> (Project, Manifest) {
     let project = Project::load(&t.project).unwrap();
-    let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
+    let mut m = Bundle::for_project(&project, PushMode::Full)
+        .unwrap()
+        .into_manifest();
     m.version = "6.6.6".into();
     edit(&mut m);
     (project, m)

@@ -3,17 +3,16 @@
 mod common;
 
 use common::{start, CutRelay, Setup, TestDevice};
+use uota::bundle::Bundle;
 use uota::config::Project;
 use uota::device::{Device, PushOptions, PushReport};
-use uota::manifest::{Manifest, PushMode};
+use uota::PushMode;
 
 async fn push_with(t: &TestDevice, version: &str, opts: PushOptions) -> PushReport {
-    let project = Project::load(&t.project).unwrap();
-    let mut m = Manifest::for_project(&project, opts.mode).unwrap();
-    m.version = version.into();
+    let (_, bundle) = common::project_bundle(&t.project, opts.mode, version);
     let mut dev = t.connect().await;
     let report = dev
-        .push(&project.root, &m, &opts, &mut |_| {})
+        .push_bundle(&bundle, &opts, &mut |_| {})
         .await
         .expect("push");
     t.wait_version(version).await;
@@ -110,7 +109,9 @@ async fn a_dropped_push_resumes_with_only_the_remainder() {
         .collect();
     std::fs::write(t.project.join("app/blob.bin"), &big).unwrap();
     let project = Project::load(&t.project).unwrap();
-    let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
+    let mut m = Bundle::for_project(&project, PushMode::Full)
+        .unwrap()
+        .into_manifest();
     m.version = "2.0.0".into();
     let total: u64 = m.files.iter().map(|f| f.size).sum();
 

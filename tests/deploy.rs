@@ -5,14 +5,13 @@ mod common;
 use std::time::Duration;
 
 use common::{sha256_hex, start, Setup, TestDevice};
+use uota::bundle::Bundle;
 use uota::config::Project;
 use uota::device::{PushEvent, PushOptions};
-use uota::manifest::{Manifest, PushMode};
+use uota::PushMode;
 
 async fn push(t: &TestDevice, mode: PushMode, version: &str) -> uota::device::PushReport {
-    let project = Project::load(&t.project).unwrap();
-    let mut manifest = Manifest::for_project(&project, mode).unwrap();
-    manifest.version = version.to_string();
+    let (project, bundle) = common::project_bundle(&t.project, mode, version);
     let mut dev = t.connect().await;
     let opts = PushOptions {
         mode,
@@ -21,9 +20,7 @@ async fn push(t: &TestDevice, mode: PushMode, version: &str) -> uota::device::Pu
     };
     let mut events = Vec::new();
     let report = dev
-        .push(&project.root, &manifest, &opts, &mut |e| {
-            events.push(e.clone())
-        })
+        .push_bundle(&bundle, &opts, &mut |e| events.push(e.clone()))
         .await
         .expect("push succeeds");
     assert!(matches!(events.first(), Some(PushEvent::Started { .. })));
@@ -47,7 +44,7 @@ async fn push(t: &TestDevice, mode: PushMode, version: &str) -> uota::device::Pu
 /// Every file of the manifest reads back with the same sha256.
 async fn assert_files_match(t: &TestDevice, mode: PushMode) {
     let project = Project::load(&t.project).unwrap();
-    let manifest = Manifest::for_project(&project, mode).unwrap();
+    let manifest = Bundle::for_project(&project, mode).unwrap().into_manifest();
     let mut dev = t.connect().await;
     for f in &manifest.files {
         if f.path == "config/ota.json" {

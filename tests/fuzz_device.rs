@@ -42,14 +42,17 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uota::auth::{challenge_response, session_key, AuthMethod, SigningKey};
+use uota::bundle::Bundle;
+use uota::compat::Compat;
 use uota::config::Project;
 use uota::device::PushOptions;
-use uota::manifest::{FileEntry, Manifest, PushMode};
+use uota::manifest::{FileEntry, Manifest};
 use uota::protocol::frame::{encode_to_vec, FrameDecoder, FrameType, HEADER_LEN};
 use uota::protocol::message::STATE_OPS;
 use uota::protocol::session::{seal_body, MAC_TAIL_LEN};
 use uota::protocol::Hello;
-use uota::release::{Compat, ReleaseClaims};
+use uota::release::ReleaseClaims;
+use uota::PushMode;
 
 /// Cases of the default run (about 30 s in a debug build on 2 cores).
 const CASES: usize = 300;
@@ -383,9 +386,11 @@ impl World {
     fn new(baseline: &Manifest, project: &Project, max_frame: usize, rng: &mut Rng) -> World {
         let mut contents = BTreeMap::new();
         for e in &baseline.files {
-            let bytes = match project.source_for(&e.path) {
-                uota::config::FileSource::Bytes(b) => b,
-                uota::config::FileSource::Disk(p) => std::fs::read(p).unwrap(),
+            // What a push that installs the generated device config sends.
+            let bytes = if e.path == uota::config::DEVICE_CONFIG_PATH {
+                project.device_config_json()
+            } else {
+                std::fs::read(project.root.join(&e.path)).unwrap()
             };
             contents.insert(e.path.clone(), bytes);
         }
@@ -2566,7 +2571,9 @@ async fn baseline(t: &TestDevice) -> Manifest {
     cfg["confirmAfter"] = 1.into();
     std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     let project = Project::load(&t.project).unwrap();
-    let manifest = Manifest::for_project(&project, PushMode::Full).unwrap();
+    let manifest = Bundle::for_project(&project, PushMode::Full)
+        .unwrap()
+        .into_manifest();
     let mut dev = t.connect().await;
     let opts = PushOptions {
         signing_key: project.secrets.signing_key.clone(),

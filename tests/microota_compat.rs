@@ -4,10 +4,11 @@
 mod common;
 
 use common::{sha256_hex, start, RawClient, Setup, TestDevice};
+use uota::bundle::Bundle;
 use uota::config::Project;
 use uota::device::{ConnectOptions, LegacyMethod, Peer, ProtocolChoice, PushOptions};
-use uota::manifest::{Manifest, PushMode};
 use uota::ErrorKind;
+use uota::PushMode;
 
 fn legacy_opts(t: &TestDevice) -> ConnectOptions {
     ConnectOptions {
@@ -17,9 +18,7 @@ fn legacy_opts(t: &TestDevice) -> ConnectOptions {
 }
 
 async fn legacy_push(t: &TestDevice, method: LegacyMethod, version: &str) {
-    let project = Project::load(&t.project).unwrap();
-    let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
-    m.version = version.into();
+    let (project, bundle) = common::project_bundle(&t.project, PushMode::Full, version);
     let mut dev = t.connect_with(legacy_opts(t)).await.unwrap();
     assert_eq!(dev.peer(), &Peer::MicroOta);
     let opts = PushOptions {
@@ -27,11 +26,16 @@ async fn legacy_push(t: &TestDevice, method: LegacyMethod, version: &str) {
         signing_key: project.secrets.signing_key.clone(),
         ..PushOptions::default()
     };
-    dev.push(&project.root, &m, &opts, &mut |_| {})
+    dev.push_bundle(&bundle, &opts, &mut |_| {})
         .await
         .expect("legacy push");
     let mut dev = t.wait_version(version).await;
-    for f in m.files.iter().filter(|f| f.path != "config/ota.json") {
+    for f in bundle
+        .manifest()
+        .files
+        .iter()
+        .filter(|f| f.path != "config/ota.json")
+    {
         assert_eq!(
             sha256_hex(&dev.get(&f.path).await.unwrap()),
             f.sha256_hex(),
@@ -74,7 +78,9 @@ async fn legacy_stream_with_wrong_key_changes_nothing() {
     .await;
     legacy_push(&t, LegacyMethod::Stream, "1.0.0").await;
     let project = Project::load(&t.project).unwrap();
-    let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
+    let mut m = Bundle::for_project(&project, PushMode::Full)
+        .unwrap()
+        .into_manifest();
     m.version = "9.9.9".into();
     let mut dev = t.connect_with(legacy_opts(&t)).await.unwrap();
     let opts = PushOptions {

@@ -15,10 +15,13 @@ use std::time::{Duration, Instant};
 use common::{start, RawClient, Setup, TestDevice};
 use serde_json::json;
 use uota::auth::SigningKey;
+use uota::bundle::Bundle;
+use uota::compat::Compat;
 use uota::config::Project;
 use uota::device::PushOptions;
-use uota::manifest::{FileEntry, Manifest, PushMode};
-use uota::release::{Compat, ReleaseClaims};
+use uota::manifest::{FileEntry, Manifest};
+use uota::release::ReleaseClaims;
+use uota::PushMode;
 
 const KEY: &str = "release-paths-key";
 
@@ -137,16 +140,14 @@ async fn push_project(
     std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     // The README is outside the app area: it is not part of a release.
     let _ = std::fs::remove_file(t.project.join("README.md"));
-    let project = Project::load(&t.project).unwrap();
-    let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
-    m.version = version.into();
+    let (project, bundle) = common::project_bundle(&t.project, PushMode::Full, version);
     let opts = PushOptions {
         signing_key: project.secrets.signing_key.clone(),
         runtime,
         ..PushOptions::default()
     };
     let mut dev = t.connect().await;
-    dev.push(&project.root, &m, &opts, &mut |_| {})
+    dev.push_bundle(&bundle, &opts, &mut |_| {})
         .await
         .unwrap_or_else(|e| panic!("push {version}: {e}\n{}", t.log()));
     drop(dev);
@@ -690,7 +691,9 @@ async fn guarded_config_keys_change_only_with_runtime_releases_and_roll_back_wit
     )
     .unwrap();
     let project = Project::load(&t.project).unwrap();
-    let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
+    let mut m = Bundle::for_project(&project, PushMode::Full)
+        .unwrap()
+        .into_manifest();
     m.version = "5.0.0".into();
     let opts = PushOptions {
         runtime: true,

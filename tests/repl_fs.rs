@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use uota::repl::fs::{DeflateMode, EntryKind, FileData, FsOptions, ReplFs, TreeFile};
+use uota::manifest::FileSource;
+use uota::repl::fs::{DeflateMode, EntryKind, FsOptions, ReplFs, TreeFile};
 use uota::repl::{Repl, ReplMode};
 use uota::sim::{SerialSimOptions, VirtualSerialDevice};
 use uota::transport::pty::PtyTransport;
@@ -257,7 +258,7 @@ async fn put_tree_copies_a_nested_tree_and_skips_what_is_unchanged() {
             &["/made/for/me".to_string()],
             &[TreeFile {
                 path: "gen/x/y.txt".into(),
-                data: FileData::Bytes(b"generated".to_vec()),
+                data: FileSource::Bytes(b"generated".to_vec()),
             }],
             &mut |_| {},
         )
@@ -539,11 +540,11 @@ async fn a_source_that_fails_half_way_leaves_the_old_file_and_the_session() {
     let files = vec![
         TreeFile {
             path: "/good.txt".into(),
-            data: FileData::Disk(local.join("good.txt")),
+            data: FileSource::Disk(local.join("good.txt")),
         },
         TreeFile {
             path: "/missing.txt".into(),
-            data: FileData::Disk(local.join("missing.txt")),
+            data: FileSource::Disk(local.join("missing.txt")),
         },
     ];
     let err = fs.put_files(&[], &files, &mut |_| {}).await.unwrap_err();

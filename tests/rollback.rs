@@ -5,9 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{start, Setup, TestDevice};
-use uota::config::Project;
 use uota::device::PushOptions;
-use uota::manifest::{Manifest, PushMode};
+use uota::PushMode;
 
 fn set_config(t: &TestDevice, key: &str, value: serde_json::Value) {
     let path = t.project.join("config/ota.json");
@@ -22,11 +21,9 @@ async fn push(t: &TestDevice, version: &str) {
 }
 
 async fn try_push(t: &TestDevice, version: &str) -> uota::Result<uota::device::PushReport> {
-    let project = Project::load(&t.project).unwrap();
-    let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
-    m.version = version.into();
+    let (_, bundle) = common::project_bundle(&t.project, PushMode::Full, version);
     let mut dev = t.connect().await;
-    dev.push(&project.root, &m, &PushOptions::default(), &mut |_| {})
+    dev.push_bundle(&bundle, &PushOptions::default(), &mut |_| {})
         .await
 }
 

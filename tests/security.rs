@@ -13,11 +13,14 @@ use common::{start, RawClient, Setup, TestDevice};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uota::auth::{FleetKey, SigningKey};
+use uota::bundle::Bundle;
+use uota::compat::Compat;
 use uota::config::Project;
 use uota::device::PushOptions;
-use uota::manifest::{FileEntry, Manifest, PushMode};
-use uota::release::{Compat, ReleaseClaims};
+use uota::manifest::{FileEntry, Manifest};
+use uota::release::ReleaseClaims;
 use uota::ErrorKind;
+use uota::PushMode;
 
 fn project_manifest(t: &TestDevice, version: &str, marker: &str) -> (Project, Manifest) {
     // Each version's main.py differs, so each release has its own content.
@@ -30,7 +33,9 @@ fn project_manifest(t: &TestDevice, version: &str, marker: &str) -> (Project, Ma
         .join("\n");
     std::fs::write(&main, format!("{text}\n# release {marker}\n")).unwrap();
     let project = Project::load(&t.project).unwrap();
-    let mut m = Manifest::for_project(&project, PushMode::Full).unwrap();
+    let mut m = Bundle::for_project(&project, PushMode::Full)
+        .unwrap()
+        .into_manifest();
     m.version = version.into();
     (project, m)
 }

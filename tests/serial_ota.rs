@@ -8,13 +8,14 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use uota::bundle::Bundle;
 use uota::config::Project;
 use uota::device::{ConnectOptions, PushOptions};
-use uota::manifest::{Manifest, PushMode};
 use uota::repl::Repl;
 use uota::sim::{SerialSimOptions, SimOptions, VirtualSerialDevice};
 use uota::transport::pty::PtyTransport;
 use uota::Device;
+use uota::PushMode;
 
 struct Board {
     dev: VirtualSerialDevice,
@@ -81,7 +82,9 @@ async fn push_over_the_serial_console_then_the_repl_is_back() {
     assert_eq!(info.extra["platform"], "linux", "{info:?}");
 
     let project = Project::load(&b.project).unwrap();
-    let mut manifest = Manifest::for_project(&project, PushMode::Full).unwrap();
+    let mut manifest = Bundle::for_project(&project, PushMode::Full)
+        .unwrap()
+        .into_manifest();
     manifest.version = "2.0.0".into();
     let report = dev
         .push(&b.project, &manifest, &PushOptions::default(), &mut |_| {})
@@ -179,10 +182,10 @@ async fn a_serial_link_reconnects_after_the_commit_restarted_the_board() {
         dev.capabilities().flow_control,
         "a pseudo-terminal paces itself"
     );
-    let mut manifest =
-        Manifest::for_project(&Project::load(&b.project).unwrap(), PushMode::Full).unwrap();
-    manifest.version = "3.0.0".into();
-    dev.push(&b.project, &manifest, &PushOptions::default(), &mut |_| {})
+    let mut bundle =
+        Bundle::for_project(&Project::load(&b.project).unwrap(), PushMode::Full).unwrap();
+    bundle.set_version("3.0.0");
+    dev.push_bundle(&bundle, &PushOptions::default(), &mut |_| {})
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", b.trace()));
     dev.reconnect(Duration::from_secs(30))

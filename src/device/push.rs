@@ -9,12 +9,14 @@ use tokio::time::Instant;
 
 use super::{uota, Device, Peer};
 use crate::auth::{FleetKey, SigningKey};
+use crate::bundle::{Bundle, FileSource};
+use crate::compat::Compat;
+use crate::config::Project;
 use crate::error::{DeviceErrorCode, Error, Result};
-use crate::manifest::{FileEntry, Manifest, PushMode};
-use crate::protocol::message::WireMode;
+use crate::manifest::{FileEntry, Manifest};
 use crate::protocol::push_plan::{Input, PlanSettings, PushPlan, Step, Summary};
-use crate::protocol::{microota, FrameType, Request};
-use crate::release::{Compat, ReleaseClaims};
+use crate::protocol::{microota, FrameType, PushMode, Request};
+use crate::release::ReleaseClaims;
 
 /// How to send a release to a device running micro-ota's runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,10 +49,6 @@ pub struct PushOptions {
     pub rollback: bool,
     /// Which devices the release fits (checked by the device).
     pub compat: Compat,
-    /// A folder whose files are sent instead of those under the push's root
-    /// with the same relative path (generated files, e.g. `.mpy` compiled
-    /// for the board).
-    pub overlay: Option<std::path::PathBuf>,
     /// Push method for micro-ota devices.
     pub legacy_method: LegacyMethod,
     /// Send only files that differ from the device's active release.
@@ -84,12 +82,28 @@ impl Default for PushOptions {
             release: None,
             rollback: false,
             compat: Compat::default(),
-            overlay: None,
             legacy_method: LegacyMethod::Stream,
             delta: true,
             compress: true,
             wait: Some(DEFAULT_RESTART_WAIT),
             manifest_cache: None,
+        }
+    }
+}
+
+impl PushOptions {
+    /// The options of a push of `project` in `mode`: the defaults, with the
+    /// project's signing key and fleet key, release number (`release`),
+    /// `compat` and manifest cache ([`Project::manifest_cache_dir`]).
+    pub fn for_project(project: &Project, mode: PushMode) -> PushOptions {
+        PushOptions {
+            mode,
+            signing_key: project.secrets.signing_key.clone(),
+            fleet_key: project.secrets.fleet_key.clone(),
+            release: project.config.release,
+            compat: project.config.compat.clone().unwrap_or_default(),
+            manifest_cache: Some(project.manifest_cache_dir()),
+            ..PushOptions::default()
         }
     }
 }
@@ -195,7 +209,24 @@ const READ_CHUNK: usize = 32 * 1024;
 const BUSY_GRACE: Duration = Duration::from_secs(2);
 
 impl Device {
-    /// Push the files of `manifest`, read from `root`, and commit them as one release.
+    /// Push the files of `manifest`, read from `root`, and commit them as
+    /// one release: [`Device::push_bundle`] of [`Bundle::from_dir`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::push_bundle`].
+    pub async fn push(
+        &mut self,
+        root: &Path,
+        manifest: &Manifest,
+        opts: &PushOptions,
+        progress: &mut (dyn FnMut(&PushEvent) + Send),
+    ) -> Result<PushReport> {
+        let bundle = Bundle::from_dir(root, manifest.clone());
+        self.push_bundle(&bundle, opts, progress).await
+    }
+
+    /// Push the files of `bundle` and commit them as one release.
     ///
     /// `progress` is called with [`PushEvent`]s as the push goes on. After a
     /// successful push with `reset` the device restarts; with
@@ -211,15 +242,14 @@ impl Device {
     /// reset before anything else is done with it (see [`Device::cancel`]),
     /// so nothing queued (a commit) reaches the device, and what it staged
     /// stays resumable.
-    pub async fn push(
+    pub async fn push_bundle(
         &mut self,
-        root: &Path,
-        manifest: &Manifest,
+        bundle: &Bundle,
         opts: &PushOptions,
         progress: &mut (dyn FnMut(&PushEvent) + Send),
     ) -> Result<PushReport> {
         let guard = self.push_guard();
-        let mut res = self.push_and_wait(root, manifest, opts, progress).await;
+        let mut res = self.push_and_wait(bundle, opts, progress).await;
         // `busy` right after another push was cut off: the device may not
         // have seen that connection drop yet. Ask again for a moment.
         let give_up = Instant::now() + BUSY_GRACE;
@@ -236,7 +266,7 @@ impl Device {
             if self.reconnect(BUSY_GRACE).await.is_err() {
                 break;
             }
-            res = self.push_and_wait(root, manifest, opts, progress).await;
+            res = self.push_and_wait(bundle, opts, progress).await;
         }
         guard.done();
         res
@@ -244,18 +274,17 @@ impl Device {
 
     async fn push_and_wait(
         &mut self,
-        root: &Path,
-        manifest: &Manifest,
+        bundle: &Bundle,
         opts: &PushOptions,
         progress: &mut (dyn FnMut(&PushEvent) + Send),
     ) -> Result<PushReport> {
         let start = Instant::now();
         let wire_before = self.bytes_sent();
         let received_before = self.bytes_received();
-        let mut manifest = manifest.clone();
+        let mut manifest = bundle.manifest().clone();
         let total: u64 = manifest.files.iter().map(|f| f.size).sum();
         let tally = match self.peer() {
-            Peer::Uota(_) => self.push_uota(root, &manifest, opts, progress).await?,
+            Peer::Uota(_) => self.push_uota(bundle, &manifest, opts, progress).await?,
             Peer::MicroOta => {
                 if let Some(key) = &opts.signing_key {
                     manifest.sign(key);
@@ -266,12 +295,11 @@ impl Device {
                 }
                 match opts.legacy_method {
                     LegacyMethod::Stream => {
-                        self.push_stream_ota(root, &manifest, opts, total, progress)
+                        self.push_stream_ota(bundle, &manifest, opts, total, progress)
                             .await?
                     }
                     LegacyMethod::Session => {
-                        let overlay = opts.overlay.as_deref();
-                        self.push_start_ota(root, overlay, &manifest, total, progress)
+                        self.push_start_ota(bundle, &manifest, total, progress)
                             .await?
                     }
                 }
@@ -406,7 +434,7 @@ impl Device {
     /// function only does what the plan asks, on the connection.
     async fn push_uota(
         &mut self,
-        root: &Path,
+        bundle: &Bundle,
         manifest: &Manifest,
         opts: &PushOptions,
         progress: &mut (dyn FnMut(&PushEvent) + Send),
@@ -484,9 +512,9 @@ impl Device {
                         );
                     }
                     for f in &files {
-                        let src = source_root(root, opts.overlay.as_deref(), &f.entry);
+                        let src = bundle.source(&f.entry.path)?;
                         sender
-                            .send(self, &src, &f.entry, f.offset, &mut tally, progress)
+                            .send(self, src, &f.entry, f.offset, &mut tally, progress)
                             .await?;
                     }
                     plan.handle(Input::FilesSent)?;
@@ -549,10 +577,7 @@ impl Device {
         let lines = manifest.manifest_lines();
         let begin = Request::Begin {
             version: manifest.version.clone(),
-            mode: match opts.mode {
-                PushMode::Full => WireMode::Full,
-                PushMode::Fast => WireMode::Fast,
-            },
+            mode: opts.mode,
             count: manifest.files.len(),
             sig,
             runtime: opts.runtime,
@@ -626,7 +651,7 @@ if the device's floor was set that high, lower it with `uota floor N` (authentic
 
     async fn push_stream_ota(
         &mut self,
-        root: &Path,
+        bundle: &Bundle,
         manifest: &Manifest,
         opts: &PushOptions,
         total: u64,
@@ -655,13 +680,10 @@ if the device's floor was set that high, lower it with `uota floor N` (authentic
             });
             let fh = enc.file_header(entry)?;
             self.send(&fh).await?;
-            let src = source_root(root, opts.overlay.as_deref(), entry);
-            let mut file = open_source(&src, entry).await?;
+            let src = bundle.source(&entry.path)?;
+            let mut file = SourceReader::open(src).await?;
             loop {
-                let n = file
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| Error::io(root.join(&entry.path), e))?;
+                let n = file.read(&mut buf).await?;
                 if n == 0 {
                     break;
                 }
@@ -684,8 +706,7 @@ if the device's floor was set that high, lower it with `uota floor N` (authentic
 
     async fn push_start_ota(
         &mut self,
-        root: &Path,
-        overlay: Option<&Path>,
+        bundle: &Bundle,
         manifest: &Manifest,
         total: u64,
         progress: &mut (dyn FnMut(&PushEvent) + Send),
@@ -710,8 +731,10 @@ if the device's floor was set that high, lower it with `uota floor N` (authentic
                 size: entry.size,
             });
             self.send(microota::file_line(entry)?.as_bytes()).await?;
-            let src = source_root(root, overlay, entry).join(&entry.path);
-            let data = tokio::fs::read(&src).await.map_err(|e| Error::io(src, e))?;
+            let data = SourceReader::open(bundle.source(&entry.path)?)
+                .await?
+                .read_to_end()
+                .await?;
             self.send(&data).await?;
             self.flush().await?;
             expect_line(self, "file", "ok").await?;
@@ -796,7 +819,7 @@ impl FileSender {
     async fn send(
         &mut self,
         dev: &mut Device,
-        root: &Path,
+        src: &FileSource,
         entry: &FileEntry,
         offset: u64,
         tally: &mut Tally,
@@ -815,16 +838,12 @@ impl FileSender {
         };
         let result = async {
             dev.send_request(&req).await?;
-            let mut file = open_source(root, entry).await?;
+            let mut file = SourceReader::open(src).await?;
             if offset > 0 {
-                file.seek(std::io::SeekFrom::Start(offset))
-                    .await
-                    .map_err(|e| Error::io(root.join(&entry.path), e))?;
+                file.seek(offset).await?;
             }
             loop {
-                let n = read_full(&mut file, &mut self.buf)
-                    .await
-                    .map_err(|e| Error::io(root.join(&entry.path), e))?;
+                let n = file.read_full(&mut self.buf).await?;
                 if n == 0 {
                     break;
                 }
@@ -859,19 +878,6 @@ impl FileSender {
     }
 }
 
-/// Fill `buf` from `file` as far as it goes; returns the bytes read (0 at the end).
-async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        let k = file.read(&mut buf[n..]).await?;
-        if k == 0 {
-            break;
-        }
-        n += k;
-    }
-    Ok(n)
-}
-
 async fn expect_line(dev: &mut Device, what: &str, expect: &str) -> Result<()> {
     let reply = dev.read_line(what).await?;
     if reply == expect {
@@ -883,19 +889,67 @@ async fn expect_line(dev: &mut Device, what: &str, expect: &str) -> Result<()> {
     )))
 }
 
-/// The folder `entry` is read from: the overlay when it holds the file, else `root`.
-fn source_root(root: &Path, overlay: Option<&Path>, entry: &FileEntry) -> std::path::PathBuf {
-    match overlay {
-        Some(dir) if dir.join(&entry.path).is_file() => dir.to_path_buf(),
-        _ => root.to_path_buf(),
-    }
+/// The bytes of a file being sent: an open local file, or bytes in memory.
+enum SourceReader<'a> {
+    File(&'a Path, tokio::fs::File),
+    Bytes(std::io::Cursor<&'a [u8]>),
 }
 
-async fn open_source(root: &Path, entry: &FileEntry) -> Result<tokio::fs::File> {
-    let path = root.join(&entry.path);
-    tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| Error::io(path, e))
+impl<'a> SourceReader<'a> {
+    async fn open(src: &'a FileSource) -> Result<SourceReader<'a>> {
+        match src {
+            FileSource::Disk(path) => match tokio::fs::File::open(path).await {
+                Ok(f) => Ok(SourceReader::File(path, f)),
+                Err(e) => Err(Error::io(path, e)),
+            },
+            FileSource::Bytes(b) => Ok(SourceReader::Bytes(std::io::Cursor::new(b))),
+        }
+    }
+
+    fn fail(&self, e: std::io::Error) -> Error {
+        match self {
+            SourceReader::File(path, _) => Error::io(path, e),
+            SourceReader::Bytes(_) => Error::io("<bytes>", e),
+        }
+    }
+
+    async fn seek(&mut self, offset: u64) -> Result<()> {
+        let res = match self {
+            SourceReader::File(_, f) => f.seek(std::io::SeekFrom::Start(offset)).await,
+            SourceReader::Bytes(c) => c.seek(std::io::SeekFrom::Start(offset)).await,
+        };
+        res.map(drop).map_err(|e| self.fail(e))
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let res = match self {
+            SourceReader::File(_, f) => f.read(buf).await,
+            SourceReader::Bytes(c) => c.read(buf).await,
+        };
+        res.map_err(|e| self.fail(e))
+    }
+
+    /// Fill `buf` as far as the file goes; returns the bytes read (0 at the end).
+    async fn read_full(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            let k = self.read(&mut buf[n..]).await?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        Ok(n)
+    }
+
+    async fn read_to_end(mut self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let res = match &mut self {
+            SourceReader::File(_, f) => f.read_to_end(&mut out).await,
+            SourceReader::Bytes(c) => c.read_to_end(&mut out).await,
+        };
+        res.map(|_| out).map_err(|e| self.fail(e))
+    }
 }
 
 /// Split manifest lines into chunks of at most `max` bytes, on line boundaries.

@@ -96,14 +96,49 @@ impl Hello {
     }
 }
 
-/// Push mode as carried in `begin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which files a push sends, and what the device does with the files of
+/// the release before (the `mode` of `begin`, and of the signed release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WireMode {
-    /// A complete release: files of the old release not in it are removed.
-    Full,
-    /// A partial update: files are added or replaced, nothing is removed.
+pub enum PushMode {
+    /// micro-ota's `fast`: the `fastOtaFiles` patterns only; a partial
+    /// update: files are added or replaced, nothing is removed.
+    #[default]
     Fast,
+    /// micro-ota's `full`: `fastOtaFiles` plus `fullOtaFiles`; a complete
+    /// release: the device drops files of the previous release that are not
+    /// in the new one.
+    Full,
+}
+
+impl PushMode {
+    /// The mode's name on the wire and on the command line: `"fast"` or `"full"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushMode::Fast => "fast",
+            PushMode::Full => "full",
+        }
+    }
+}
+
+impl std::fmt::Display for PushMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PushMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fast" => Ok(PushMode::Fast),
+            "full" => Ok(PushMode::Full),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown push mode {other:?} (expected \"fast\" or \"full\")"
+            ))),
+        }
+    }
 }
 
 /// The `op` names of the requests that change the device
@@ -162,7 +197,7 @@ pub enum Request {
         /// Release version.
         version: String,
         /// Full or fast.
-        mode: WireMode,
+        mode: PushMode,
         /// Number of manifest entries.
         count: usize,
         /// Hex HMAC-SHA256 of the release payload (see [`crate::release`]), if signed.
@@ -179,8 +214,8 @@ pub enum Request {
         #[serde(skip_serializing_if = "String::is_empty")]
         device: String,
         /// Which devices the release fits.
-        #[serde(skip_serializing_if = "crate::release::Compat::is_empty")]
-        compat: crate::release::Compat,
+        #[serde(skip_serializing_if = "crate::compat::Compat::is_empty")]
+        compat: crate::compat::Compat,
         /// SHA-256 hex of the manifest stream that follows, so that in a
         /// sealed session the stream is bound as well as the request.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -341,6 +376,15 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn push_mode_names() {
+        assert_eq!("fast".parse::<PushMode>().unwrap(), PushMode::Fast);
+        assert_eq!("full".parse::<PushMode>().unwrap(), PushMode::Full);
+        assert_eq!(PushMode::Full.to_string(), "full");
+        assert!("delta".parse::<PushMode>().is_err());
+        assert_eq!(serde_json::to_string(&PushMode::Fast).unwrap(), "\"fast\"");
+    }
+
+    #[test]
     fn hello_parses() {
         let h = Hello::parse(r#"uota 1 {"proto":1,"max_frame":8192,"auth":true,"nonce":"ab","caps":["deflate"],"runtime":"0.1.0"}"#)
             .unwrap()
@@ -356,7 +400,7 @@ mod tests {
     fn requests_serialize_with_op_tag() {
         let r = Request::Begin {
             version: "1.0".into(),
-            mode: WireMode::Full,
+            mode: PushMode::Full,
             count: 2,
             sig: None,
             runtime: false,

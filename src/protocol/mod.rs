@@ -20,7 +20,7 @@ pub mod session;
 
 pub use frame::{Frame, FrameDecoder, FrameType};
 pub use line::LineDecoder;
-pub use message::{Hello, Request, Response};
+pub use message::{Hello, PushMode, Request, Response};
 
 use crate::error::Result;
 

@@ -15,7 +15,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{DeviceErrorCode, Error, Result};
-use crate::manifest::{FileEntry, Manifest, PushMode};
+use crate::manifest::{FileEntry, Manifest};
+use crate::protocol::PushMode;
 
 /// The device's account of its active release, without the file list: its
 /// version and the SHA-256 of its manifest lines ([`Manifest::manifest_lines`]).

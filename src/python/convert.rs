@@ -97,3 +97,13 @@ pub(crate) fn repr(py: Python<'_>, s: &str) -> String {
         .map(|r| r.to_string())
         .unwrap_or_else(|_| format!("{s:?}"))
 }
+
+/// `"full"` or `"fast"`; another string is an `InvalidArgument`.
+impl<'a, 'py> FromPyObject<'a, 'py> for crate::protocol::PushMode {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let name: String = obj.extract()?;
+        Ok(name.parse()?)
+    }
+}

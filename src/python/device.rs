@@ -6,8 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 use pyo3_async_runtimes::tokio::future_into_py;
 use tokio::sync::Mutex;
 
@@ -15,15 +16,16 @@ use super::convert::{repr, to_py, Bytes, Json, PyNone};
 use super::errors::closed;
 use super::manifest::PyManifest;
 use super::runtime::{self, block_on};
-use crate::auth::{FleetKey, Password, SigningKey};
+use crate::auth::{Password, SigningKey};
+use crate::bundle::Bundle;
 use crate::config::Project;
 use crate::device::{
     ConnectOptions, Device, DirEntry, LegacyMethod, Link, Peer, ProtocolChoice, PushEvent,
     PushOptions, PushReport,
 };
 use crate::error::Error;
-use crate::manifest::{Manifest, PushMode};
-use crate::release::Compat;
+use crate::manifest::Manifest;
+use crate::protocol::PushMode;
 use crate::transport::link::DEFAULT_OTA_PORT;
 
 /// The device, shared by sync and async calls; `None` once closed.
@@ -117,13 +119,11 @@ async fn open(
     })
 }
 
-fn parse_mode(mode: &str) -> PyResult<PushMode> {
-    Ok(mode.parse::<PushMode>()?)
-}
-
-/// Options of a push, converted from Python arguments.
-struct PushArgs {
+/// The keyword arguments of a push (`push`, `push_manifest` and their
+/// async twins), as the Python stubs' `_PushOptions` names them.
+struct PushKwargs {
     mode: PushMode,
+    /// `None`: the default key; `""`: unsigned.
     signing_key: Option<String>,
     reset: bool,
     runtime: bool,
@@ -136,21 +136,114 @@ struct PushArgs {
     progress: Option<Py<PyAny>>,
 }
 
-/// What a project adds to a push besides its files.
-#[derive(Default)]
-struct ProjectDefaults {
-    fleet_key: Option<FleetKey>,
-    compat: Compat,
-    release: Option<u64>,
-    manifest_cache: Option<PathBuf>,
+impl Default for PushKwargs {
+    fn default() -> Self {
+        let opts = PushOptions::default();
+        Self {
+            mode: PushMode::Full,
+            signing_key: None,
+            reset: opts.reset,
+            runtime: opts.runtime,
+            legacy_session: opts.legacy_method == LegacyMethod::Session,
+            delta: opts.delta,
+            compress: opts.compress,
+            release: None,
+            rollback: opts.rollback,
+            wait: opts.wait,
+            progress: None,
+        }
+    }
 }
 
-/// The key to sign with: the argument, else the project's; `""` means unsigned.
-fn signing_key(arg: Option<String>, default: Option<SigningKey>) -> Option<SigningKey> {
-    match arg {
-        None => default,
-        Some(k) if k.is_empty() => None,
-        Some(k) => Some(SigningKey::new(k)),
+impl<'a, 'py> FromPyObject<'a, 'py> for PushKwargs {
+    type Error = PyErr;
+
+    /// From the `**options` dict; a key it does not name is a `TypeError`,
+    /// as for any unexpected keyword argument.
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        fn field<'py, T: for<'a> FromPyObject<'a, 'py>>(
+            key: &str,
+            value: &Bound<'py, PyAny>,
+        ) -> PyResult<T> {
+            value.extract::<T>().map_err(|e| {
+                let e: PyErr = e.into();
+                if e.is_instance_of::<PyTypeError>(value.py()) {
+                    PyTypeError::new_err(format!("argument '{key}': {e}"))
+                } else {
+                    e
+                }
+            })
+        }
+        let mut out = PushKwargs::default();
+        for (key, value) in obj.cast::<PyDict>()?.iter() {
+            let key: String = key.extract()?;
+            match key.as_str() {
+                "mode" => out.mode = field(&key, &value)?,
+                "signing_key" => out.signing_key = field(&key, &value)?,
+                "reset" => out.reset = field(&key, &value)?,
+                "runtime" => out.runtime = field(&key, &value)?,
+                "legacy_session" => out.legacy_session = field(&key, &value)?,
+                "delta" => out.delta = field(&key, &value)?,
+                "compress" => out.compress = field(&key, &value)?,
+                "release" => out.release = field(&key, &value)?,
+                "rollback" => out.rollback = field(&key, &value)?,
+                "wait" => out.wait = wait_secs(field(&key, &value)?)?,
+                "progress" => out.progress = field(&key, &value)?,
+                other => {
+                    return Err(PyTypeError::new_err(format!(
+                        "unexpected keyword argument '{other}'"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `wait=`: seconds; `None` or 0 do not wait.
+fn wait_secs(wait: Option<f64>) -> Result<Option<Duration>, Error> {
+    match wait {
+        None => Ok(None),
+        Some(0.0) => Ok(None),
+        Some(secs) if secs.is_finite() && secs > 0.0 => Ok(Some(Duration::from_secs_f64(secs))),
+        Some(secs) => Err(Error::InvalidArgument(format!(
+            "wait must be a positive number of seconds, 0 or None, not {secs}"
+        ))),
+    }
+}
+
+impl PushKwargs {
+    /// `base` (the project's options, or the defaults) with the arguments on
+    /// top. An explicit signing key overrides the fleet key; `""` signs with
+    /// no `signingKey`.
+    fn options(&self, base: PushOptions) -> PushOptions {
+        let signing_key = match &self.signing_key {
+            None => base.signing_key.clone(),
+            Some(k) if k.is_empty() => None,
+            Some(k) => Some(SigningKey::new(k.clone())),
+        };
+        PushOptions {
+            mode: self.mode,
+            reset: self.reset,
+            runtime: self.runtime,
+            fleet_key: if signing_key.is_some() {
+                None
+            } else {
+                base.fleet_key.clone()
+            },
+            signing_key,
+            release: self.release.or(base.release),
+            rollback: self.rollback,
+            legacy_method: if self.legacy_session {
+                LegacyMethod::Session
+            } else {
+                LegacyMethod::Stream
+            },
+            delta: self.delta,
+            compress: self.compress,
+            wait: self.wait,
+            ..base
+        }
     }
 }
 
@@ -252,75 +345,38 @@ mod ops {
         slot: Slot,
         project: PathBuf,
         version: Option<String>,
-        args: PushArgs,
+        args: PushKwargs,
     ) -> PyResult<PyPushReport> {
         let mode = args.mode;
-        let (project, mut manifest) = runtime::blocking(move || {
+        let (project, bundle) = runtime::blocking(move || {
             let project = Project::load(&project)?;
-            let manifest = Manifest::for_project(&project, mode)?;
-            Ok((project, manifest))
+            let mut bundle = Bundle::for_push(&project, mode, false)?;
+            if let Some(v) = version {
+                bundle.set_version(v);
+            }
+            Ok((project, bundle))
         })
         .await?;
-        if let Some(v) = version {
-            manifest.version = v;
-        }
-        let key = signing_key(
-            args.signing_key.clone(),
-            project.secrets.signing_key.clone(),
-        );
-        let defaults = ProjectDefaults {
-            fleet_key: project.secrets.fleet_key.clone(),
-            compat: project.config.compat.clone().unwrap_or_default(),
-            release: project.config.release,
-            manifest_cache: Some(project.manifest_cache_dir()),
-        };
-        push(slot, project.root, manifest, key, defaults, args).await
+        let opts = args.options(PushOptions::for_project(&project, mode));
+        push(slot, bundle, opts, args.progress).await
     }
 
     pub(super) async fn push_manifest(
         slot: Slot,
         root: PathBuf,
         manifest: Manifest,
-        args: PushArgs,
+        args: PushKwargs,
     ) -> PyResult<PyPushReport> {
-        let key = signing_key(args.signing_key.clone(), None);
-        push(slot, root, manifest, key, ProjectDefaults::default(), args).await
+        let opts = args.options(PushOptions::default());
+        push(slot, Bundle::from_dir(&root, manifest), opts, args.progress).await
     }
 
     async fn push(
         slot: Slot,
-        root: PathBuf,
-        manifest: Manifest,
-        key: Option<SigningKey>,
-        defaults: ProjectDefaults,
-        args: PushArgs,
+        bundle: Bundle,
+        opts: PushOptions,
+        progress: Option<Py<PyAny>>,
     ) -> PyResult<PyPushReport> {
-        let opts = PushOptions {
-            mode: args.mode,
-            reset: args.reset,
-            runtime: args.runtime,
-            // An explicit signing key overrides the project's fleet key.
-            fleet_key: if key.is_some() {
-                None
-            } else {
-                defaults.fleet_key
-            },
-            signing_key: key,
-            release: args.release.or(defaults.release),
-            rollback: args.rollback,
-            compat: defaults.compat,
-            overlay: None,
-            legacy_method: if args.legacy_session {
-                LegacyMethod::Session
-            } else {
-                LegacyMethod::Stream
-            },
-            delta: args.delta,
-            compress: args.compress,
-            wait: args.wait,
-            manifest_cache: defaults.manifest_cache,
-        };
-        let progress = args.progress;
         with_device(slot, move |d| {
             Box::pin(async move {
                 let mut raised: Option<PyErr> = None;
@@ -333,7 +389,7 @@ mod ops {
                         raised = Some(e);
                     }
                 };
-                let report = d.push(&root, &manifest, &opts, &mut on_event).await;
+                let report = d.push_bundle(&bundle, &opts, &mut on_event).await;
                 let report = report?;
                 match raised {
                     Some(e) => Err(e),
@@ -353,47 +409,6 @@ pub(crate) struct PyDevice {
     port: u16,
     link: String,
     protocol: &'static str,
-}
-
-impl PyDevice {
-    #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
-    fn push_args(
-        mode: &str,
-        signing_key: Option<String>,
-        reset: bool,
-        runtime: bool,
-        legacy_session: bool,
-        delta: bool,
-        compress: bool,
-        release: Option<u64>,
-        rollback: bool,
-        wait: Option<f64>,
-        progress: Option<Py<PyAny>>,
-    ) -> PyResult<PushArgs> {
-        Ok(PushArgs {
-            mode: parse_mode(mode)?,
-            signing_key,
-            reset,
-            runtime,
-            legacy_session,
-            delta,
-            compress,
-            release,
-            rollback,
-            wait: match wait {
-                None => None,
-                Some(0.0) => None,
-                Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
-                Some(secs) => {
-                    return Err(crate::Error::InvalidArgument(format!(
-                        "wait must be a positive number of seconds, 0 or None, not {secs}"
-                    ))
-                    .into())
-                }
-            },
-            progress,
-        })
-    }
 }
 
 #[pymethods]
@@ -633,39 +648,17 @@ impl PyDevice {
         future_into_py(py, ops::passwd(self.slot.clone(), new_password))
     }
 
-    /// Push the project in `project` (its `config/ota.json` selects the files).
-    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, wait = 60.0, progress = None))]
-    #[allow(clippy::too_many_arguments)]
+    /// Push the project in `project` (its `config/ota.json` selects the
+    /// files); `options` are the keyword arguments of a push (`PushKwargs`).
+    #[pyo3(signature = (project, *, version = None, **options))]
     fn push(
         &self,
         py: Python<'_>,
         project: PathBuf,
-        mode: &str,
         version: Option<String>,
-        signing_key: Option<String>,
-        reset: bool,
-        runtime: bool,
-        legacy_session: bool,
-        delta: bool,
-        compress: bool,
-        release: Option<u64>,
-        rollback: bool,
-        wait: Option<f64>,
-        progress: Option<Py<PyAny>>,
+        options: Option<PushKwargs>,
     ) -> PyResult<PyPushReport> {
-        let args = Self::push_args(
-            mode,
-            signing_key,
-            reset,
-            runtime,
-            legacy_session,
-            delta,
-            compress,
-            release,
-            rollback,
-            wait,
-            progress,
-        )?;
+        let args = options.unwrap_or_default();
         block_on(
             py,
             ops::push_project(self.slot.clone(), project, version, args),
@@ -673,38 +666,15 @@ impl PyDevice {
     }
 
     /// Async `push`.
-    #[pyo3(signature = (project, *, mode = "full", version = None, signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, wait = 60.0, progress = None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (project, *, version = None, **options))]
     fn push_async<'py>(
         &self,
         py: Python<'py>,
         project: PathBuf,
-        mode: &str,
         version: Option<String>,
-        signing_key: Option<String>,
-        reset: bool,
-        runtime: bool,
-        legacy_session: bool,
-        delta: bool,
-        compress: bool,
-        release: Option<u64>,
-        rollback: bool,
-        wait: Option<f64>,
-        progress: Option<Py<PyAny>>,
+        options: Option<PushKwargs>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let args = Self::push_args(
-            mode,
-            signing_key,
-            reset,
-            runtime,
-            legacy_session,
-            delta,
-            compress,
-            release,
-            rollback,
-            wait,
-            progress,
-        )?;
+        let args = options.unwrap_or_default();
         future_into_py(
             py,
             ops::push_project(self.slot.clone(), project, version, args),
@@ -712,38 +682,15 @@ impl PyDevice {
     }
 
     /// Push the files of `manifest`, read from the folder `root`.
-    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, wait = 60.0, progress = None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (root, manifest, **options))]
     fn push_manifest(
         &self,
         py: Python<'_>,
         root: PathBuf,
         manifest: &Bound<'_, PyManifest>,
-        mode: &str,
-        signing_key: Option<String>,
-        reset: bool,
-        runtime: bool,
-        legacy_session: bool,
-        delta: bool,
-        compress: bool,
-        release: Option<u64>,
-        rollback: bool,
-        wait: Option<f64>,
-        progress: Option<Py<PyAny>>,
+        options: Option<PushKwargs>,
     ) -> PyResult<PyPushReport> {
-        let args = Self::push_args(
-            mode,
-            signing_key,
-            reset,
-            runtime,
-            legacy_session,
-            delta,
-            compress,
-            release,
-            rollback,
-            wait,
-            progress,
-        )?;
+        let args = options.unwrap_or_default();
         let manifest = manifest.get().snapshot();
         block_on(
             py,
@@ -752,38 +699,15 @@ impl PyDevice {
     }
 
     /// Async `push_manifest`.
-    #[pyo3(signature = (root, manifest, *, mode = "full", signing_key = None, reset = true, runtime = false, legacy_session = false, delta = true, compress = true, release = None, rollback = false, wait = 60.0, progress = None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (root, manifest, **options))]
     fn push_manifest_async<'py>(
         &self,
         py: Python<'py>,
         root: PathBuf,
         manifest: &Bound<'py, PyManifest>,
-        mode: &str,
-        signing_key: Option<String>,
-        reset: bool,
-        runtime: bool,
-        legacy_session: bool,
-        delta: bool,
-        compress: bool,
-        release: Option<u64>,
-        rollback: bool,
-        wait: Option<f64>,
-        progress: Option<Py<PyAny>>,
+        options: Option<PushKwargs>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let args = Self::push_args(
-            mode,
-            signing_key,
-            reset,
-            runtime,
-            legacy_session,
-            delta,
-            compress,
-            release,
-            rollback,
-            wait,
-            progress,
-        )?;
+        let args = options.unwrap_or_default();
         let manifest = manifest.get().snapshot();
         future_into_py(
             py,

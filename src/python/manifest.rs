@@ -8,8 +8,10 @@ use pyo3::types::{PyBool, PyBytes, PyDict};
 
 use super::convert::repr;
 use crate::auth::SigningKey;
+use crate::bundle::Bundle;
 use crate::config::Project;
-use crate::manifest::{FileEntry, Manifest, PushMode};
+use crate::manifest::{FileEntry, Manifest};
+use crate::protocol::PushMode;
 
 /// A release manifest: a version and its files with sizes and SHA-256.
 #[pyclass(name = "Manifest", module = "uota", frozen)]
@@ -65,7 +67,7 @@ impl PyManifest {
         let mode: PushMode = mode.parse()?;
         let m = py.detach(|| {
             let project = Project::load(&root)?;
-            Manifest::for_project(&project, mode)
+            Bundle::for_project(&project, mode).map(Bundle::into_manifest)
         })?;
         Ok(Self::new(m))
     }

@@ -16,12 +16,13 @@
 
 use std::collections::BTreeSet;
 
-use super::fs::{FileData, FsOptions, PutReport, ReplFs, TreeFile};
+use super::fs::{FsOptions, PutReport, ReplFs, TreeFile};
 use super::info::{compile_matching, mpy_matcher, BoardInfo, MpyCross};
 use super::{Repl, ReplMode};
 use crate::auth::{Password, SigningKey};
 use crate::config::Project;
 use crate::error::{DeviceErrorCode, Error, Result};
+use crate::manifest::FileSource;
 use crate::templates::{self, RenderedFile, RuntimeSettings};
 use crate::transport::Transport;
 
@@ -216,7 +217,7 @@ pub async fn bootstrap<T: Transport>(
         .iter()
         .map(|f| TreeFile {
             path: f.path.clone(),
-            data: FileData::Bytes(f.contents.clone()),
+            data: FileSource::Bytes(f.contents.clone()),
         })
         .collect();
     let put = fs

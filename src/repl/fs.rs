@@ -45,7 +45,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flate2::{Compress, Compression, FlushCompress, Status};
@@ -53,6 +53,7 @@ use sha2::{Digest, Sha256};
 
 use super::Repl;
 use crate::error::{DeviceErrorCode, Error, Result};
+use crate::manifest::FileSource;
 use crate::transport::Transport;
 
 /// The agent's source, as kept in the repository (comments included).
@@ -260,22 +261,13 @@ pub struct FsFree {
     pub mem_alloc: u64,
 }
 
-/// Where the bytes of a file to send come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileData {
-    /// These bytes.
-    Bytes(Vec<u8>),
-    /// The local file at this path, streamed.
-    Disk(PathBuf),
-}
-
 /// A file to install: its device path and its contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeFile {
     /// Device path (`/lib/uota/hal.py`; relative paths are taken from `/`).
     pub path: String,
     /// Contents.
-    pub data: FileData,
+    pub data: FileSource,
 }
 
 /// Progress of a [`ReplFs::put_files`] run, reported after each file is sent.
@@ -481,7 +473,7 @@ impl<'r, T: Transport> ReplFs<'r, T> {
             } else if entry.file_type().is_file() {
                 files.push(TreeFile {
                     path: dest,
-                    data: FileData::Disk(entry.path().to_path_buf()),
+                    data: FileSource::Disk(entry.path().to_path_buf()),
                 });
             }
         }
@@ -538,7 +530,7 @@ impl<'r, T: Transport> ReplFs<'r, T> {
         // (A local file that cannot be read fails when it is sent.)
         let sizes: Vec<u64> = targets
             .iter()
-            .map(|(_, data)| data_len(data).unwrap_or(0))
+            .map(|(_, data)| data.size().unwrap_or(0))
             .collect();
         let bytes_total: u64 = sizes.iter().sum();
 
@@ -562,11 +554,11 @@ impl<'r, T: Transport> ReplFs<'r, T> {
                 report.files_skipped += 1;
             } else {
                 let sent = match data {
-                    FileData::Bytes(b) => {
+                    FileSource::Bytes(b) => {
                         let mut src = b.as_slice();
                         self.send_file(path, &mut src).await
                     }
-                    FileData::Disk(p) => match std::fs::File::open(p) {
+                    FileSource::Disk(p) => match std::fs::File::open(p) {
                         Ok(mut f) => self.send_file(path, &mut f).await,
                         Err(e) => Err(Error::io(p, e)),
                     },
@@ -617,7 +609,7 @@ impl<'r, T: Transport> ReplFs<'r, T> {
     /// Which of `targets` the device already has (same size and SHA-256).
     async fn unchanged(
         &mut self,
-        targets: &[(String, &FileData)],
+        targets: &[(String, &FileSource)],
         sizes: &[u64],
     ) -> Result<Vec<bool>> {
         for (path, _) in targets {
@@ -638,9 +630,9 @@ impl<'r, T: Transport> ReplFs<'r, T> {
         let mut out = Vec::with_capacity(targets.len());
         for (i, (_, data)) in targets.iter().enumerate() {
             let same = match &remote[i] {
-                Some((digest, size)) if Some(sizes[i]) == *size => {
-                    local_sha256(data).is_ok_and(|d| d.as_slice() == digest.as_slice())
-                }
+                Some((digest, size)) if Some(sizes[i]) == *size => data
+                    .sha256()
+                    .is_ok_and(|d| d.as_slice() == digest.as_slice()),
                 _ => false,
             };
             out.push(same);
@@ -1432,27 +1424,6 @@ fn deflate_into(
             return Ok(());
         }
     }
-}
-
-fn data_len(data: &FileData) -> Result<u64> {
-    match data {
-        FileData::Bytes(b) => Ok(b.len() as u64),
-        FileData::Disk(p) => std::fs::metadata(p)
-            .map(|m| m.len())
-            .map_err(|e| Error::io(p, e)),
-    }
-}
-
-fn local_sha256(data: &FileData) -> Result<[u8; 32]> {
-    let mut hasher = Sha256::new();
-    match data {
-        FileData::Bytes(b) => hasher.update(b),
-        FileData::Disk(p) => {
-            let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
-            std::io::copy(&mut f, &mut hasher).map_err(|e| Error::io(p, e))?;
-        }
-    }
-    Ok(hasher.finalize().into())
 }
 
 fn expect_ok(reply: &Reply, what: &str) -> Result<()> {

