@@ -6,7 +6,7 @@ mod common;
 use common::{sha256_hex, start, RawClient, Setup, TestDevice};
 use uota::bundle::Bundle;
 use uota::config::Project;
-use uota::device::{ConnectOptions, LegacyMethod, Peer, ProtocolChoice, PushOptions};
+use uota::device::{ConnectOptions, MicroOtaMethod, Peer, ProtocolChoice, PushOptions};
 use uota::ErrorKind;
 use uota::PushMode;
 
@@ -17,12 +17,12 @@ fn legacy_opts(t: &TestDevice) -> ConnectOptions {
     }
 }
 
-async fn legacy_push(t: &TestDevice, method: LegacyMethod, version: &str) {
+async fn legacy_push(t: &TestDevice, method: MicroOtaMethod, version: &str) {
     let (project, bundle) = common::project_bundle(&t.project, PushMode::Full, version);
     let mut dev = t.connect_with(legacy_opts(t)).await.unwrap();
     assert_eq!(dev.peer(), &Peer::MicroOta);
     let opts = PushOptions {
-        legacy_method: method,
+        micro_ota_method: method,
         signing_key: project.secrets.signing_key.clone(),
         ..PushOptions::default()
     };
@@ -54,7 +54,7 @@ async fn stream_ota_session_with_password_and_key() {
         ..Setup::default()
     })
     .await;
-    legacy_push(&t, LegacyMethod::Stream, "1.0.0").await;
+    legacy_push(&t, MicroOtaMethod::Stream, "1.0.0").await;
 }
 
 #[tokio::test]
@@ -65,7 +65,7 @@ async fn start_ota_session_with_signed_manifest() {
         ..Setup::default()
     })
     .await;
-    legacy_push(&t, LegacyMethod::Session, "1.0.1").await;
+    legacy_push(&t, MicroOtaMethod::Session, "1.0.1").await;
 }
 
 #[tokio::test]
@@ -76,7 +76,7 @@ async fn legacy_stream_with_wrong_key_changes_nothing() {
         ..Setup::default()
     })
     .await;
-    legacy_push(&t, LegacyMethod::Stream, "1.0.0").await;
+    legacy_push(&t, MicroOtaMethod::Stream, "1.0.0").await;
     let project = Project::load(&t.project).unwrap();
     let mut m = Bundle::for_project(&project, PushMode::Full)
         .unwrap()

@@ -1,11 +1,11 @@
-//! The micro-ota side of the host (`uota::protocol::microota`) on arbitrary
+//! The micro-ota side of the host (`uota::protocol::micro_ota`) on arbitrary
 //! input: reply lines from a device, and the line and container builders fed
 //! with arbitrary paths and versions.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use uota::manifest::{validate_device_path, FileEntry};
-use uota::protocol::microota::{
+use uota::protocol::micro_ota::{
     container_len, file_line, parse_reply, parse_reply_to, OtasEncoder, Reply,
 };
 

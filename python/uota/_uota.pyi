@@ -38,7 +38,7 @@ class _PushOptions(TypedDict, total=False):
             (default ``True``).
         runtime: Allow the release to replace the device runtime
             (``boot.py``, ``lib/uota/``; default ``False``).
-        legacy_session: For micro-ota devices, use the older ``start_ota``
+        micro_ota_session: For micro-ota devices, use the older ``start_ota``
             session instead of ``stream_ota`` (default ``False``).
         delta: Send only files that differ from the device's active
             release (the default); ``False`` sends every file.
@@ -64,7 +64,8 @@ class _PushOptions(TypedDict, total=False):
     signing_key: Optional[str]
     reset: bool
     runtime: bool
-    legacy_session: bool
+    micro_ota_session: bool
+    legacy_session: bool  # the earlier name of micro_ota_session
     delta: bool
     compress: bool
     release: Optional[int]

@@ -17,7 +17,7 @@ use crate::auth::{Password, SigningKey};
 use crate::bundle::Bundle;
 use crate::config::Project;
 use crate::device::{
-    ConnectOptions, Device, LegacyMethod, Link, LinkChoice, LinkKind, ProtocolChoice, PushOptions,
+    ConnectOptions, Device, Link, LinkChoice, LinkKind, MicroOtaMethod, ProtocolChoice, PushOptions,
 };
 use crate::error::{Error, Result};
 use crate::protocol::PushMode;
@@ -168,8 +168,8 @@ struct PushArgs {
     #[arg(long)]
     runtime: bool,
     /// For micro-ota devices: use the older start_ota session instead of stream_ota.
-    #[arg(long)]
-    legacy_session: bool,
+    #[arg(long, alias = "legacy-session")]
+    micro_ota_session: bool,
     /// Send every file, even those the device already has.
     #[arg(long)]
     all: bool,
@@ -584,10 +584,10 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
         runtime: args.runtime,
         release: args.release.or(project_opts.release),
         rollback: args.rollback,
-        legacy_method: if args.legacy_session {
-            LegacyMethod::Session
+        micro_ota_method: if args.micro_ota_session {
+            MicroOtaMethod::Session
         } else {
-            LegacyMethod::Stream
+            MicroOtaMethod::Stream
         },
         delta: !args.all,
         compress: !args.no_compress,

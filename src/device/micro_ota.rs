@@ -4,9 +4,13 @@
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Device, DeviceInfo, DirEntry};
+use super::push::SourceReader;
+use super::{Device, DeviceInfo, DirEntry, PushEvent};
+use crate::auth::SigningKey;
+use crate::bundle::Bundle;
 use crate::error::{Error, Result};
-use crate::protocol::{line, microota};
+use crate::manifest::Manifest;
+use crate::protocol::{line, micro_ota};
 
 /// micro-ota's login: the plaintext password as the first line, when one is set.
 pub(super) async fn login(dev: &mut Device) -> Result<()> {
@@ -35,13 +39,19 @@ async fn send_line(dev: &mut Device, text: &str) -> Result<()> {
 /// Send a line command and expect one exact reply line.
 async fn command(dev: &mut Device, cmd: &str, expect: &str) -> Result<()> {
     send_line(dev, cmd).await?;
-    let reply = dev.read_line(cmd).await?;
+    expect_line(dev, cmd, expect).await
+}
+
+/// Read one reply line and expect it to be `expect`; an error reply is
+/// turned into its error.
+async fn expect_line(dev: &mut Device, what: &str, expect: &str) -> Result<()> {
+    let reply = dev.read_line(what).await?;
     if reply == expect {
         return Ok(());
     }
-    microota::parse_reply(&reply)?;
+    micro_ota::parse_reply(&reply)?;
     Err(Error::Protocol(format!(
-        "unexpected reply to {cmd:?}: {reply:?}"
+        "expected {expect:?} after {what}, got {reply:?}"
     )))
 }
 
@@ -86,7 +96,7 @@ pub(super) async fn ls(dev: &mut Device, path: &str) -> Result<Vec<DirEntry>> {
             return Ok(entries);
         }
         if entries.is_empty() && l.starts_with("error") {
-            microota::parse_reply(&l)?;
+            micro_ota::parse_reply(&l)?;
         }
         let (name, is_dir) = match l.strip_suffix('/') {
             Some(n) => (n.to_string(), true),
@@ -107,7 +117,7 @@ pub(super) async fn get_size(dev: &mut Device, path: &str) -> Result<u64> {
     match head.parse() {
         Ok(n) => Ok(n),
         Err(_) => {
-            microota::parse_reply(&head)?;
+            micro_ota::parse_reply(&head)?;
             Err(Error::Protocol(format!(
                 "malformed get reply {:?}",
                 crate::text::escape_controls(&head)
@@ -138,4 +148,109 @@ where
             .map_err(|e| Error::io(std::path::Path::new(path), e))?;
     }
     Ok(got)
+}
+
+/// Push `manifest` as micro-ota's `stream_ota` container (what micro-ota's
+/// own CLI sends), signed with `key` when given; the device commits it as
+/// a whole and restarts.
+pub(super) async fn push_stream(
+    dev: &mut Device,
+    bundle: &Bundle,
+    manifest: &Manifest,
+    key: Option<&SigningKey>,
+    total: u64,
+    progress: &mut (dyn FnMut(&PushEvent) + Send),
+) -> Result<()> {
+    let len = micro_ota::container_len(&manifest.version, &manifest.files)?;
+    dev.send(micro_ota::stream_ota_line(len).as_bytes()).await?;
+    dev.flush().await?;
+    expect_line(dev, "stream_ota", "ready").await?;
+    progress(&PushEvent::Started {
+        files: manifest.files.len(),
+        bytes: total,
+    });
+    let count = u16::try_from(manifest.files.len())
+        .map_err(|_| Error::InvalidArgument("micro-ota streams hold at most 65535 files".into()))?;
+    let mut enc = micro_ota::OtasEncoder::new(key);
+    let header = enc.header(&manifest.version, count)?;
+    dev.send(&header).await?;
+    let mut buf = vec![0u8; 4096];
+    let mut sent = 0u64;
+    for entry in &manifest.files {
+        progress(&PushEvent::File {
+            path: entry.path.clone(),
+            size: entry.size,
+        });
+        let fh = enc.file_header(entry)?;
+        dev.send(&fh).await?;
+        let mut file = SourceReader::open(bundle.source(&entry.path)?).await?;
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            enc.data(&buf[..n]);
+            dev.send(&buf[..n]).await?;
+            sent += n as u64;
+            progress(&PushEvent::Progress { sent, total });
+        }
+    }
+    let trailer = enc.trailer();
+    dev.send(&trailer).await?;
+    dev.flush().await?;
+    progress(&PushEvent::Committing);
+    let wait = dev.options().commit_timeout;
+    let reply = dev.read_line_within("stream_ota commit", wait).await?;
+    micro_ota::parse_reply(&reply)?;
+    dev.mark_closed();
+    Ok(())
+}
+
+/// Push `manifest` in micro-ota's older `start_ota` session: the manifest,
+/// then one `file` command per file, then `end_ota`.
+pub(super) async fn push_session(
+    dev: &mut Device,
+    bundle: &Bundle,
+    manifest: &Manifest,
+    total: u64,
+    progress: &mut (dyn FnMut(&PushEvent) + Send),
+) -> Result<()> {
+    dev.send(micro_ota::start_ota_line().as_bytes()).await?;
+    dev.flush().await?;
+    expect_line(dev, "start_ota", "ready").await?;
+    let json = manifest.to_json();
+    dev.send(micro_ota::manifest_header(json.len()).as_bytes())
+        .await?;
+    dev.send(json.as_bytes()).await?;
+    dev.flush().await?;
+    expect_line(dev, "manifest", "ok").await?;
+    progress(&PushEvent::Started {
+        files: manifest.files.len(),
+        bytes: total,
+    });
+    let mut sent = 0u64;
+    for entry in &manifest.files {
+        progress(&PushEvent::File {
+            path: entry.path.clone(),
+            size: entry.size,
+        });
+        dev.send(micro_ota::file_line(entry)?.as_bytes()).await?;
+        let data = SourceReader::open(bundle.source(&entry.path)?)
+            .await?
+            .read_to_end()
+            .await?;
+        dev.send(&data).await?;
+        dev.flush().await?;
+        expect_line(dev, "file", "ok").await?;
+        sent += data.len() as u64;
+        progress(&PushEvent::Progress { sent, total });
+    }
+    progress(&PushEvent::Committing);
+    dev.send(micro_ota::end_ota_line().as_bytes()).await?;
+    dev.flush().await?;
+    let wait = dev.options().commit_timeout;
+    let reply = dev.read_line_within("end_ota", wait).await?;
+    micro_ota::parse_reply(&reply)?;
+    dev.mark_closed();
+    Ok(())
 }

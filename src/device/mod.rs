@@ -17,7 +17,7 @@ mod uota;
 pub use crate::transport::link::Capabilities;
 pub use blocking::BlockingDevice;
 pub use link::{Link, LinkChoice, LinkKind};
-pub use push::{LegacyMethod, PushEvent, PushOptions, PushReport};
+pub use push::{MicroOtaMethod, PushEvent, PushOptions, PushReport};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

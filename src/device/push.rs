@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::time::Instant;
 
-use super::{uota, Device, Peer};
+use super::{micro_ota, uota, Device, Peer};
 use crate::auth::{FleetKey, SigningKey};
 use crate::bundle::{Bundle, FileSource};
 use crate::compat::Compat;
@@ -15,12 +15,12 @@ use crate::config::Project;
 use crate::error::{DeviceErrorCode, Error, Result};
 use crate::manifest::{FileEntry, Manifest};
 use crate::protocol::push_plan::{Input, PlanSettings, PushPlan, Step, Summary};
-use crate::protocol::{microota, FrameType, PushMode, Request};
+use crate::protocol::{FrameType, PushMode, Request};
 use crate::release::ReleaseClaims;
 
 /// How to send a release to a device running micro-ota's runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LegacyMethod {
+pub enum MicroOtaMethod {
     /// micro-ota's `stream_ota` binary container (what its own CLI uses).
     #[default]
     Stream,
@@ -50,7 +50,7 @@ pub struct PushOptions {
     /// Which devices the release fits (checked by the device).
     pub compat: Compat,
     /// Push method for micro-ota devices.
-    pub legacy_method: LegacyMethod,
+    pub micro_ota_method: MicroOtaMethod,
     /// Send only files that differ from the device's active release.
     pub delta: bool,
     /// Deflate file payloads when the device supports it.
@@ -82,7 +82,7 @@ impl Default for PushOptions {
             release: None,
             rollback: false,
             compat: Compat::default(),
-            legacy_method: LegacyMethod::Stream,
+            micro_ota_method: MicroOtaMethod::Stream,
             delta: true,
             compress: true,
             wait: Some(DEFAULT_RESTART_WAIT),
@@ -293,14 +293,14 @@ impl Device {
                         "micro-ota devices have no device id to derive a key for: configure signingKey".into(),
                     ));
                 }
-                match opts.legacy_method {
-                    LegacyMethod::Stream => {
-                        self.push_stream_ota(bundle, &manifest, opts, total, progress)
+                match opts.micro_ota_method {
+                    MicroOtaMethod::Stream => {
+                        let key = opts.signing_key.as_ref();
+                        micro_ota::push_stream(self, bundle, &manifest, key, total, progress)
                             .await?
                     }
-                    LegacyMethod::Session => {
-                        self.push_start_ota(bundle, &manifest, total, progress)
-                            .await?
+                    MicroOtaMethod::Session => {
+                        micro_ota::push_session(self, bundle, &manifest, total, progress).await?
                     }
                 }
                 Tally {
@@ -648,108 +648,6 @@ if the device's floor was set that high, lower it with `uota floor N` (authentic
         };
         Ok((claims, sig, key))
     }
-
-    async fn push_stream_ota(
-        &mut self,
-        bundle: &Bundle,
-        manifest: &Manifest,
-        opts: &PushOptions,
-        total: u64,
-        progress: &mut (dyn FnMut(&PushEvent) + Send),
-    ) -> Result<()> {
-        let len = microota::container_len(&manifest.version, &manifest.files)?;
-        self.send(microota::stream_ota_line(len).as_bytes()).await?;
-        self.flush().await?;
-        expect_line(self, "stream_ota", "ready").await?;
-        progress(&PushEvent::Started {
-            files: manifest.files.len(),
-            bytes: total,
-        });
-        let count = u16::try_from(manifest.files.len()).map_err(|_| {
-            Error::InvalidArgument("micro-ota streams hold at most 65535 files".into())
-        })?;
-        let mut enc = microota::OtasEncoder::new(opts.signing_key.as_ref());
-        let header = enc.header(&manifest.version, count)?;
-        self.send(&header).await?;
-        let mut buf = vec![0u8; 4096];
-        let mut sent = 0u64;
-        for entry in &manifest.files {
-            progress(&PushEvent::File {
-                path: entry.path.clone(),
-                size: entry.size,
-            });
-            let fh = enc.file_header(entry)?;
-            self.send(&fh).await?;
-            let src = bundle.source(&entry.path)?;
-            let mut file = SourceReader::open(src).await?;
-            loop {
-                let n = file.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                enc.data(&buf[..n]);
-                self.send(&buf[..n]).await?;
-                sent += n as u64;
-                progress(&PushEvent::Progress { sent, total });
-            }
-        }
-        let trailer = enc.trailer();
-        self.send(&trailer).await?;
-        self.flush().await?;
-        progress(&PushEvent::Committing);
-        let wait = self.options().commit_timeout;
-        let reply = self.read_line_within("stream_ota commit", wait).await?;
-        microota::parse_reply(&reply)?;
-        self.mark_closed();
-        Ok(())
-    }
-
-    async fn push_start_ota(
-        &mut self,
-        bundle: &Bundle,
-        manifest: &Manifest,
-        total: u64,
-        progress: &mut (dyn FnMut(&PushEvent) + Send),
-    ) -> Result<()> {
-        self.send(microota::start_ota_line().as_bytes()).await?;
-        self.flush().await?;
-        expect_line(self, "start_ota", "ready").await?;
-        let json = manifest.to_json();
-        self.send(microota::manifest_header(json.len()).as_bytes())
-            .await?;
-        self.send(json.as_bytes()).await?;
-        self.flush().await?;
-        expect_line(self, "manifest", "ok").await?;
-        progress(&PushEvent::Started {
-            files: manifest.files.len(),
-            bytes: total,
-        });
-        let mut sent = 0u64;
-        for entry in &manifest.files {
-            progress(&PushEvent::File {
-                path: entry.path.clone(),
-                size: entry.size,
-            });
-            self.send(microota::file_line(entry)?.as_bytes()).await?;
-            let data = SourceReader::open(bundle.source(&entry.path)?)
-                .await?
-                .read_to_end()
-                .await?;
-            self.send(&data).await?;
-            self.flush().await?;
-            expect_line(self, "file", "ok").await?;
-            sent += data.len() as u64;
-            progress(&PushEvent::Progress { sent, total });
-        }
-        progress(&PushEvent::Committing);
-        self.send(microota::end_ota_line().as_bytes()).await?;
-        self.flush().await?;
-        let wait = self.options().commit_timeout;
-        let reply = self.read_line_within("end_ota", wait).await?;
-        microota::parse_reply(&reply)?;
-        self.mark_closed();
-        Ok(())
-    }
 }
 
 /// What a push actually sent.
@@ -878,25 +776,14 @@ impl FileSender {
     }
 }
 
-async fn expect_line(dev: &mut Device, what: &str, expect: &str) -> Result<()> {
-    let reply = dev.read_line(what).await?;
-    if reply == expect {
-        return Ok(());
-    }
-    microota::parse_reply(&reply)?;
-    Err(Error::Protocol(format!(
-        "expected {expect:?} after {what}, got {reply:?}"
-    )))
-}
-
 /// The bytes of a file being sent: an open local file, or bytes in memory.
-enum SourceReader<'a> {
+pub(super) enum SourceReader<'a> {
     File(&'a Path, tokio::fs::File),
     Bytes(std::io::Cursor<&'a [u8]>),
 }
 
 impl<'a> SourceReader<'a> {
-    async fn open(src: &'a FileSource) -> Result<SourceReader<'a>> {
+    pub(super) async fn open(src: &'a FileSource) -> Result<SourceReader<'a>> {
         match src {
             FileSource::Disk(path) => match tokio::fs::File::open(path).await {
                 Ok(f) => Ok(SourceReader::File(path, f)),
@@ -921,7 +808,7 @@ impl<'a> SourceReader<'a> {
         res.map(drop).map_err(|e| self.fail(e))
     }
 
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+    pub(super) async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
         let res = match self {
             SourceReader::File(_, f) => f.read(buf).await,
             SourceReader::Bytes(c) => c.read(buf).await,
@@ -942,7 +829,7 @@ impl<'a> SourceReader<'a> {
         Ok(n)
     }
 
-    async fn read_to_end(mut self) -> Result<Vec<u8>> {
+    pub(super) async fn read_to_end(mut self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         let res = match &mut self {
             SourceReader::File(_, f) => f.read_to_end(&mut out).await,

@@ -7,14 +7,14 @@
 //! - [`frame`]: the binary frames of frame mode (type, length, payload), with a size limit.
 //! - [`line`]: `\n`-terminated lines of line mode (micro-ota compatible).
 //! - [`message`]: the typed requests and replies carried in frames.
-//! - [`microota`]: the host side of micro-ota's own push protocol.
+//! - [`micro_ota`]: the host side of micro-ota's own push protocol.
 //! - [`push_plan`]: the decisions of a push (delta, resume, commit repair) as a state machine.
 //! - [`session`]: sealing state-changing requests to an authenticated session.
 
 pub mod frame;
 pub mod line;
 pub mod message;
-pub mod microota;
+pub mod micro_ota;
 pub mod push_plan;
 pub mod session;
 

@@ -20,7 +20,7 @@ use crate::auth::{Password, SigningKey};
 use crate::bundle::Bundle;
 use crate::config::Project;
 use crate::device::{
-    ConnectOptions, Device, DirEntry, LegacyMethod, Link, Peer, ProtocolChoice, PushEvent,
+    ConnectOptions, Device, DirEntry, Link, MicroOtaMethod, Peer, ProtocolChoice, PushEvent,
     PushOptions, PushReport,
 };
 use crate::error::Error;
@@ -127,7 +127,7 @@ struct PushKwargs {
     signing_key: Option<String>,
     reset: bool,
     runtime: bool,
-    legacy_session: bool,
+    micro_ota_session: bool,
     delta: bool,
     compress: bool,
     release: Option<u64>,
@@ -144,7 +144,7 @@ impl Default for PushKwargs {
             signing_key: None,
             reset: opts.reset,
             runtime: opts.runtime,
-            legacy_session: opts.legacy_method == LegacyMethod::Session,
+            micro_ota_session: opts.micro_ota_method == MicroOtaMethod::Session,
             delta: opts.delta,
             compress: opts.compress,
             release: None,
@@ -182,7 +182,10 @@ impl<'a, 'py> FromPyObject<'a, 'py> for PushKwargs {
                 "signing_key" => out.signing_key = field(&key, &value)?,
                 "reset" => out.reset = field(&key, &value)?,
                 "runtime" => out.runtime = field(&key, &value)?,
-                "legacy_session" => out.legacy_session = field(&key, &value)?,
+                // `legacy_session`: the earlier name, still taken.
+                "micro_ota_session" | "legacy_session" => {
+                    out.micro_ota_session = field(&key, &value)?
+                }
                 "delta" => out.delta = field(&key, &value)?,
                 "compress" => out.compress = field(&key, &value)?,
                 "release" => out.release = field(&key, &value)?,
@@ -234,10 +237,10 @@ impl PushKwargs {
             signing_key,
             release: self.release.or(base.release),
             rollback: self.rollback,
-            legacy_method: if self.legacy_session {
-                LegacyMethod::Session
+            micro_ota_method: if self.micro_ota_session {
+                MicroOtaMethod::Session
             } else {
-                LegacyMethod::Stream
+                MicroOtaMethod::Stream
             },
             delta: self.delta,
             compress: self.compress,

@@ -297,7 +297,7 @@ def test_micro_ota_protocol(make_env: Callable[..., Env]) -> None:
         assert dev.version() == "3.0.0"
     since = time.monotonic()
     with env.connect(protocol="micro-ota") as dev:
-        assert dev.push(env.project, version="3.1.0", legacy_session=True).version == "3.1.0"
+        assert dev.push(env.project, version="3.1.0", micro_ota_session=True).version == "3.1.0"
     with env.reconnect(since) as dev:
         assert dev.protocol == "uota"
         assert dev.version() == "3.1.0"
