@@ -20,6 +20,11 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
+/// How long a raw banner that arrives where the raw-paste reply was expected
+/// waits for that reply to follow it (then the banner is the firmware's
+/// answer: it has no raw-paste). Only firmware without raw-paste pays it.
+const LATE_BANNER_GRACE: Duration = Duration::from_secs(2);
+
 /// Ctrl-A: enter the raw REPL (on an empty line).
 pub const CTRL_A: u8 = 0x01;
 /// Ctrl-B: leave the raw REPL for the friendly one.
@@ -270,7 +275,8 @@ struct ExecJob {
     step: ExecStep,
     window: usize,
     credit: usize,
-    /// Plain mode: when the next chunk may go.
+    /// Plain mode: when the next chunk may go. Waiting for the raw-paste
+    /// reply after a raw banner: when the banner counts as the answer.
     next_chunk: Option<Instant>,
     out: ExecOutput,
 }
@@ -522,7 +528,9 @@ impl ReplMachine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = match &self.state {
             State::Interrupt { at, .. } => Some(*at + self.config.timeouts.interrupt_pause),
-            State::Exec(job) if job.step == ExecStep::PlainSend => job.next_chunk,
+            State::Exec(job) if matches!(job.step, ExecStep::PlainSend | ExecStep::PasteReply) => {
+                job.next_chunk
+            }
             _ => None,
         };
         match (timer, self.deadline.map(|d| d.0)) {
@@ -682,18 +690,31 @@ impl ReplMachine {
                     self.state = State::Exec(job);
                     return false;
                 }
-                if self.rx[0] == b'r' && self.paste_supported == Some(true) {
-                    // This device has raw-paste, so a raw banner here answers
-                    // an earlier Ctrl-A that a running program left unread
-                    // (the interrupt came late): skip it, the reply follows.
+                if self.rx[0] == b'r' {
+                    // A raw banner: either this firmware's answer (it has no
+                    // raw-paste and our Ctrl-A re-printed it), or the late
+                    // answer to an earlier Ctrl-A that a running program left
+                    // unread. What follows it decides.
                     let Some(end) = find_prompt_after(&self.rx, RAW_BANNER) else {
                         self.state = State::Exec(job);
                         return false;
                     };
-                    tracing::debug!(stale = ?Escaped(&self.rx[..end]), "repl: skipping a late raw banner");
-                    self.rx.drain(..end);
-                    self.state = State::Exec(job);
-                    return true;
+                    let reply_follows = matches!(self.rx.get(end), Some(b'R' | b'r'));
+                    let grace_over = job.next_chunk.is_some_and(|at| now >= at);
+                    if self.paste_supported == Some(true) || reply_follows {
+                        tracing::debug!(stale = ?Escaped(&self.rx[..end]), "repl: skipping a late raw banner");
+                        self.rx.drain(..end);
+                        job.next_chunk = None;
+                        self.state = State::Exec(job);
+                        return true;
+                    }
+                    if self.rx.len() == end && !grace_over {
+                        // Nothing after it yet: a raw-paste reply may still come.
+                        job.next_chunk.get_or_insert(now + LATE_BANNER_GRACE);
+                        self.state = State::Exec(job);
+                        return false;
+                    }
+                    job.next_chunk = None;
                 }
                 let reply = [self.rx[0], self.rx[1]];
                 self.rx.drain(..2);
@@ -1145,6 +1166,11 @@ mod tests {
         .unwrap();
         let _ = sent(&mut m);
         m.handle_input(b"raw REPL; CTRL-B to exit\r\n>", t);
+        assert!(
+            sent(&mut m).is_empty(),
+            "a raw-paste reply may still follow"
+        );
+        m.handle_timeout(t + LATE_BANNER_GRACE);
         assert_eq!(sent(&mut m), b"print(1)\x04");
         m.handle_input(b"OK1\r\n\x04\x04>", t);
         let Completion::Exec(out) = done(&mut m) else {
@@ -1184,6 +1210,61 @@ mod tests {
         };
         assert_eq!(out.stdout, b"two");
         assert!(out.raw_paste);
+    }
+
+    #[test]
+    fn a_late_raw_banner_on_a_fresh_session_is_told_from_no_raw_paste() {
+        // Support not known yet: a stale banner followed by the paste reply.
+        let (mut m, t) = machine();
+        m.start(
+            Request::Exec {
+                code: b"1".to_vec(),
+                follow: true,
+            },
+            t,
+        )
+        .unwrap();
+        assert_eq!(sent(&mut m), RAW_PASTE_REQUEST);
+        m.handle_input(b"raw REPL; CTRL-B to exit\r\n>", t);
+        assert!(sent(&mut m).is_empty(), "waits for what follows the banner");
+        m.handle_input(b"R\x01\x80\x00\x01", t + Duration::from_millis(300));
+        assert_eq!(sent(&mut m), b"1\x04", "raw-paste, not the plain REPL");
+        m.handle_input(b"\x04one\x04\x04>", t);
+        let Completion::Exec(out) = done(&mut m) else {
+            panic!()
+        };
+        assert_eq!(out.stdout, b"one");
+        assert!(out.raw_paste);
+
+        // Firmware without raw-paste: the banner alone, nothing after it.
+        let (mut old, t) = machine();
+        old.start(
+            Request::Exec {
+                code: b"2".to_vec(),
+                follow: true,
+            },
+            t,
+        )
+        .unwrap();
+        let _ = sent(&mut old);
+        old.handle_input(b"raw REPL; CTRL-B to exit\r\n>", t);
+        assert!(sent(&mut old).is_empty());
+        let at = old.poll_timeout().expect("a grace timer");
+        assert!(at <= t + LATE_BANNER_GRACE);
+        old.handle_timeout(at);
+        assert_eq!(old.raw_paste_supported(), Some(false));
+        let mut plain = Vec::new();
+        for _ in 0..100 {
+            plain.extend(sent(&mut old));
+            if plain.ends_with(b"\x04") {
+                break;
+            }
+            let Some(next) = old.poll_timeout() else {
+                break;
+            };
+            old.handle_timeout(next);
+        }
+        assert!(plain.ends_with(b"2\x04"), "{plain:?}");
     }
 
     #[test]
