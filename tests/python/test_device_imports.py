@@ -160,3 +160,29 @@ def test_no_module_imports_a_module_both_ways() -> None:
         eager, lazy = imports_of(path, known)
         both += ["%s: %s" % (name, m) for m in sorted(eager & lazy)]
     assert not both, both
+
+
+def test_the_documented_module_graph_is_the_real_one() -> None:
+    """docs/device-runtime.md, "Module graph": one line per module,
+    "- `name`: what it owns; imports `a`, `b`; later `c`." (or "imports
+    nothing")."""
+    doc = (RUNTIME.parents[2] / "docs" / "device-runtime.md").read_text()
+    section = doc.split("### Module graph", 1)[1].split("\n#", 1)[0]
+    documented: dict[str, dict[str, bool]] = {}
+    for line in section.splitlines():
+        if not line.startswith("- `"):
+            continue
+        name = line[3 : line.index("`", 3)]
+        module = "uota" if name == "uota" else "uota." + name
+        edges: dict[str, bool] = {}
+        for part in line.rstrip(".").split("; "):
+            for word, lazy in (("imports ", False), ("later ", True)):
+                if part.startswith(word) and part != "imports nothing":
+                    for m in part[len(word) :].split(", "):
+                        edges["uota." + m.strip("`")] = lazy
+        documented[module] = edges
+    real = import_graph()
+    wrong = {m: (documented.get(m), real.get(m)) for m in set(documented) | set(real) if documented.get(m) != real.get(m)}
+    assert not wrong, "module: (documented, real) imports (True: only inside functions)\n%s" % "\n".join(
+        "%s: %s" % (m, wrong[m]) for m in sorted(wrong)
+    )
