@@ -328,7 +328,10 @@ fn a_non_loopback_host_is_refused_before_the_banner() {
         assert_eq!(out.status.code(), Some(1), "{host}: {stdout}{stderr}");
         assert!(stderr.contains("loopback"), "{host}: {stderr}");
         assert!(stdout.is_empty(), "{host}: no banner: {stdout}");
-        assert!(!dir.path().join("device").exists(), "{host}: nothing provisioned");
+        assert!(
+            !dir.path().join("device").exists(),
+            "{host}: nothing provisioned"
+        );
     }
 }
 
