@@ -7,7 +7,7 @@
 import os
 
 from uota import boot_state, fs
-from uota.layout import CONFIG, SERIAL_SESSION
+from uota.layout import CONFIG, FSCK, SERIAL_SESSION
 
 recovered = False  # boot() finished what a power cut interrupted
 
@@ -24,7 +24,7 @@ def boot():
     """Recover, then count this boot (as unconfirmed until mark_good())."""
     global recovered
     try:
-        os.remove("/.uota_fsck")  # see boot.py: littlefs finishes a cut rename
+        os.remove(FSCK)  # see boot.py: littlefs finishes a cut rename
     except OSError:
         pass
     try:

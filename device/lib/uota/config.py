@@ -104,7 +104,7 @@ def first_boot(raw):
                 sec[k] = moved[k]
                 missing = True
         if missing:
-            fs.makedirs("/config")
+            fs.makedirs(fs.parent(SECRETS))
             fs.atomic_write(SECRETS, json.dumps(sec).encode())
     take_settings()
 
@@ -215,7 +215,7 @@ class Config:
 
     def _write_secrets(self, sec):
         """Write the secrets file (atomically) and put it in force."""
-        fs.makedirs("/config")
+        fs.makedirs(fs.parent(SECRETS))
         fs.atomic_write(SECRETS, json.dumps(sec).encode())
         self.load_secrets()
 

@@ -23,6 +23,7 @@ BOOT_STATE = "/ota_boot_state.json"  # boot_state.py
 FLOOR = "/ota_floor.json"  # {"release": <highest release number accepted>}
 SERIAL_SESSION = "/ota_serial_session"  # the next boot serves a serial session
 SETTINGS = "/ota_settings.json"  # the guarded config keys in force (config.py)
+FSCK = "/.uota_fsck"  # never exists: removing it is the write that finishes a cut rename (boot.py)
 
 # Staging area of a push:
 #   <path>              a staged file; it exists only once it has verified

@@ -140,8 +140,11 @@ def _restore_one(s, d):
     hal.feed()
 
 
+_KEPT_TOP = PREV_TOP[1:]  # "ota_prev.": the names of kept top-level entries
+
+
 def _kept_top(name):
-    return name.startswith("ota_prev.")
+    return name.startswith(_KEPT_TOP)
 
 
 def _restore_top(main):
@@ -152,9 +155,10 @@ def _restore_top(main):
         if fs.exists(PREV_TOP + "main.py"):
             _restore_top_one("main.py")
         return
-    n = len(PREV_TOP) - 1
+    n = len(_KEPT_TOP)
+    kept_main = _KEPT_TOP + "main.py"
     while True:
-        batch = fs.names("/", lambda x: not _kept_top(x) or x == "ota_prev.main.py")
+        batch = fs.names("/", lambda x: not _kept_top(x) or x == kept_main)
         if not batch:
             return
         for name in batch:

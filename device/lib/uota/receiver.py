@@ -151,8 +151,9 @@ class Receiver:
             self.resumed = True
             self.part = _find_part()
         else:
+            incoming = MANIFEST_IN[len(STAGE) + 1 :]
             while True:
-                batch = fs.names(STAGE, lambda n: n == ".uota_manifest.in")
+                batch = fs.names(STAGE, lambda n: n == incoming)
                 if not batch:
                     break
                 for name in batch:
