@@ -182,7 +182,9 @@ def test_the_documented_module_graph_is_the_real_one() -> None:
                         edges["uota." + m.strip("`")] = lazy
         documented[module] = edges
     real = import_graph()
-    wrong = {m: (documented.get(m), real.get(m)) for m in set(documented) | set(real) if documented.get(m) != real.get(m)}
+    wrong = {
+        m: (documented.get(m), real.get(m)) for m in set(documented) | set(real) if documented.get(m) != real.get(m)
+    }
     assert not wrong, "module: (documented, real) imports (True: only inside functions)\n%s" % "\n".join(
         "%s: %s" % (m, wrong[m]) for m in sorted(wrong)
     )
