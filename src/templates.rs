@@ -164,7 +164,12 @@ mod tests {
             "main.py",
             "lib/uota/settings.py",
             "lib/uota/hal.py",
+            "lib/uota/layout.py",
             "lib/uota/boot_guard.py",
+            "lib/uota/boot_state.py",
+            "lib/uota/recovery.py",
+            "lib/uota/session.py",
+            "lib/uota/receiver.py",
         ] {
             assert!(paths.contains(&needed), "missing {needed} in {paths:?}");
         }

@@ -16,6 +16,6 @@ def confirm():
 
 
 def pending():
-    from uota import runtime
+    from uota import boot_state
 
-    return runtime._pending()
+    return boot_state.is_pending()

@@ -10,30 +10,15 @@
 # config/ota.json, but its guarded keys do not take effect.
 import json
 
-from uota import settings, hal, fs, paths
+from uota import crypto, fs, hal, log, settings
+from uota.errors import is_hex
+from uota.layout import CONFIG, PREV_SETTINGS, SECRETS, SETTINGS
 
-CONFIG_PATH = "/config/ota.json"
-SECRETS_PATH = "/config/.ota.secrets.json"
-SETTINGS_PATH = "/" + paths.SETTINGS
-# The snapshot a runtime release replaced, restored with the previous release
-# by a rollback (an ota_prev* name: dropped when the new one is confirmed).
-PREV_SETTINGS_PATH = "/ota_prev_settings.json"
 GUARDED = ("legacy", "maxFiles", "appPaths", "sessionTimeout", "maxConnections")
 
-_HEX = "0123456789abcdef"
 
-
-def read_json(path):
-    try:
-        with open(path) as f:
-            v = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return v if isinstance(v, dict) else None
-
-
-def config_has_secrets(path=CONFIG_PATH):
-    cfg = read_json(path)
+def config_has_secrets(path=CONFIG):
+    cfg = fs.read_json(path)
     if not cfg:
         return False
     return bool(cfg.get("otaPassword") or cfg.get("signingKey"))
@@ -46,7 +31,7 @@ def guarded(raw):
 
 def read_settings():
     """The snapshot of the guarded keys in force, or None (never taken)."""
-    text = fs.read_atomic(SETTINGS_PATH)
+    text = fs.read_atomic(SETTINGS)
     try:
         v = json.loads(text) if text else None
     except ValueError:
@@ -56,7 +41,7 @@ def read_settings():
 
 def take_settings():
     """Snapshot the guarded keys of the config/ota.json in place now."""
-    fs.atomic_write(SETTINGS_PATH, json.dumps(guarded(read_json(CONFIG_PATH) or {})).encode())
+    fs.atomic_write(SETTINGS, json.dumps(guarded(fs.read_json(CONFIG) or {})).encode())
 
 
 def adopt_settings():
@@ -65,18 +50,18 @@ def adopt_settings():
     they replace is kept for a rollback, unless one is kept already (a
     commit on top of a pending release keeps the confirmed release's). Can
     run again after a power cut."""
-    if not fs.exists(PREV_SETTINGS_PATH):
-        old = fs.read_atomic(SETTINGS_PATH)
+    if not fs.exists(PREV_SETTINGS):
+        old = fs.read_atomic(SETTINGS)
         if old is not None:
-            fs.atomic_write(PREV_SETTINGS_PATH, old.encode())
+            fs.atomic_write(PREV_SETTINGS, old.encode())
     take_settings()
 
 
 def restore_settings():
     """A rollback: the snapshot kept with the previous release is in force
     again (no-op when the failed release did not change it)."""
-    if fs.exists(PREV_SETTINGS_PATH):
-        fs.rename_replace(PREV_SETTINGS_PATH, SETTINGS_PATH)
+    if fs.exists(PREV_SETTINGS):
+        fs.rename_replace(PREV_SETTINGS, SETTINGS)
 
 
 def effective(raw):
@@ -99,7 +84,7 @@ def effective(raw):
 
 def app_paths():
     """The app area (config "appPaths" as in force; None: the default)."""
-    return effective(read_json(CONFIG_PATH) or {}).get("appPaths")
+    return effective(fs.read_json(CONFIG) or {}).get("appPaths")
 
 
 def first_boot(raw):
@@ -112,25 +97,16 @@ def first_boot(raw):
         if raw.get(k):
             moved[k] = raw[k]
     if moved:
-        sec = read_json(SECRETS_PATH) or {}
+        sec = fs.read_json(SECRETS) or {}
         missing = False
         for k in moved:
             if k not in sec:
                 sec[k] = moved[k]
                 missing = True
         if missing:
-            fs.makedirs("/config")
-            fs.atomic_write(SECRETS_PATH, json.dumps(sec).encode())
+            fs.makedirs(fs.parent(SECRETS))
+            fs.atomic_write(SECRETS, json.dumps(sec).encode())
     take_settings()
-
-
-def is_hex(s, n=None):
-    if not isinstance(s, str) or (n is not None and len(s) != n):
-        return False
-    for c in s:
-        if c not in _HEX:
-            return False
-    return True
 
 
 PBKDF2 = "pbkdf2-sha256"
@@ -180,13 +156,11 @@ class Config:
     holds /config/ota.json as read."""
 
     def __init__(self):
-        raw = read_json(CONFIG_PATH) or {}
+        raw = fs.read_json(CONFIG) or {}
         if read_settings() is None:
             try:
                 first_boot(raw)
             except OSError as e:
-                from uota import log
-
                 log.error("could not snapshot the config", e)
         raw = effective(raw)
         self.raw = raw
@@ -218,7 +192,7 @@ class Config:
         return self.raw.get(key, default)
 
     def load_secrets(self):
-        sec = read_json(SECRETS_PATH) or {}
+        sec = fs.read_json(SECRETS) or {}
         raw = self.raw
 
         def pick(name):
@@ -233,12 +207,16 @@ class Config:
     def set_signing_key(self, key):
         """Store a new signing key in the secrets file (atomically), keeping
         the password verifier in force."""
-        sec = read_json(SECRETS_PATH) or {}
+        sec = fs.read_json(SECRETS) or {}
         sec["signingKey"] = key
         if "otaPassword" not in sec:
             sec["otaPassword"] = self.verifier
-        fs.makedirs("/config")
-        fs.atomic_write(SECRETS_PATH, json.dumps(sec).encode())
+        self._write_secrets(sec)
+
+    def _write_secrets(self, sec):
+        """Write the secrets file (atomically) and put it in force."""
+        fs.makedirs(fs.parent(SECRETS))
+        fs.atomic_write(SECRETS, json.dumps(sec).encode())
         self.load_secrets()
 
     def verifier_bytes(self):
@@ -247,8 +225,6 @@ class Config:
 
     def password_matches(self, plain):
         """Check micro-ota's plaintext password line against the verifier."""
-        from uota import crypto
-
         if not self._secret:
             return False
         if self.kdf == "sha256":
@@ -274,13 +250,11 @@ class Config:
     def set_verifier(self, verifier):
         """Store a new password verifier (see parse_verifier; "" clears it) in the
         secrets file, keeping the signing key that is in force."""
-        sec = read_json(SECRETS_PATH) or {}
+        sec = fs.read_json(SECRETS) or {}
         sec["otaPassword"] = verifier
         if "signingKey" not in sec:
             sec["signingKey"] = self.signing_key
-        fs.makedirs("/config")
-        fs.atomic_write(SECRETS_PATH, json.dumps(sec).encode())
-        self.load_secrets()
+        self._write_secrets(sec)
 
 
 def load():

@@ -1,4 +1,5 @@
 # Filesystem helpers. Paths given here are absolute device paths ("/app/x.py").
+import json
 import os
 
 _DIR = 0x4000
@@ -121,6 +122,16 @@ def atomic_write(path, data):
     with open(tmp, "wb") as f:
         f.write(data)
     rename_replace(tmp, path)
+
+
+def read_json(path):
+    """The JSON object in a file, or None (missing, unreadable, not an object)."""
+    try:
+        with open(path) as f:
+            v = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return v if isinstance(v, dict) else None
 
 
 def read_atomic(path):

@@ -16,14 +16,14 @@
 #      version is written, .uota_next is renamed to /ota_manifest.txt
 #   5. the boot state says "pending"; .ready is removed; the rest of the
 #      staging area is removed
-import json
 import os
 
-from uota import fs, paths, hal, release
+from uota import boot_state, config, fs, hal, paths, release
 from uota import manifest as mf
-from uota.release import (
-    MARKER, NEXT_MANIFEST, PREV_MANIFEST, PREV_VERSION, SESSION, STAGE,
-    STAGED_MANIFEST, VERSION_PATH, prev_path, stage_path,
+from uota.errors import PushError
+from uota.layout import (
+    MANIFEST, MARKER, NEXT_MANIFEST, PREV_MANIFEST, PREV_VERSION, ROLLBACK, SESSION, STAGE, STAGE_NAME,
+    STAGED_MANIFEST, VERSION, prev_path, stage_path,
 )
 
 
@@ -56,38 +56,28 @@ def _set_aside(path, save):
 
 def roll_forward():
     """Carry out the committed release recorded in the staging area."""
-    meta = release._read_json(MARKER) or {}  # always complete: it appeared by a rename
+    meta = fs.read_json(MARKER) or {}  # always complete: it appeared by a rename
     mode = meta.get("mode", "fast")
     runtime = meta.get("runtime") is True
     keep = meta.get("keep") is True
     fs.remove_quiet(SESSION)
     if fs.exists(NEXT_MANIFEST):
-        pman = PREV_MANIFEST if keep else mf.ACTIVE
+        pman = PREV_MANIFEST if keep else MANIFEST
         if mode == "full":
             _drop_removed(runtime, keep, pman)
         _install_staged(keep, pman)
         if meta.get("settings") is True:
-            from uota import config
-
             config.adopt_settings()
         if not keep:
             if not fs.exists(PREV_MANIFEST):
-                if not fs.move(mf.ACTIVE, PREV_MANIFEST):
+                if not fs.move(MANIFEST, PREV_MANIFEST):
                     fs.atomic_write(PREV_MANIFEST, b"")
             if not fs.exists(PREV_VERSION):
-                if not fs.move(VERSION_PATH, PREV_VERSION):
-                    fs.atomic_write(PREV_VERSION, json.dumps({"version": meta.get("prev", "unknown")}).encode())
-        fs.atomic_write(VERSION_PATH, json.dumps({"version": meta.get("version", "unknown")}).encode())
-        fs.rename_replace(NEXT_MANIFEST, mf.ACTIVE)
-    from uota import boot_guard
-
-    st = boot_guard.load()
-    st["state"] = "pending"
-    st["attempts"] = 0
-    st["previous"] = meta.get("prev")
-    st["runtime"] = meta.get("prev_runtime") is True
-    st["fail"] = None
-    boot_guard.save(st)
+                if not fs.move(VERSION, PREV_VERSION):
+                    release.write_version(meta.get("prev", "unknown"), PREV_VERSION)
+        release.write_version(meta.get("version", "unknown"))
+        fs.rename_replace(NEXT_MANIFEST, MANIFEST)
+    boot_state.pending(meta.get("prev"), meta.get("prev_runtime") is True)
     os.remove(MARKER)
     fs.rmtree(STAGE, hal.feed)
 
@@ -95,14 +85,10 @@ def roll_forward():
 def _drop_removed(runtime, keep, pman):
     """full: the active release's files that the new one lacks leave the tree."""
     rules = paths.ReleaseRules(runtime)
-    m = mf.Merge(mf.ACTIVE, NEXT_MANIFEST)
+    m = mf.Merge(MANIFEST, NEXT_MANIFEST)
     pc = mf.Cursor(pman) if keep else None
     try:
-        while True:
-            pair = m.next()
-            if pair is None:
-                break
-            old, new = pair
+        for old, new in m:
             if new is not None or not rules.may_delete(old[2]):
                 continue
             p = old[2]
@@ -140,7 +126,7 @@ def _clear_way(folder, keep, pman):
             # A file a folder may not replace (boot.py, a state file): begin
             # refuses paths under them, so this never happens.
             raise OSError(1, "refusing to replace " + cur)
-        in_cur = mf.find(mf.ACTIVE, rel) is not None
+        in_cur = mf.find(MANIFEST, rel) is not None
         in_prev = mf.find(pman, rel) is not None if keep else in_cur
         _set_aside(rel, _need_save(rel, in_cur, in_prev))
         os.mkdir(cur)
@@ -150,15 +136,12 @@ def _install_staged(keep, pman):
     """Rename the staged files into place (main.py last, so that a board
     never starts a new main.py beside old modules)."""
     r = mf.Reader(STAGED_MANIFEST)
-    cc = mf.Cursor(mf.ACTIVE)
+    cc = mf.Cursor(MANIFEST)
     pc = mf.Cursor(pman) if keep else None
     made = None
     last = None
     try:
-        while True:
-            e = r.next()
-            if e is None:
-                break
+        for e in r:
             p = e[2]
             in_cur = cc.find(p) is not None
             in_prev = pc.find(p) is not None if keep else in_cur
@@ -203,17 +186,14 @@ def wipe():
     data and the state files; every other entry under lib; and drop removed
     files from the active manifest. The previous release goes too (the
     active release is then confirmed as it is)."""
-    from uota import boot_guard
-
-    st = boot_guard.load()
-    if st["state"] == "pending" or release.has_prev():
-        if fs.exists(release.ROLLBACK):
-            raise release.PushError("io", "a rollback is unfinished; reset the device")
-        boot_guard.update(state="confirmed", attempts=0, previous=None, runtime=False, fail=None)
+    if boot_state.load()["state"] == "pending" or release.has_prev():
+        if fs.exists(ROLLBACK):
+            raise PushError("io", "a rollback is unfinished; reset the device")
+        boot_state.confirmed()
     for name in [e[0] for e in os.ilistdir("/")]:
         if name in ("boot.py", "config", "data") or paths.is_state(name):
             continue
-        if name == paths.STAGE and fs.exists(MARKER):
+        if name == STAGE_NAME and fs.exists(MARKER):
             continue  # a committed release still being installed
         if name == "lib":
             for sub in [e[0] for e in os.ilistdir("/lib")]:
@@ -221,21 +201,6 @@ def wipe():
                     fs.rmtree("/lib/" + sub, hal.feed)
             continue
         fs.rmtree("/" + name, hal.feed)
-    _drop_missing_entries()
+    mf.rewrite(lambda e: fs.stat_size("/" + e[2]) is not None)
     # No app, no release version: the device reports "unknown", as a new one.
-    fs.remove_quiet(release.VERSION_PATH)
-
-
-def _drop_missing_entries():
-    r = mf.Reader(mf.ACTIVE)
-    if r.f is None:
-        return
-    tmp = mf.ACTIVE + ".tmp"
-    with open(tmp, "w") as out:
-        while True:
-            e = r.next()
-            if e is None:
-                break
-            if fs.stat_size("/" + e[2]) is not None:
-                out.write(mf.format_line(e[0], e[1], e[2]))
-    fs.rename_replace(tmp, mf.ACTIVE)
+    fs.remove_quiet(VERSION)

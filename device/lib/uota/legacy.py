@@ -1,7 +1,8 @@
 # micro-ota's push sessions, loaded only when /config/ota.json has
 # "legacy": true (docs/protocol.md section 6).
 #
-# Both are received like a uota push: every path is checked before a byte is
+# Only the framing is here: both are received by the same release receiver
+# as a uota push (receiver.py). Every path is checked before a byte is
 # written, files go to the staging area only, the signature (when the device
 # has a signingKey) is verified before anything is committed, and the commit
 # is the same all-or-nothing journal. Legacy releases are committed like a
@@ -17,12 +18,13 @@
 # more bytes than the flash has free (the announced stream_ota length, the
 # sizes of a start_ota manifest, each stream_ota file before it is written).
 import binascii
-import hashlib
 import json
 
-from uota import crypto, fs, hal, log, paths, release, wire
+from uota import crypto, fs, hal, log, paths, session
 from uota import manifest as mf
-from uota.release import PushError
+from uota.errors import PathError, PushError
+from uota.layout import ARRIVED
+from uota.receiver import Receiver
 
 
 class _Stop(Exception):
@@ -44,7 +46,7 @@ def _check(push, path):
     """The checked path, or None when it is to be skipped (protected)."""
     try:
         path = paths.check(path)
-    except paths.PathError:
+    except PathError:
         raise _Stop("error: bad path %s" % path)
     why = push.rules.refusal(path)
     if why is not None:
@@ -78,17 +80,36 @@ def _no_space(need, free):
     raise _Stop("error: no_space release needs %d bytes, %d free" % (need, free))
 
 
-async def _receive(conn, f, size, h, mac=None):
-    """Copy size raw bytes from the connection into f (None: discard)."""
+async def _stage(conn, part, size, mismatch, mac=None):
+    """Receive a file's bytes into part (a receiver Part) and finish it;
+    mismatch is the _Stop for a wrong sha256."""
+    try:
+        await _receive(conn, part, size, mac)
+    finally:
+        part.close()
+    try:
+        part.finish()
+    except PushError as e:
+        if e.code == "sha256_mismatch":
+            raise mismatch
+        raise
+
+
+async def _receive(conn, part, size, mac=None):
+    """Hand size raw bytes from the connection to part (None: discard)."""
     left = size
     while left:
         p = await conn.piece(left)
         left -= len(p)
         if mac is not None:
             mac.update(p)
-        if f is not None:
-            h.update(p)
-            f.write(p)
+        if part is not None:
+            part.write(p)
+
+
+def _mismatch(path):
+    """The reply lines of a file whose sha256 does not match."""
+    return _Stop("sha256_mismatch %s" % path, "error: SHA256 mismatch: %s" % path)
 
 
 def _stage_entries(push, entries):
@@ -100,13 +121,10 @@ def _stage_entries(push, entries):
     push.ready = True
 
 
-# stream_ota's entries, kept on flash as they arrive (manifest lines in
-# arrival order), so that RAM does not grow with the number of files.
-ARRIVED = release.STAGE + "/.uota_legacy"
-
-
 def _stage_arrived(push, ordered, kept):
-    """The staged manifest from ARRIVED: streamed when the entries came in
+    """The staged manifest from ARRIVED (stream_ota's entries, kept on flash
+    as they arrive, so that RAM does not grow with the number of files):
+    streamed when the entries came in
     manifest order (as uota hosts send them), else sorted in RAM, when the
     kept entries (at most maxFiles) fit in half the free heap. A repeated
     path fails in push.add."""
@@ -160,18 +178,23 @@ async def _commit_and_reset(srv, conn, push):
         push.commit()
     except PushError as e:
         raise _Stop("error: %s %s" % (e.code, e.msg))
-    release.finish(conn)
+    session.finish(conn)
     log.info("legacy release %s installed" % push.version)
     srv.stop_serving(conn)
     await conn.send_line("ok")
-    await srv._reset(conn)
+    await srv.reset(conn)
 
 
-async def _end(conn, stop):
-    release.abandon(conn)
+async def _say(conn, stop):
+    """Send the reply lines of a _Stop; the session ends (False)."""
     for line in stop.lines:
         await conn.send_line(line)
     return False
+
+
+async def _end(conn, stop):
+    session.abandon(conn)
+    return await _say(conn, stop)
 
 
 async def stream_ota(srv, conn, arg=""):
@@ -187,11 +210,9 @@ async def stream_ota(srv, conn, arg=""):
         if n is not None and free is not None and n > free:
             _no_space(n, free)
     except _Stop as s:
-        for line in s.lines:
-            await conn.send_line(line)
-        return False
+        return await _say(conn, s)
     try:
-        push = release.start(conn, "unknown", "fast", app_paths=srv.cfg.app_paths)
+        push = session.start(Receiver(conn, "unknown", "fast", app_paths=srv.cfg.app_paths, listed=False))
     except PushError as e:
         await conn.send_line("error: " + (e.msg or e.code))
         return False
@@ -247,27 +268,20 @@ async def _stream_files(push, conn, field, count, out, free, mac):
         size = _u(await field(4))
         digest = await field(32)
         path = _check(push, raw_path)
-        if path is not None:
-            staged += size
-            if free is not None and staged > free:
-                _no_space(staged, free)
-        f = push.file_target(path) if path is not None else None
-        h = hashlib.sha256()
-        try:
-            await _receive(conn, f, size, h, mac)
-        finally:
-            if f is not None:
-                f.close()
         if path is None:
+            await _receive(conn, None, size, mac)
             continue
-        if h.digest() != digest:
-            raise _Stop("sha256_mismatch %s" % path)
+        staged += size
+        if free is not None and staged > free:
+            _no_space(staged, free)
+        sha = binascii.hexlify(digest).decode()
+        await _stage(conn, push.stage_file(path, size, sha), size, _Stop("sha256_mismatch %s" % path), mac)
         k = mf.key(path)
         if last is not None and not (last < k):
             ordered = False
         last = k
         kept += 1
-        out.write(mf.format_line(binascii.hexlify(digest).decode(), size, path))
+        out.write(mf.format_line(sha, size, path))
     return ordered, kept
 
 
@@ -284,9 +298,7 @@ async def start_ota(srv, conn):
     try:
         _guard(srv, conn)
     except _Stop as s:
-        for line in s.lines:
-            await conn.send_line(line)
-        return False
+        return await _say(conn, s)
     await conn.send_line("ready")
     push = None
     try:
@@ -310,7 +322,7 @@ async def start_ota(srv, conn):
                 await _commit_and_reset(srv, conn, push)
                 return False
             elif cmd == "abort":
-                release.abandon(conn)
+                session.abandon(conn)
                 await conn.send_line("aborted")
                 return True
             else:
@@ -344,7 +356,7 @@ async def _manifest(srv, conn, arg):
         mac.update(_signing_payload(version, files).encode())
         if not isinstance(sig, str) or not crypto.equal(mac.hexdigest(), sig.lower()):
             raise _Stop("sig_mismatch")
-    push = release.start(conn, version, "fast", app_paths=srv.cfg.app_paths)
+    push = session.start(Receiver(conn, version, "fast", app_paths=srv.cfg.app_paths))
     entries = []
     need = 0
     for p in files:
@@ -376,14 +388,14 @@ async def _file(conn, push, arg):
     if path is None:
         await conn.skip(size)
         return
-    if not push.find(sha, size, path):
-        await conn.skip(size)
-        raise _Stop("error: not in manifest %s" % path)
-    h = hashlib.sha256()
-    f = push.file_target(path)
     try:
-        await _receive(conn, f, size, h)
-    finally:
-        f.close()
-    if binascii.hexlify(h.digest()).decode() != sha:
-        raise _Stop("sha256_mismatch %s" % path, "error: SHA256 mismatch: %s" % path)
+        part = push.stage_file(path, size, sha)
+    except PushError as e:
+        if e.code == "not_in_manifest":
+            await conn.skip(size)
+            raise _Stop("error: not in manifest %s" % path)
+        if e.code == "sha256_mismatch":  # listed with a sha256 no file has
+            await conn.skip(size)
+            raise _mismatch(path)
+        raise
+    await _stage(conn, part, size, _mismatch(path))

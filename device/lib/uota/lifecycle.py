@@ -1,9 +1,9 @@
 # The release life cycle (docs/protocol.md section 7): confirm a pending
-# release, record why one failed, restore the previous release.
+# release, restore the previous release (imported when needed).
 #
-# A commit leaves the new release "pending" (boot_guard's state) with the
+# A commit leaves the new release "pending" (boot_state.py) with the
 # previous release's replaced and removed files, manifest and version kept
-# in the top-level ota_prev* entries (release.py). confirm() marks it
+# in the top-level ota_prev* entries (layout.py). confirm() marks it
 # "confirmed" (the single write that confirms) and then deletes them; boot
 # deletes leftovers of a confirmed release, so a cut in between is harmless.
 #
@@ -24,11 +24,12 @@
 import json
 import os
 
-from uota import fs, hal, log, paths, boot_guard, release
+from uota import boot_state, config, fs, hal, log, paths, release
 from uota import manifest as mf
-from uota.release import PREV, PREV_TOP, PREV_MANIFEST, PREV_VERSION, ROLLBACK
-
-ROLLBACK_R1_DONE = ROLLBACK + "2"
+from uota.layout import (
+    MANIFEST, PREV, PREV_MANIFEST, PREV_TOP, PREV_VERSION, ROLLBACK, ROLLBACK_R1_DONE, VERSION,
+    prev_path,
+)
 
 
 def confirm():
@@ -36,56 +37,30 @@ def confirm():
     deleted. True when the active release is (now) confirmed; False when it
     cannot be confirmed in this boot (a commit since boot installed a release
     that has not run yet)."""
-    if release.committed:
+    if boot_state.committed:
         return False
-    st = boot_guard.load()
-    if st["state"] != "pending":
+    if boot_state.load()["state"] != "pending":
         return True
     if fs.exists(ROLLBACK):
         return False
-    st["state"] = "confirmed"
-    st["attempts"] = 0
-    st["previous"] = None
-    st["runtime"] = False
-    st["fail"] = None
-    boot_guard.save(st)  # the confirm point
+    boot_state.confirmed()  # the confirm point
     release.drop_prev()
     hal.mark_firmware_valid()
     log.info("release %s confirmed" % release.read_version())
     return True
 
 
-def record_fail(reason):
-    """Remember why this boot of a pending release is failing (the reason a
-    rollback reports). No-op for a confirmed release."""
-    if release.committed:
-        return False
-    st = boot_guard.load()
-    if st["state"] != "pending":
-        return False
-    st["fail"] = reason
-    boot_guard.save(st)
-    return True
-
-
 def rollback(reason):
     """Restore the previous release. Returns True when that restored
     runtime files (the caller then resets)."""
-    st = boot_guard.load()
+    st = boot_state.load()
     frm = release.read_version()
     if not (fs.exists(PREV_MANIFEST) and fs.exists(PREV_VERSION)):
         log.error("release %s failed (%s) and there is no previous release to restore" % (frm, reason))
-        boot_guard.update(
-            state="confirmed",
-            attempts=0,
-            previous=None,
-            runtime=False,
-            fail=None,
-            last_rollback={"from": frm, "to": None, "reason": reason},
-        )
+        boot_state.rolled_back(frm, None, reason)
         release.drop_prev()
         return False
-    to = st["previous"] or release._version_of(fs.read_atomic(PREV_VERSION))
+    to = st["previous"] or release.version_of(fs.read_atomic(PREV_VERSION))
     log.warn("release %s failed (%s): restoring %s" % (frm, reason, to))
     meta = {"from": frm, "to": to, "reason": reason, "runtime": st["runtime"]}
     fs.remove_quiet(ROLLBACK_R1_DONE)
@@ -95,11 +70,7 @@ def rollback(reason):
 
 def rollback_forward():
     """Carry out (or finish) the rollback recorded in /ota_prev_rollback."""
-    try:
-        with open(ROLLBACK) as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        meta = {}
+    meta = fs.read_json(ROLLBACK) or {}
     runtime = meta.get("runtime") is True
     if not fs.exists(ROLLBACK_R1_DONE):
         _remove_added(runtime)
@@ -108,20 +79,11 @@ def rollback_forward():
     _restore(PREV, "")
     _restore_top(True)
     if fs.exists(PREV_VERSION):
-        fs.rename_replace(PREV_VERSION, release.VERSION_PATH)
+        fs.rename_replace(PREV_VERSION, VERSION)
     if fs.exists(PREV_MANIFEST):
-        fs.rename_replace(PREV_MANIFEST, mf.ACTIVE)
-    from uota import config
-
+        fs.rename_replace(PREV_MANIFEST, MANIFEST)
     config.restore_settings()
-    boot_guard.update(
-        state="confirmed",
-        attempts=0,
-        previous=None,
-        runtime=False,
-        fail=None,
-        last_rollback={"from": meta.get("from"), "to": meta.get("to"), "reason": meta.get("reason")},
-    )
+    boot_state.rolled_back(meta.get("from"), meta.get("to"), meta.get("reason"))
     os.remove(ROLLBACK)
     release.drop_prev()
     log.info("release %s restored" % meta.get("to"))
@@ -131,7 +93,7 @@ def rollback_forward():
 def _remove_added(runtime):
     """R1: the files of the failed release that the previous one did not
     have and that were not there before it (no copy kept)."""
-    m = mf.Merge(mf.ACTIVE, PREV_MANIFEST)
+    m = mf.Merge(MANIFEST, PREV_MANIFEST)
     try:
         while True:
             pair = m.next()
@@ -141,7 +103,7 @@ def _remove_added(runtime):
             if cur is None or prev is not None:
                 continue
             p = cur[2]
-            if paths.protected(p, runtime) or fs.exists(release.prev_path(p)):
+            if paths.protected(p, runtime) or fs.exists(prev_path(p)):
                 continue
             live = "/" + p
             if fs.stat_size(live) is not None:
@@ -178,8 +140,11 @@ def _restore_one(s, d):
     hal.feed()
 
 
+_KEPT_TOP = PREV_TOP[1:]  # "ota_prev.": the names of kept top-level entries
+
+
 def _kept_top(name):
-    return name.startswith("ota_prev.")
+    return name.startswith(_KEPT_TOP)
 
 
 def _restore_top(main):
@@ -190,9 +155,10 @@ def _restore_top(main):
         if fs.exists(PREV_TOP + "main.py"):
             _restore_top_one("main.py")
         return
-    n = len(PREV_TOP) - 1
+    n = len(_KEPT_TOP)
+    kept_main = _KEPT_TOP + "main.py"
     while True:
-        batch = fs.names("/", lambda x: not _kept_top(x) or x == "ota_prev.main.py")
+        batch = fs.names("/", lambda x: not _kept_top(x) or x == kept_main)
         if not batch:
             return
         for name in batch:

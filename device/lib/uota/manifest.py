@@ -1,9 +1,12 @@
 # Manifest files: one "<sha256 hex> <size> <path>" line per file, sorted by
 # the string path + ":". They are always streamed line by line; no manifest is
-# ever held in RAM as a whole.
-from uota import config
+# ever held in RAM as a whole. Readers, merges and cursors close their file
+# when used in a `with` block.
+import os
 
-ACTIVE = "/ota_manifest.txt"
+from uota import fs
+from uota.errors import is_hex
+from uota.layout import MANIFEST
 
 
 def key(path):
@@ -24,14 +27,36 @@ def parse_line(line):
     if len(parts) != 3:
         raise ValueError("manifest line needs '<sha256> <size> <path>'")
     sha, size, path = parts
-    if not config.is_hex(sha, 64):
+    if not is_hex(sha, 64):
         raise ValueError("bad sha256 in manifest line")
     if not size or not size.isdigit():
         raise ValueError("bad size in manifest line")
     return sha, int(size), path
 
 
-class Reader:
+def same(a, b):
+    """Do two entries (of the same path) have the same content?"""
+    return a[0] == b[0] and a[1] == b[1]
+
+
+class _Closing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        e = self.next()
+        if e is None:
+            raise StopIteration
+        return e
+
+
+class Reader(_Closing):
     """Iterates the entries of a manifest file. A missing file has no entries;
     an unreadable line is skipped, so a damaged manifest never blocks an
     update."""
@@ -64,9 +89,9 @@ class Reader:
             self.f = None
 
 
-class Merge:
-    """Walks two sorted manifests side by side. next() returns (old, new):
-    the entries of both for the same path, or one of them and None."""
+class Merge(_Closing):
+    """Walks two sorted manifests side by side, yielding (old, new): the
+    entries of both for the same path, or one of them and None."""
 
     def __init__(self, old_path, new_path):
         self.a = Reader(old_path)
@@ -93,7 +118,7 @@ class Merge:
         self.b.close()
 
 
-class Cursor:
+class Cursor(_Closing):
     """Looks paths up in a sorted manifest in one forward pass: the paths
     asked for must come in ascending key order."""
 
@@ -117,43 +142,46 @@ class Cursor:
 
 def find(manifest, path):
     """The entry for path in a manifest file (a full scan), or None."""
-    c = Cursor(manifest)
-    try:
+    with Cursor(manifest) as c:
         return c.find(path)
-    finally:
-        c.close()
 
 
-def count(path=ACTIVE):
+def count(path=MANIFEST):
     n = 0
-    r = Reader(path)
-    while r.next() is not None:
-        n += 1
+    with Reader(path) as r:
+        for _ in r:
+            n += 1
     return n
 
 
-def remove_entries(prefix, path=ACTIVE):
-    """Drop the entry for file prefix, or every entry under folder prefix, from
-    the active manifest (an atomic rewrite, only when something matched)."""
-    import os
-    from uota import fs
+def lines(path=MANIFEST):
+    """The lines of a manifest, as `manifest` sends them."""
+    with Reader(path) as r:
+        for e in r:
+            yield format_line(e[0], e[1], e[2])
 
+
+def rewrite(keep, path=MANIFEST):
+    """Drop the entries for which keep(entry) is false from a manifest (an
+    atomic rewrite, only when one was dropped)."""
     r = Reader(path)
     if r.f is None:
         return
     tmp = path + ".tmp"
     changed = False
-    with open(tmp, "w") as out:
-        while True:
-            e = r.next()
-            if e is None:
-                break
-            p = e[2]
-            if p == prefix or p.startswith(prefix + "/"):
+    with r, open(tmp, "w") as out:
+        for e in r:
+            if keep(e):
+                out.write(format_line(e[0], e[1], e[2]))
+            else:
                 changed = True
-                continue
-            out.write(format_line(e[0], e[1], p))
     if changed:
         fs.rename_replace(tmp, path)
     else:
         os.remove(tmp)
+
+
+def remove_entries(prefix, path=MANIFEST):
+    """Drop the entry for file prefix, or every entry under folder prefix, from
+    the active manifest."""
+    rewrite(lambda e: e[2] != prefix and not e[2].startswith(prefix + "/"), path)

@@ -4,20 +4,12 @@
 # characters, with no empty, "." or ".." component, at most 255 bytes.
 #
 # What a release may write or delete is decided in one place,
-# ReleaseRules.refusal(): pushes (push.py), micro-ota sessions (legacy.py)
-# and the commit's deletions (stage.py, journal.py) all ask it.
-
-STAGE = "ota_stage"
-PREV = "ota_prev"  # the previous release, kept until the new one is confirmed
-SECRETS = "config/.ota.secrets.json"
-CONFIG = "config/ota.json"
-MANIFEST = "ota_manifest.txt"
-VERSION = "ota_version.json"
-BOOT_STATE = "ota_boot_state.json"
-FLOOR = "ota_floor.json"  # the highest release number accepted (trust.py)
-SERIAL_SESSION = "ota_serial_session"  # the next boot is a serial session
-SETTINGS = "ota_settings.json"  # the guarded config keys in force (config.py)
-STATE_FILES = (MANIFEST, VERSION, BOOT_STATE, FLOOR, SERIAL_SESSION, SETTINGS)
+# ReleaseRules.refusal(): the release receiver (receiver.py) for pushes and
+# micro-ota sessions, and the commit's deletions (receiver.py, journal.py)
+# all ask it. The names themselves are layout.py's.
+from uota import config
+from uota.errors import PathError
+from uota.layout import CONFIG_NAME, PREV_NAME, SECRETS_NAME, STAGE_NAME, STATE_FILES
 
 # Top-level folders that updates never delete from and wipe keeps.
 KEEP_DIRS = ("config", "data", "lib")
@@ -42,13 +34,6 @@ RUNTIME_MODULES = (
     "network", "os", "random", "re", "select", "socket", "struct", "sys",
     "termios", "time", "vfs", "zlib",
 )
-
-
-class PathError(Exception):
-    def __init__(self, code, msg):
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
 
 
 def check(path, allow_root=False):
@@ -111,11 +96,11 @@ def protected(path, runtime=False):
     """
     low = path.lower()
     top = _top(low)
-    if top == "data" or top == STAGE or top.startswith(PREV):
+    if top == "data" or top == STAGE_NAME or top.startswith(PREV_NAME):
         return True
     # The first component is every path's top ancestor: ota_floor.json/x
     # would put a folder where the state file is.
-    if is_state(top) or low.startswith(SECRETS):
+    if is_state(top) or low.startswith(SECRETS_NAME):
         return True
     if top == "boot.py":
         return low != "boot.py" or not runtime
@@ -194,8 +179,6 @@ class ReleaseRules:
     def __init__(self, runtime=False, app_paths=None):
         self.runtime = runtime is True
         if app_paths is None:
-            from uota import config
-
             app_paths = config.app_paths()
         self.area = app_entries(app_paths)
 
@@ -252,7 +235,7 @@ def keep_folder(path):
     if low in ("", "lib", "lib/uota", "config"):
         return True
     top = _top(low)
-    return top == "data" or top == STAGE or top.startswith(PREV)
+    return top == "data" or top == STAGE_NAME or top.startswith(PREV_NAME)
 
 
 def is_secret(path):
@@ -263,14 +246,12 @@ def is_secret(path):
     signingKey (a migrated micro-ota device); likewise their copies in the
     staging and previous-release areas. Case-insensitive (FAT)."""
     low = path.lower()
-    for area in (STAGE, PREV):
+    for area in (STAGE_NAME, PREV_NAME):
         if low.startswith(area + "/"):
             low = low[len(area) + 1 :]
             break
-    if low.startswith(SECRETS):
+    if low.startswith(SECRETS_NAME):
         return True
-    if low.startswith(CONFIG):
-        from uota import config
-
+    if low.startswith(CONFIG_NAME):
         return config.config_has_secrets("/" + path) or config.config_has_secrets()
     return False

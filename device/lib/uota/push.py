@@ -1,19 +1,15 @@
 # The push requests of frame mode: begin (+ manifest stream), file (+ data
-# stream), commit (docs/protocol.md section 4). Imported by the server on the
-# first push, so a device that is only queried never compiles or holds it.
+# stream), staged, commit (docs/protocol.md section 4). Only the framing is
+# here: the release receiver (receiver.py) stages what the frames carry.
+# Imported by the server on the first push, so a device that is only queried
+# never compiles or holds it.
 import binascii
 import hashlib
 
-from uota import hal, log, fs, release, crypto, wire, trust
-from uota import manifest as mf
-from uota.release import PushError
-from uota.server import hex64, non_negative_int
-
-try:
-    import deflate
-except ImportError:
-    deflate = None
-
+from uota import crypto, fs, hal, log, session, trust, wire
+from uota.errors import PushError, hex64, non_negative_int, os_error, push_error
+from uota.layout import MARKER
+from uota.receiver import Receiver
 
 
 async def _next_data(srv, conn):
@@ -27,18 +23,31 @@ async def _next_data(srv, conn):
     return n
 
 
-async def _fail(srv, conn, err):
-    """Error ending a push: drop the staging area, reply, close."""
-    release.abandon(conn)
+async def _refuse(conn, err):
+    """Error ending a request that holds no push session: reply, close."""
     await conn.send_err(err.code, err.msg)
-    await srv._linger(conn)
+    await conn.linger()
     return False
+
+
+async def _fail(conn, err):
+    """Error ending a push: drop the staging area, reply, close."""
+    session.abandon(conn)
+    return await _refuse(conn, err)
+
+
+def _own_session(conn):
+    """conn's receiver, ready for files; PushError(no_session) otherwise."""
+    push = session.held_by(conn)
+    if push is None or not push.ready:
+        raise PushError("no_session", "no push session on this connection")
+    return push
 
 
 async def begin(srv, conn, req):
     """begin + the manifest stream. Each line is checked as it arrives,
-    folded into the signature HMAC and written to the staging area; the
-    reply comes after the stream."""
+    folded into the signature and written to the staging area; the reply
+    comes after the stream."""
     cfg = srv.cfg
     err = None
     push = None
@@ -48,8 +57,6 @@ async def begin(srv, conn, req):
     count = non_negative_int(req.get("count"))
     sig = req.get("sig")
     runtime = req.get("runtime") is True
-    mac = None
-    claims = None
     mdigest = None  # sha256 of the manifest stream, when the session is sealed
     try:
         if conn.skey is not None:
@@ -82,17 +89,14 @@ async def begin(srv, conn, req):
         if key and "release" not in req:
             raise PushError("sig_required", "a signed release needs a release number")
         claims.check()
-        srv._check_no_other_session(conn)
-        push = release.start(conn, version, mode, runtime, resumable=True, app_paths=cfg.app_paths)
+        push = session.start(Receiver(conn, version, mode, runtime, resumable=True, app_paths=cfg.app_paths))
         push.release = claims.release
         push.rollback = claims.rollback
+        push.expected = count
         if key:
-            mac = crypto.HmacSha256(key)
-            mac.update(claims.header())
-    except PushError as e:
-        err = e
-    except OSError as e:
-        err = release.os_error(e)
+            push.signature = trust.Signature(key, claims)
+    except (PushError, OSError) as e:
+        err = push_error(e)
     # The manifest stream: lines, possibly split across frames, found in
     # the receive buffer without copying more than one line at a time.
     partial = b""
@@ -100,7 +104,7 @@ async def begin(srv, conn, req):
         try:
             n = await _next_data(srv, conn)
         except PushError as e:
-            return await _fail(srv, conn, err or e)
+            return await _fail(conn, err or e)
         if n == 0:
             break
         left = n
@@ -129,11 +133,9 @@ async def begin(srv, conn, req):
                 mdigest.update(line)
                 mdigest.update(b"\n")
             try:
-                _manifest_line(push, line, count, mac)
-            except PushError as e:
-                err = e
-            except OSError as e:
-                err = release.os_error(e)
+                push.add_line(line)
+            except (PushError, OSError) as e:
+                err = push_error(e)
     try:
         if err is None:
             if partial:
@@ -143,23 +145,19 @@ async def begin(srv, conn, req):
             push.close_manifest()
             if mdigest is not None and not crypto.equal(binascii.hexlify(mdigest.digest()).decode(), want):
                 raise PushError("unbound", "the manifest stream differs from the one this session sealed")
-            if mac is not None and not crypto.equal(mac.hexdigest(), sig):
-                raise PushError("sig_mismatch", "signature does not match (it must cover this session's nonce)")
+            if push.signature is not None:
+                push.signature.verify(sig)
             push.settle()
             free = hal.fs_free()
             need = push.space_needed()
             if free is not None and need > free:
                 raise PushError("no_space", "release needs %d bytes, %d free" % (need, free))
-    except PushError as e:
-        err = e
-    except OSError as e:
-        err = release.os_error(e)
+    except (PushError, OSError) as e:
+        err = push_error(e)
     if err is not None:
         if push is None:  # never ours: keep another owner's session
-            await conn.send_err(err.code, err.msg)
-            await srv._linger(conn)
-            return False
-        return await _fail(srv, conn, err)
+            return await _refuse(conn, err)
+        return await _fail(conn, err)
     push.ready = True
     conn.last = hal.ticks_ms()
     if push.resumed:
@@ -170,65 +168,32 @@ async def begin(srv, conn, req):
     return True
 
 
-def _manifest_line(push, line, count, mac):
-    if line.endswith(b"\r"):
-        line = line[:-1]
-    try:
-        text = line.decode()
-    except UnicodeError:
-        raise PushError("bad_path", "manifest path is not UTF-8")
-    try:
-        sha, size, path = mf.parse_line(text)
-    except ValueError as e:
-        raise PushError("bad_request", "%s" % (e,))
-    path = push.check_entry_path(path)
-    if push.count >= count:
-        raise PushError("bad_request", "more manifest entries than begin said")
-    push.add(sha, size, path)
-    if mac is not None:
-        mac.update(trust.entry_line(path, sha, size))
-
-
 async def file(srv, conn, req):
-    """file + its data stream, written to the stage's partial file chunk by
-    chunk straight from the receive buffer, and renamed to the staged path
-    once it verifies. No reply when it verifies. With "offset" the stream
-    continues the kept partial file, whose bytes are hashed again from
-    flash first."""
-    push = release.session
+    """file + its data stream, handed to the receiver chunk by chunk
+    straight from the receive buffer (a raw stream in pieces, a deflate
+    stream a frame at a time). No reply when the file verifies. With
+    "offset" the stream continues the kept partial file."""
+    push = session.held_by(conn)
     err = None
-    f = None
+    part = None
     path = req.get("path")
     size = non_negative_int(req.get("size"))
     sha = hex64(req.get("sha256"))
     enc = req.get("enc")
     offset = req.get("offset", 0)
-    h = hashlib.sha256()
-    got = 0
     try:
-        if push is None or push.owner is not conn or not push.ready:
-            raise PushError("no_session", "no push session on this connection")
+        push = _own_session(conn)
         if not isinstance(path, str):
             raise PushError("bad_path", "%s" % (path,))
-        path = push.check_entry_path(path)
+        path = push.check_path(path)
         if size is None or sha is None:
             raise PushError("bad_request", "file needs size and sha256")
         offset = non_negative_int(offset)
         if offset is None or offset > size:
             raise PushError("bad_request", "offset must be an integer from 0 to size")
-        if enc is not None and (enc != "deflate" or deflate is None):
-            raise PushError("bad_request", "unsupported enc %s" % (enc,))
-        if not push.find(sha, size, path):
-            raise PushError("not_in_manifest", path)
-        f = push.open_part(sha, offset)
-        if offset:
-            push.hash_part(sha, h, _scratch(srv))
-            got = offset
-    except PushError as e:
-        err = e
-    except OSError as e:
-        err = release.os_error(e)
-    unflushed = 0
+        part = push.stage_file(path, size, sha, offset, enc)
+    except (PushError, OSError) as e:
+        err = push_error(e)
     try:
         while True:
             n = await _next_data(srv, conn)
@@ -237,7 +202,6 @@ async def file(srv, conn, req):
             if err is not None:
                 await conn.skip(n)
                 continue
-            before = got
             if enc is None:
                 left = n
                 while left:
@@ -245,105 +209,50 @@ async def file(srv, conn, req):
                     left -= len(p)
                     if err is not None:
                         continue
-                    got += len(p)
-                    if got > size:
-                        err = PushError("size_mismatch", path)
-                        continue
-                    h.update(p)
                     try:
-                        f.write(p)
-                    except OSError as e:
-                        err = release.os_error(e)
+                        part.write(p)
+                    except (PushError, OSError) as e:
+                        err = push_error(e)
             else:
                 await conn.need(n)
                 comp = conn.mv[conn.start : conn.start + n]
                 conn.start += n
                 try:
-                    got = _inflate(srv, comp, f, h, got, size)
-                except PushError as e:
-                    err = e
-                    if err.code == "size_mismatch":
-                        err.msg = path
-                except OSError as e:
-                    err = release.os_error(e)
-            # Flush now and then: after a power cut the part on flash then
-            # holds what was received up to the last flush, which a resumed
-            # push continues from.
-            unflushed += got - before
-            if err is None and unflushed >= release.FLUSH_EVERY:
-                unflushed = 0
-                try:
-                    f.flush()
-                except OSError as e:
-                    err = release.os_error(e)
+                    part.write(comp)
+                except (PushError, OSError) as e:
+                    err = push_error(e)
     except PushError as e:
         err = e
     finally:
-        if f is not None:
-            f.close()
-    if err is None and got != size:
-        err = PushError("size_mismatch", path)
-    if err is None:
-        if binascii.hexlify(h.digest()).decode() != sha:
-            err = PushError("sha256_mismatch", path)
+        if part is not None:
+            part.close()
     if err is None:
         try:
-            push.finish_part(sha, path)
-        except OSError as e:
-            err = release.os_error(e)
+            part.finish()
+        except (PushError, OSError) as e:
+            err = push_error(e)
     if err is not None:
-        if push is None or push.owner is not conn:
-            await conn.send_err(err.code, err.msg)
-            await srv._linger(conn)
-            return False
-        return await _fail(srv, conn, err)
+        if push is None:  # never ours: keep another owner's session
+            return await _refuse(conn, err)
+        return await _fail(conn, err)
     return True
-
-
-def _scratch(srv):
-    if srv._zbuf is None:
-        srv._zbuf = bytearray(2048)
-    return srv._zbuf
 
 
 async def staged(srv, conn, req):
     """staged: what the session's staging area holds, as a DATA stream of
     "<bytes> <sha256> <path>" lines (two passes: the count comes first)."""
-    push = release.session
-    if push is None or push.owner is not conn or not push.ready:
-        raise PushError("no_session", "no push session on this connection")
+    push = _own_session(conn)
     n = 0
     for _ in push.staged():
         n += 1
     await conn.send_ok(count=n)
-    await srv._send_lines(conn, push.staged())
+    await conn.send_lines(push.staged())
     return True
-
-
-def _inflate(srv, comp, f, h, got, size):
-    """Inflate one DATA frame (a complete zlib stream) into f."""
-    out = _scratch(srv)
-    mv = memoryview(out)
-    d = deflate.DeflateIO(_View(comp), deflate.ZLIB)
-    while True:
-        try:
-            k = d.readinto(out)
-        except (EOFError, ValueError, OSError):
-            raise PushError("bad_request", "bad deflate data")
-        if not k:
-            return got
-        got += k
-        if got > size:
-            raise PushError("size_mismatch", "")
-        h.update(mv[:k])
-        f.write(mv[:k])
 
 
 async def commit(srv, conn, req):
     """commit: install the staged release all or nothing, reply, reset."""
-    push = release.session
-    if push is None or push.owner is not conn or not push.ready:
-        raise PushError("no_session", "no push session on this connection")
+    push = _own_session(conn)
     do_reset = req.get("reset", True) is not False
     try:
         push.commit()
@@ -351,44 +260,20 @@ async def commit(srv, conn, req):
         await conn.send_err(e.code, e.msg)
         return True  # the session stays: missing files may still come
     except OSError as e:
-        err = release.os_error(e)
-        if fs.exists(release.MARKER):
+        err = os_error(e)
+        if fs.exists(MARKER):
             # Committed; the rest is finished at the next boot.
             log.error("commit interrupted; finishing at boot", e)
             srv.stop_serving(conn)
             await conn.send_err(err.code, err.msg)
-            await srv._reset(conn)
-        return await _fail(srv, conn, err)
-    release.finish(conn)
+            await srv.reset(conn)
+        return await _fail(conn, err)
+    session.finish(conn)
     conn.last = hal.ticks_ms()
     log.info("release %s installed" % push.version)
     if do_reset:
         srv.stop_serving(conn)
     await conn.send_ok(version=push.version)
     if do_reset:
-        await srv._reset(conn)
+        await srv.reset(conn)
     return True
-
-
-try:
-    import io as _io
-
-    _Base = _io.IOBase
-except (ImportError, AttributeError):
-    _Base = object
-
-
-class _View(_Base):
-    """A read-only stream over a memoryview (input of DeflateIO)."""
-
-    def __init__(self, mv):
-        self.mv = mv
-        self.pos = 0
-
-    def readinto(self, buf):
-        n = len(self.mv) - self.pos
-        if n > len(buf):
-            n = len(buf)
-        buf[0:n] = self.mv[self.pos : self.pos + n]
-        self.pos += n
-        return n

@@ -15,7 +15,7 @@
 # device (one boot attempt used, reason "app_crash").
 import asyncio
 
-from uota import hal, log, config, release, boot_guard, settings
+from uota import boot_guard, boot_state, config, hal, log, release, server, settings, transports
 
 # Requests from app threads, served by the main loop (the unix port has no
 # GIL, so the flash is only ever written from the main thread).
@@ -31,7 +31,9 @@ def main():
     log.info("uota runtime %s on %s" % (settings.RUNTIME_VERSION, hal.platform()))
     if not boot_guard.recovered:
         try:
-            release.recover()
+            from uota import recovery
+
+            recovery.recover()
         except Exception as e:
             log.error("could not finish or clean the staging area", e)
     if boot_guard.serial_session():  # armed from the REPL by a host
@@ -47,30 +49,22 @@ def main():
         raise
 
 
-def _pending():
-    return not release.committed and boot_guard.current()["state"] == "pending"
-
-
 def _record_fail(reason):
     try:
-        from uota import lifecycle
-
-        return lifecycle.record_fail(reason)
+        return boot_state.failed(reason)
     except Exception as e:
         log.error("could not record the failure", e)
         return False
 
 
 async def _main(cfg):
-    from uota import server, transports
-
     srv = server.Server(cfg)
     srv.start()
     while not await transports.start_all(cfg, srv):
         log.error("no transport started; retrying in 5 s")
         await asyncio.sleep(5)
     boot_guard.mark_good()
-    pending = _pending()
+    pending = boot_state.is_pending()
     if pending:
         log.info(
             "release %s is pending: confirm() it%s"
@@ -120,7 +114,7 @@ def _watchdog_last_words():
 
 async def _confirm_later(seconds):
     await asyncio.sleep(seconds)
-    if _pending():
+    if boot_state.is_pending():
         _confirm_now()
 
 
@@ -153,7 +147,7 @@ def app_failed(reason="app_crash"):
     """The app failed. A pending release then resets (the failure uses up
     its boot attempt and is recorded as the reason for a rollback)."""
     global _fail_reason
-    if not _pending():
+    if not boot_state.is_pending():
         return
     log.error("pending release %s failed (%s): resetting" % (release.read_version(), reason))
     if hal.in_main_thread() or not hal.UNIX:

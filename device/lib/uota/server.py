@@ -8,9 +8,9 @@ import asyncio
 import json
 import os
 
-from uota import hal, log, paths, fs, release, crypto, wire, settings
+from uota import boot_state, config, crypto, floor, fs, hal, log, paths, release, session, settings, wire
 from uota import manifest as mf
-from uota.release import PushError
+from uota.errors import PushError, non_negative_int, os_error
 
 try:
     import deflate
@@ -36,60 +36,9 @@ AUTH_DEADLINE_MS = 5000
 PUSH_STALL_MS = 2000
 
 
-def hex64(s):
-    if not isinstance(s, str) or len(s) != 64:
-        return None
-    s = s.lower()
-    return s if _is_hex(s) else None
-
-
-def _is_hex(s):
-    for c in s:
-        if c not in "0123456789abcdef":
-            return False
-    return True
-
-
 def _line_error(e):
     """A line-mode error reply: "error: <code>: <detail>"."""
     return "error: %s: %s" % (e.code, e.msg) if e.msg else "error: " + e.code
-
-
-def non_negative_int(v):
-    """A non-negative int from JSON, or None."""
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        return None
-    return v
-
-
-def _manifest_lines():
-    r = mf.Reader(mf.ACTIVE)
-    try:
-        while True:
-            e = r.next()
-            if e is None:
-                return
-            yield mf.format_line(e[0], e[1], e[2])
-    finally:
-        r.close()
-
-
-MAX_RELEASE = 1 << 53  # the largest release number a release may carry
-
-
-def _highest_release():
-    """The release-number floor (read without importing trust.py). A floor
-    above MAX_RELEASE (written by an older runtime) reads as MAX_RELEASE."""
-    text = fs.read_atomic("/" + paths.FLOOR)
-    try:
-        n = json.loads(text).get("release") if text else 0
-    except (ValueError, AttributeError):
-        n = 0
-    if isinstance(n, float) and n > 0:
-        n = MAX_RELEASE
-    if not isinstance(n, int) or n <= 0:
-        return 0
-    return n if n < MAX_RELEASE else MAX_RELEASE
 
 
 class Server:
@@ -100,7 +49,6 @@ class Server:
         self.bufsize = cfg.max_frame if cfg.max_frame > 1024 else 1024
         self.timeout_ms = cfg.session_timeout * 1000
         self.caps = ["deflate"] if deflate is not None else []
-        self._zbuf = None
         self.listeners = []  # asyncio servers of the transports
         self.stopping = False
 
@@ -124,13 +72,10 @@ class Server:
                     log.debug("dropping an idle connection")
                 else:
                     continue
-                t = c.task
-                c.task = None
-                t.cancel()
+                c.cancel()
 
     def _holds_push(self, c):
-        s = release.session
-        return s is not None and s.owner is c
+        return session.held_by(c) is not None
 
     # --- connections --------------------------------------------------------
 
@@ -154,11 +99,7 @@ class Server:
                 sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY
             except Exception:
                 pass
-        conn = wire.Conn(stream, LINE_BUFFER)
-        conn.opened = hal.ticks_ms()
-        conn.requests = 0  # served before authenticating (eviction order)
-        conn.skey = None  # session key after auth (binds state-changing requests)
-        conn.seq = 0
+        conn = wire.Conn(stream, LINE_BUFFER, self.max_frame)
         conn.task = asyncio.current_task()
         self.conns.append(conn)
         try:
@@ -179,7 +120,7 @@ class Server:
         finally:
             conn.task = None
             self.conns.remove(conn)
-            release.detach(conn)  # a resumable push stays on flash
+            session.detach(conn)  # a resumable push stays on flash
             await conn.close()
 
     def _evict(self):
@@ -198,22 +139,7 @@ class Server:
                 victim, best = c, rank
         if victim is not None:
             log.debug("connection limit: dropping one")
-            t = victim.task
-            victim.task = None
-            t.cancel()
-
-    async def _linger(self, conn, ms=1000):
-        """Before closing after an error: swallow what the peer still sends for
-        a moment, so that it reads the error instead of a reset."""
-        deadline = hal.ticks_add(hal.ticks_ms(), ms)
-        try:
-            while True:
-                left = hal.ticks_diff(deadline, hal.ticks_ms())
-                if left <= 0:
-                    return
-                await asyncio.wait_for_ms(conn.piece(4096), left)
-        except Exception:
-            return
+            victim.cancel()
 
     # --- line mode ----------------------------------------------------------
 
@@ -273,7 +199,7 @@ class Server:
             except BaseException:
                 f.close()
                 raise
-            await self._send_file(conn, f, raw=True)
+            await conn.send_file(f, raw=True)
         elif cmd == "rm":
             try:
                 self.remove(arg)
@@ -284,7 +210,7 @@ class Server:
         elif cmd == "reset":
             self.stop_serving(conn)
             await conn.send_line("ok")
-            await self._reset(conn)
+            await self.reset(conn)
         elif cmd in ("stream_ota", "start_ota"):
             if not self.cfg.legacy:
                 await conn.send_line("error: legacy disabled")
@@ -312,7 +238,7 @@ class Server:
             "runtime": settings.RUNTIME_VERSION,
             "legacy": self.cfg.legacy,
             "id": hal.unique_id(),
-            "release": _highest_release(),
+            "release": floor.highest(),
         }
         await conn.send_line("uota 1 " + json.dumps(info))
 
@@ -327,11 +253,11 @@ class Server:
                 else:
                     msg = "unknown frame type %d" % t
                 await conn.send_err("bad_frame", msg)
-                await self._linger(conn)
+                await conn.linger()
                 return
             if n > self.max_frame:
                 await conn.send_err("too_large", "frame of %d bytes; max_frame is %d" % (n, self.max_frame))
-                await self._linger(conn)
+                await conn.linger()
                 return
             payload = await conn.read_payload(n)
             conn.progress()
@@ -359,12 +285,12 @@ class Server:
                         await conn.send_err("sig_required", "this device takes releases only from a host authenticated with its signing key")
                     else:
                         await conn.send_err("auth_required", "this device has a signing key: authenticate with it first")
-                    await self._linger(conn, 200)
+                    await conn.linger(200)
                     return
                 if not self._bound(conn, payload, req):
                     log.warn("refused a request not bound to the session: %s" % op)
                     await conn.send_err("unbound", "%s is not sealed to this session (seq and seal)" % op)
-                    await self._linger(conn, 200)
+                    await conn.linger(200)
                     return
             try:
                 keep = await handler(conn, req)
@@ -374,7 +300,7 @@ class Server:
             except OSError as e:
                 # A filesystem error; if the link itself failed, sending
                 # the reply raises again and ends the connection.
-                pe = release.os_error(e)
+                pe = os_error(e)
                 await conn.send_err(pe.code, pe.msg)
                 keep = True
             if keep is False:
@@ -443,12 +369,10 @@ class Server:
             await conn.send_err("auth_failed", "wrong signing key" if secret else "this device has no signing key")
         else:
             await conn.send_err("auth_failed", "wrong password" if secret else "this device has no password")
-        await self._linger(conn, 200)
+        await conn.linger(200)
         return False
 
     async def op_info(self, conn, req):
-        from uota import boot_guard
-
         version = release.read_version()
         await conn.send_ok(
             version=version,
@@ -459,10 +383,10 @@ class Server:
             fs_free=hal.fs_free(),
             runtime=settings.RUNTIME_VERSION,
             uptime_ms=hal.uptime_ms(),
-            boot=boot_guard.state(),
-            release=boot_guard.release_info(version),
+            boot=boot_state.boot_info(),
+            release=boot_state.release_info(version),
             id=hal.unique_id(),
-            highest_release=_highest_release(),
+            highest_release=floor.highest(),
             legacy=self.cfg.legacy,
             password=bool(self.cfg.verifier),
             signing_key=bool(self.cfg.signing_key),
@@ -481,10 +405,7 @@ class Server:
         return out
 
     def list_dir(self, path):
-        try:
-            path = paths.check(path, allow_root=True)
-        except paths.PathError as e:
-            raise PushError(e.code, e.msg)
+        path = paths.check(path, allow_root=True)
         full = "/" + path
         if not fs.is_dir(full):
             if fs.exists(full):
@@ -510,10 +431,7 @@ class Server:
 
     def open_check(self, path):
         """(open file, size) of a readable file, or PushError."""
-        try:
-            path = paths.check(path, allow_root=True)
-        except paths.PathError as e:
-            raise PushError(e.code, e.msg)
+        path = paths.check(path, allow_root=True)
         if paths.is_secret(path):
             raise PushError("protected", path)
         size = fs.stat_size("/" + path)
@@ -524,46 +442,11 @@ class Server:
         except OSError:
             raise PushError("not_found", path)
 
-    async def _send_file(self, conn, f, raw=False):
-        """Stream an open file (closed here): raw bytes, or DATA frames and
-        the empty DATA frame that ends the stream. Never the whole file in RAM."""
-        n = self.max_frame if self.max_frame < 4096 else 4096
-        buf = bytearray(n)
-        mv = memoryview(buf)
-        try:
-            while True:
-                k = f.readinto(buf)
-                if not k:
-                    break
-                if raw:
-                    await conn.send(mv[:k])
-                else:
-                    await conn.send_frame(wire.DATA, mv[:k])
-        finally:
-            f.close()
-        if not raw:
-            await conn.send_frame(wire.DATA)
-
-    async def _send_lines(self, conn, lines):
-        """Send text lines as a DATA stream, packed into frames of up to 4 KB
-        (or max_frame), then the empty DATA frame."""
-        limit = self.max_frame if self.max_frame < 4096 else 4096
-        buf = bytearray()
-        for line in lines:
-            b = line.encode()
-            if buf and len(buf) + len(b) > limit:
-                await conn.send_frame(wire.DATA, buf)
-                buf = bytearray()
-            buf.extend(b)
-        if buf:
-            await conn.send_frame(wire.DATA, buf)
-        await conn.send_frame(wire.DATA)
-
     async def op_manifest(self, conn, req):
         """The active release's manifest: RES with its version and entry
         count, then its lines, streamed (never the whole file in RAM)."""
         await conn.send_ok(version=release.read_version(), count=mf.count())
-        await self._send_lines(conn, _manifest_lines())
+        await conn.send_lines(mf.lines())
 
     async def op_summary(self, conn, req):
         """The active release in one small reply: its version, entry count
@@ -574,7 +457,7 @@ class Server:
 
         h = hashlib.sha256()
         n = 0
-        for line in _manifest_lines():
+        for line in mf.lines():
             h.update(line.encode())
             n += 1
         await conn.send_ok(
@@ -595,13 +478,10 @@ class Server:
         except BaseException:
             f.close()
             raise
-        await self._send_file(conn, f)
+        await conn.send_file(f)
 
     def remove(self, path):
-        try:
-            path = paths.check(path, allow_root=True)
-        except paths.PathError as e:
-            raise PushError(e.code, e.msg)
+        path = paths.check(path, allow_root=True)
         if paths.holds_protected(path) or paths.is_secret(path):
             raise PushError("protected", path)
         full = "/" + path
@@ -633,12 +513,10 @@ class Server:
             except Exception:
                 pass
         for c in self.conns:
-            if c is not keep and c.task is not None:
-                t = c.task
-                c.task = None
-                t.cancel()
+            if c is not keep:
+                c.cancel()
 
-    async def _reset(self, conn):
+    async def reset(self, conn):
         """Close conn (its last reply already sent) and reset the board."""
         self.stop_serving(conn)
         await conn.close()
@@ -650,22 +528,17 @@ class Server:
     async def op_reset(self, conn, req):
         self.stop_serving(conn)
         await conn.send_ok()
-        await self._reset(conn)
-
-    def _check_no_other_session(self, conn):
-        s = release.session
-        if s is not None and s.owner is not conn:
-            raise PushError("busy", "another push is in progress")
+        await self.reset(conn)
 
     async def op_wipe(self, conn, req):
-        self._check_no_other_session(conn)
-        release.abandon(conn)
-        release.wipe()
+        from uota import journal
+
+        session.ensure_free(conn)
+        session.abandon(conn)
+        journal.wipe()
         await conn.send_ok()
 
     async def op_passwd(self, conn, req):
-        from uota import config
-
         v = req.get("verifier")
         if not isinstance(v, str) or not config.valid_verifier(v):
             raise PushError("bad_request", "verifier must be pbkdf2-sha256$<iter>$<salt>$<hash>, sha256 hex or empty")
@@ -677,10 +550,10 @@ class Server:
         of a floor set too high (only in an authenticated, sealed session on
         a device with secrets; see STATE_OPS)."""
         n = non_negative_int(req.get("release"))
-        if n is None or n > MAX_RELEASE:
+        if n is None or n > floor.MAX_RELEASE:
             raise PushError("bad_request", "release must be an integer from 0 to 2^53")
-        self._check_no_other_session(conn)
-        fs.atomic_write("/" + paths.FLOOR, json.dumps({"release": n}).encode())
+        session.ensure_free(conn)
+        floor.set_to(n)
         log.info("release floor set to %d" % n)
         await conn.send_ok(release=n)
 
@@ -708,11 +581,11 @@ class Server:
         return False
 
     async def op_abort(self, conn, req):
-        self._check_no_other_session(conn)
-        if release.session is not None:
-            release.abandon(conn)
+        session.ensure_free(conn)
+        if session.active is not None:
+            session.abandon(conn)
         else:
-            release.discard()
+            session.discard()
         await conn.send_ok()
 
     # --- a push (uota/push.py, loaded on first use) -------------------------
@@ -720,7 +593,7 @@ class Server:
     def _take_over_stalled_push(self, conn):
         """Free the push slot from an unauthenticated owner that has stalled
         (its staging stays on flash, resumable, as after a dropped link)."""
-        s = release.session
+        s = session.active
         if s is None or s.owner is conn:
             return
         owner = s.owner
@@ -729,11 +602,8 @@ class Server:
         if hal.ticks_diff(hal.ticks_ms(), owner.last) < PUSH_STALL_MS:
             return
         log.info("taking the push slot from a stalled unauthenticated session")
-        release.detach(owner)
-        t = getattr(owner, "task", None)
-        if t is not None:
-            owner.task = None
-            t.cancel()
+        session.detach(owner)
+        owner.cancel()
 
     async def op_begin(self, conn, req):
         from uota import push

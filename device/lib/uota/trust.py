@@ -1,41 +1,15 @@
 # What this device accepts as a release (docs/security.md): the header of the
-# signed release payload, the release-number floor kept on flash, the
-# compatibility fields, and key rotation. Imported on the first push or
-# rekey, so a device that is only queried never loads it.
-import json
+# signed release payload and the signature over it, the release-number
+# floor (floor.py), the compatibility fields, and key rotation. Imported on
+# the first push or rekey, so a device that is only queried never loads it.
 import sys
 import binascii
 
-from uota import fs, hal, crypto
-from uota.release import PushError
+from uota import crypto, floor, hal
+from uota.errors import PushError
 
-FLOOR = "/ota_floor.json"  # {"release": <highest release number accepted>}
 MAGIC = "uota-release-v1"
 MAX_KEY = 128  # bytes of a signing key
-MAX_RELEASE = 1 << 53  # larger release numbers are refused (JSON readers lose them)
-
-
-def highest():
-    """The highest release number this device has accepted (0: none)."""
-    text = fs.read_atomic(FLOOR)
-    if text is None:
-        return 0
-    try:
-        n = json.loads(text).get("release")
-    except (ValueError, AttributeError):
-        return 0
-    if isinstance(n, float) and n > 0:
-        return MAX_RELEASE
-    if not isinstance(n, int) or n <= 0:
-        return 0
-    return n if n < MAX_RELEASE else MAX_RELEASE
-
-
-def raise_floor(n):
-    """Persist n as the highest accepted release number (atomically; only
-    ever upwards)."""
-    if n > highest():
-        fs.atomic_write(FLOOR, json.dumps({"release": n}).encode())
 
 
 def _text_list(v, what):
@@ -74,7 +48,7 @@ class Claims:
         # floor is not checked; signed pushes must carry one (push.py).
         self.numbered = "release" in req
         rel = req.get("release", 0)
-        if isinstance(rel, bool) or not isinstance(rel, int) or rel < 0 or rel > MAX_RELEASE:
+        if isinstance(rel, bool) or not isinstance(rel, int) or rel < 0 or rel > floor.MAX_RELEASE:
             raise PushError("bad_request", "release must be an integer from 0 to 2^53")
         self.release = rel
         self.rollback = req.get("rollback") is True
@@ -124,12 +98,12 @@ class Claims:
                     "incompatible",
                     "release is for MicroPython %s..%s, this is %d.%d.%d" % (self.mp[0], self.mp[1], v[0], v[1], v[2]),
                 )
-        floor = highest()
-        if self.numbered and self.release < floor and not self.rollback:
+        highest = floor.highest()
+        if self.numbered and self.release < highest and not self.rollback:
             raise PushError(
                 "downgrade",
                 "release %d is below release %d, the highest this device accepted (sign it as a rollback to install it)"
-                % (self.release, floor),
+                % (self.release, highest),
             )
 
     def header(self):
@@ -154,9 +128,22 @@ class Claims:
         ).encode()
 
 
-def entry_line(path, sha, size):
-    """The signed payload's line for one file."""
-    return ("%s:%s:%d\n" % (path, sha, size)).encode()
+class Signature:
+    """The release signature being checked: an HMAC under the signing key of
+    the claims' header and then one line per manifest entry, fed as the
+    entries arrive."""
+
+    def __init__(self, key, claims):
+        self.mac = crypto.HmacSha256(key)
+        self.mac.update(claims.header())
+
+    def add(self, sha, size, path):
+        self.mac.update(("%s:%s:%d\n" % (path, sha, size)).encode())
+
+    def verify(self, sig):
+        """PushError(sig_mismatch) unless sig (64 hex digits) signs what was fed."""
+        if not crypto.equal(self.mac.hexdigest(), sig):
+            raise PushError("sig_mismatch", "signature does not match (it must cover this session's nonce)")
 
 
 # --- key rotation -------------------------------------------------------------

@@ -1,8 +1,10 @@
-# One connection's byte stream: a fixed receive buffer shared by line mode and
-# frame mode, and the writers for lines and frames (docs/protocol.md 1-2).
+# One connection: its byte stream with a fixed receive buffer shared by line
+# mode and frame mode, the writers for lines, frames and DATA streams, and
+# what the server knows about the peer (docs/protocol.md 1-2).
 #
 # Reads never allocate per byte: data lands in one preallocated buffer with
 # readinto, and stream payloads are handed out as memoryview slices of it.
+import asyncio
 import gc
 import json
 
@@ -31,17 +33,22 @@ class FrameError(Exception):
 
 
 class Conn:
-    def __init__(self, stream, bufsize):
+    def __init__(self, stream, bufsize, max_frame):
         self.s = stream
         self.buf = bytearray(bufsize)
         self.mv = memoryview(self.buf)
         self.start = 0
         self.end = 0
-        self.last = hal.ticks_ms()  # last progress, for the idle watchdog
+        self.max_frame = max_frame  # the largest frame either side sends
+        self.opened = hal.ticks_ms()
+        self.last = self.opened  # last progress, for the idle watchdog
         self.unmarked = 0  # bytes received since the last progress mark
-        self.task = None
+        self.task = None  # the asyncio task serving it
+        self.requests = 0  # served before authenticating (eviction order)
         self.authed = False
         self.nonce = ""
+        self.skey = None  # session key after auth (binds state-changing requests)
+        self.seq = 0  # sequence number of the last bound request
         self._readinto = getattr(stream, "readinto", None)
 
     # --- reading ----------------------------------------------------------------
@@ -202,6 +209,63 @@ class Conn:
 
     async def send_err(self, code, msg=""):
         await self.send_res({"ok": False, "err": code, "msg": msg})
+
+    def _chunk(self):
+        return self.max_frame if self.max_frame < 4096 else 4096
+
+    async def send_file(self, f, raw=False):
+        """Stream an open file (closed here): raw bytes, or DATA frames and
+        the empty DATA frame that ends the stream. Never the whole file in RAM."""
+        buf = bytearray(self._chunk())
+        mv = memoryview(buf)
+        try:
+            while True:
+                k = f.readinto(buf)
+                if not k:
+                    break
+                if raw:
+                    await self.send(mv[:k])
+                else:
+                    await self.send_frame(DATA, mv[:k])
+        finally:
+            f.close()
+        if not raw:
+            await self.send_frame(DATA)
+
+    async def send_lines(self, lines):
+        """Send text lines as a DATA stream, packed into frames of up to 4 KB
+        (or max_frame), then the empty DATA frame."""
+        limit = self._chunk()
+        buf = bytearray()
+        for line in lines:
+            b = line.encode()
+            if buf and len(buf) + len(b) > limit:
+                await self.send_frame(DATA, buf)
+                buf = bytearray()
+            buf.extend(b)
+        if buf:
+            await self.send_frame(DATA, buf)
+        await self.send_frame(DATA)
+
+    async def linger(self, ms=1000):
+        """Before closing after an error: swallow what the peer still sends for
+        a moment, so that it reads the error instead of a reset."""
+        deadline = hal.ticks_add(hal.ticks_ms(), ms)
+        try:
+            while True:
+                left = hal.ticks_diff(deadline, hal.ticks_ms())
+                if left <= 0:
+                    return
+                await asyncio.wait_for_ms(self.piece(4096), left)
+        except Exception:
+            return
+
+    def cancel(self):
+        """Stop serving this connection: cancel its task (once)."""
+        t = self.task
+        if t is not None:
+            self.task = None
+            t.cancel()
 
     async def close(self):
         try:

@@ -12,9 +12,8 @@ import sys
 import select
 import asyncio
 
-from uota import hal, log, config, server, paths
-
-FLAG = "/" + paths.SERIAL_SESSION
+from uota import config, fs, hal, log, server
+from uota.layout import SERIAL_SESSION
 
 
 class _Console:
@@ -103,7 +102,7 @@ def _console_restore(saved):
 
 def arm():
     """Make the next boot a serial session (called from the raw REPL)."""
-    with open(FLAG, "w") as f:
+    with open(SERIAL_SESSION, "w") as f:
         f.write("1")
     return "uota-serial:armed"
 
@@ -111,9 +110,7 @@ def arm():
 def serve_at_boot():
     """The armed boot: serve the session, then reset into a normal boot.
     Never returns."""
-    from uota import fs
-
-    fs.remove_quiet(FLAG)  # first: a crash in the session must not loop
+    fs.remove_quiet(SERIAL_SESSION)  # first: a crash in the session must not loop
     try:
         serve(ready=b"uota-serial:ready\n")
     except Exception as e:
