@@ -76,6 +76,37 @@ class _PushOptions(TypedDict, total=False):
 _Protocol: TypeAlias = Literal["auto", "uota", "micro-ota"]
 """Which protocol to speak: probe (``"auto"``), uota's only, or micro-ota's only."""
 
+class _SerialOptions(TypedDict, total=False):
+    """The keyword arguments of opening a serial session (``Device.serial`` and
+    its ``*_async`` twin). Every key is optional.
+
+    Attributes:
+        password: The device's OTA password (``None`` or ``""`` for none).
+            Only a challenge response derived from it crosses the wire.
+        signing_key: The device's signing key. A device with a key but no
+            password takes state-changing calls (``rm``, ``wipe``, ``passwd``,
+            ``reset``) only from a host that proves it.
+        timeout: Seconds allowed to connect and for each reply (default 10.0).
+    """
+
+    password: Optional[str]
+    signing_key: Optional[str]
+    timeout: float
+
+class _ConnectOptions(_SerialOptions, total=False):
+    """The keyword arguments of opening a device (``Device(...)``,
+    ``Device.connect_async``, ``Device.open`` and ``Device.open_async``): those
+    of ``_SerialOptions`` and ``protocol``.
+
+    Attributes:
+        protocol: ``"auto"`` (the default) probes for a uota device and falls
+            back to micro-ota's protocol without a password (it never sends
+            one in plaintext); ``"micro-ota"`` speaks micro-ota's protocol,
+            whose login sends the password in plaintext; ``"uota"`` forces uota's.
+    """
+
+    protocol: _Protocol
+
 _PushEvent: TypeAlias = dict[str, Any]
 """A push progress event, with an ``"event"`` key:
 
@@ -394,11 +425,7 @@ class Device:
         cls,
         host: str,
         port: Optional[int] = None,
-        *,
-        password: Optional[str] = None,
-        signing_key: Optional[str] = None,
-        timeout: float = 10.0,
-        protocol: _Protocol = "auto",
+        **options: Unpack[_ConnectOptions],
     ) -> Device:
         """Connect to ``host:port`` and perform the handshake (blocking).
 
@@ -406,16 +433,8 @@ class Device:
             host: The device's address, or a whole link as ``Device.open``
                 takes it (``"tcp://127.0.0.1:2018"``, ``"serial://auto"``).
             port: The OTA port (2018 when ``None``); not with a whole link.
-            password: The device's OTA password (``None`` or ``""`` for none).
-                Only a challenge response derived from it crosses the wire.
-            signing_key: The device's signing key. A device with a key but no
-                password takes state-changing calls (``rm``, ``wipe``,
-                ``passwd``, ``reset``) only from a host that proves it.
-            timeout: Seconds allowed to connect and for each reply.
-            protocol: ``"auto"`` probes for a uota device and falls back to
-                micro-ota's protocol without a password (it never sends one in
-                plaintext); ``"micro-ota"`` speaks micro-ota's protocol, whose
-                login sends the password in plaintext; ``"uota"`` forces uota's.
+            **options: ``password``, ``signing_key``, ``timeout`` and
+                ``protocol`` (see ``_ConnectOptions``).
 
         Raises:
             TransportError: The connection failed.
@@ -427,11 +446,7 @@ class Device:
     def connect_async(
         host: str,
         port: Optional[int] = None,
-        *,
-        password: Optional[str] = None,
-        signing_key: Optional[str] = None,
-        timeout: float = 10.0,
-        protocol: _Protocol = "auto",
+        **options: Unpack[_ConnectOptions],
     ) -> Awaitable[Device]:
         """Connect asynchronously; the same arguments as ``Device(...)``.
 
@@ -441,11 +456,7 @@ class Device:
     @staticmethod
     def open(
         target: str,
-        *,
-        password: Optional[str] = None,
-        signing_key: Optional[str] = None,
-        timeout: float = 10.0,
-        protocol: _Protocol = "auto",
+        **options: Unpack[_ConnectOptions],
     ) -> Device:
         """Open the device a link names and perform the handshake (blocking).
 
@@ -453,10 +464,8 @@ class Device:
             target: ``"tcp://HOST[:PORT]"`` (port 2018 by default),
                 ``"serial:///dev/ttyUSB0?baud=115200"``, ``"serial://COM3"`` or
                 ``"serial://auto"`` (the one USB-serial board attached).
-            password: As for ``Device(...)``.
-            signing_key: As for ``Device(...)``.
-            timeout: Seconds allowed to connect and for each reply.
-            protocol: As for ``Device(...)``.
+            **options: ``password``, ``signing_key``, ``timeout`` and
+                ``protocol`` (see ``_ConnectOptions``).
 
         Raises:
             InvalidArgument: ``target`` is not a link (the message shows the forms).
@@ -467,11 +476,7 @@ class Device:
     @staticmethod
     def open_async(
         target: str,
-        *,
-        password: Optional[str] = None,
-        signing_key: Optional[str] = None,
-        timeout: float = 10.0,
-        protocol: _Protocol = "auto",
+        **options: Unpack[_ConnectOptions],
     ) -> Awaitable[Device]:
         """Async ``open``; the awaitable resolves to the connected ``Device``."""
     @staticmethod
@@ -479,9 +484,7 @@ class Device:
         port: Optional[str] = None,
         *,
         baud: int = 115200,
-        password: Optional[str] = None,
-        signing_key: Optional[str] = None,
-        timeout: float = 10.0,
+        **options: Unpack[_SerialOptions],
     ) -> Device:
         """Open an OTA session on a board's serial console (USB).
 
@@ -493,8 +496,8 @@ class Device:
             port: The serial port (``"/dev/ttyUSB0"``, ``"COM3"``); ``None`` picks
                 the one USB-serial board attached.
             baud: Baud rate (ignored by native USB ports).
-            password: The OTA password, if the device has one.
-            timeout: Seconds to wait for each reply.
+            **options: ``password``, ``signing_key`` and ``timeout`` (see
+                ``_SerialOptions``); a serial session always speaks uota's protocol.
 
         Raises:
             DeviceError: ``code == "no_runtime"``: the board has no uota runtime.
@@ -506,9 +509,7 @@ class Device:
         port: Optional[str] = None,
         *,
         baud: int = 115200,
-        password: Optional[str] = None,
-        signing_key: Optional[str] = None,
-        timeout: float = 10.0,
+        **options: Unpack[_SerialOptions],
     ) -> Awaitable[Device]:
         """Async ``serial``; the awaitable resolves to the ``Device``."""
     @property

@@ -49,36 +49,107 @@ where
     res
 }
 
-fn connect_options(
+/// The keyword arguments of opening a device (`Device(...)`, `Device.open`,
+/// `Device.serial` and their async twins), as the stubs' `_ConnectOptions`
+/// names them.
+#[derive(Default)]
+struct ConnectKwargs {
     password: Option<String>,
     signing_key: Option<String>,
-    timeout: f64,
-    protocol: &str,
-) -> Result<ConnectOptions, Error> {
-    if !(timeout > 0.0 && timeout.is_finite()) {
-        return Err(Error::InvalidArgument(format!(
-            "timeout must be a positive number of seconds, not {timeout}"
-        )));
-    }
-    let protocol = match protocol {
-        "auto" => ProtocolChoice::Auto,
-        "uota" => ProtocolChoice::Uota,
-        "micro-ota" | "microota" => ProtocolChoice::MicroOta,
-        other => {
-            return Err(Error::InvalidArgument(format!(
-                "unknown protocol {other:?} (expected \"auto\", \"uota\" or \"micro-ota\")"
-            )))
+    timeout: Option<f64>,
+    protocol: Option<String>,
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for ConnectKwargs {
+    type Error = PyErr;
+
+    /// From the `**options` dict; a key it does not name is a `TypeError`.
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let mut out = ConnectKwargs::default();
+        for (key, value) in obj.cast::<PyDict>()?.iter() {
+            let key: String = key.extract()?;
+            match key.as_str() {
+                "password" => out.password = kwarg(&key, &value)?,
+                "signing_key" => out.signing_key = kwarg(&key, &value)?,
+                "timeout" => out.timeout = kwarg(&key, &value)?,
+                "protocol" => out.protocol = kwarg(&key, &value)?,
+                other => return Err(unexpected_kwarg(other)),
+            }
         }
-    };
-    let timeout = Duration::from_secs_f64(timeout);
-    Ok(ConnectOptions {
-        connect_timeout: timeout,
-        timeout,
-        password: password.filter(|p| !p.is_empty()).map(Password::new),
-        protocol,
-        signing_key: signing_key.filter(|k| !k.is_empty()).map(SigningKey::new),
-        ..ConnectOptions::default()
+        Ok(out)
+    }
+}
+
+impl ConnectKwargs {
+    /// The options for a device reached over a link of its own (TCP).
+    fn options(&self) -> Result<ConnectOptions, Error> {
+        self.build(self.protocol.as_deref().unwrap_or("auto"))
+    }
+
+    /// The options for a serial session: it always speaks uota's protocol.
+    fn serial_options(&self) -> Result<ConnectOptions, Error> {
+        match self.protocol.as_deref() {
+            None | Some("uota") => self.build("uota"),
+            Some(other) => Err(Error::InvalidArgument(format!(
+                "protocol={other:?}: a serial session speaks uota's protocol"
+            ))),
+        }
+    }
+
+    fn build(&self, protocol: &str) -> Result<ConnectOptions, Error> {
+        let timeout = self.timeout.unwrap_or(10.0);
+        if !(timeout > 0.0 && timeout.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "timeout must be a positive number of seconds, not {timeout}"
+            )));
+        }
+        let protocol = match protocol {
+            "auto" => ProtocolChoice::Auto,
+            "uota" => ProtocolChoice::Uota,
+            "micro-ota" | "microota" => ProtocolChoice::MicroOta,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown protocol {other:?} (expected \"auto\", \"uota\" or \"micro-ota\")"
+                )))
+            }
+        };
+        let timeout = Duration::from_secs_f64(timeout);
+        Ok(ConnectOptions {
+            connect_timeout: timeout,
+            timeout,
+            password: self
+                .password
+                .clone()
+                .filter(|p| !p.is_empty())
+                .map(Password::new),
+            protocol,
+            signing_key: self
+                .signing_key
+                .clone()
+                .filter(|k| !k.is_empty())
+                .map(SigningKey::new),
+            ..ConnectOptions::default()
+        })
+    }
+}
+
+/// A keyword argument's value, its `TypeError` naming the argument.
+fn kwarg<'py, T: for<'a> FromPyObject<'a, 'py>>(
+    key: &str,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<T> {
+    value.extract::<T>().map_err(|e| {
+        let e: PyErr = e.into();
+        if e.is_instance_of::<PyTypeError>(value.py()) {
+            PyTypeError::new_err(format!("argument '{key}': {e}"))
+        } else {
+            e
+        }
     })
+}
+
+fn unexpected_kwarg(name: &str) -> PyErr {
+    PyTypeError::new_err(format!("unexpected keyword argument '{name}'"))
 }
 
 /// Where `host` says the device is: a whole link (`tcp://…`,
@@ -161,19 +232,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for PushKwargs {
     /// From the `**options` dict; a key it does not name is a `TypeError`,
     /// as for any unexpected keyword argument.
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        fn field<'py, T: for<'a> FromPyObject<'a, 'py>>(
-            key: &str,
-            value: &Bound<'py, PyAny>,
-        ) -> PyResult<T> {
-            value.extract::<T>().map_err(|e| {
-                let e: PyErr = e.into();
-                if e.is_instance_of::<PyTypeError>(value.py()) {
-                    PyTypeError::new_err(format!("argument '{key}': {e}"))
-                } else {
-                    e
-                }
-            })
-        }
+        use kwarg as field;
         let mut out = PushKwargs::default();
         for (key, value) in obj.cast::<PyDict>()?.iter() {
             let key: String = key.extract()?;
@@ -192,11 +251,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for PushKwargs {
                 "rollback" => out.rollback = field(&key, &value)?,
                 "wait" => out.wait = wait_secs(field(&key, &value)?)?,
                 "progress" => out.progress = field(&key, &value)?,
-                other => {
-                    return Err(PyTypeError::new_err(format!(
-                        "unexpected keyword argument '{other}'"
-                    )))
-                }
+                other => return Err(unexpected_kwarg(other)),
             }
         }
         Ok(out)
@@ -417,66 +472,51 @@ pub(crate) struct PyDevice {
 #[pymethods]
 impl PyDevice {
     /// Connect to `host:port` and perform the handshake (blocking).
-    /// `host` may also be a whole link (`tcp://…`, `serial://…`).
+    /// `host` may also be a whole link (`tcp://…`, `serial://…`); `options`
+    /// are the keyword arguments of opening a device (`ConnectKwargs`).
     #[new]
-    #[pyo3(signature = (host, port = None, *, password = None, signing_key = None, timeout = 10.0, protocol = "auto"))]
+    #[pyo3(signature = (host, port = None, **options))]
     fn new(
         py: Python<'_>,
         host: String,
         port: Option<u16>,
-        password: Option<String>,
-        signing_key: Option<String>,
-        timeout: f64,
-        protocol: &str,
+        options: Option<ConnectKwargs>,
     ) -> PyResult<Self> {
-        let opts = connect_options(password, signing_key, timeout, protocol);
+        let opts = options.unwrap_or_default().options();
         block_on(py, open(tcp_or_link(host, port), opts))
     }
 
     /// Connect asynchronously; the awaitable resolves to a `Device`.
     #[staticmethod]
-    #[pyo3(signature = (host, port = None, *, password = None, signing_key = None, timeout = 10.0, protocol = "auto"))]
+    #[pyo3(signature = (host, port = None, **options))]
     fn connect_async<'py>(
         py: Python<'py>,
         host: String,
         port: Option<u16>,
-        password: Option<String>,
-        signing_key: Option<String>,
-        timeout: f64,
-        protocol: &str,
+        options: Option<ConnectKwargs>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let opts = connect_options(password, signing_key, timeout, protocol);
+        let opts = options.unwrap_or_default().options();
         future_into_py(py, open(tcp_or_link(host, port), opts))
     }
 
     /// Open the device a link names (blocking): `tcp://host[:port]`,
     /// `serial:///dev/ttyUSB0[?baud=N]` or `serial://auto`.
     #[staticmethod]
-    #[pyo3(signature = (target, *, password = None, signing_key = None, timeout = 10.0, protocol = "auto"))]
-    fn open(
-        py: Python<'_>,
-        target: &str,
-        password: Option<String>,
-        signing_key: Option<String>,
-        timeout: f64,
-        protocol: &str,
-    ) -> PyResult<Self> {
-        let opts = connect_options(password, signing_key, timeout, protocol);
+    #[pyo3(signature = (target, **options))]
+    fn open(py: Python<'_>, target: &str, options: Option<ConnectKwargs>) -> PyResult<Self> {
+        let opts = options.unwrap_or_default().options();
         block_on(py, open(target.parse(), opts))
     }
 
     /// Async `open`; the awaitable resolves to a `Device`.
     #[staticmethod]
-    #[pyo3(signature = (target, *, password = None, signing_key = None, timeout = 10.0, protocol = "auto"))]
+    #[pyo3(signature = (target, **options))]
     fn open_async<'py>(
         py: Python<'py>,
         target: &str,
-        password: Option<String>,
-        signing_key: Option<String>,
-        timeout: f64,
-        protocol: &str,
+        options: Option<ConnectKwargs>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let opts = connect_options(password, signing_key, timeout, protocol);
+        let opts = options.unwrap_or_default().options();
         future_into_py(py, open(target.parse(), opts))
     }
 
@@ -485,31 +525,27 @@ impl PyDevice {
     /// `port` is the serial port (`/dev/ttyUSB0`, `COM3`); `None` picks the
     /// one USB-serial board attached.
     #[staticmethod]
-    #[pyo3(signature = (port = None, *, baud = 115200, password = None, signing_key = None, timeout = 10.0))]
+    #[pyo3(signature = (port = None, *, baud = 115200, **options))]
     fn serial(
         py: Python<'_>,
         port: Option<String>,
         baud: u32,
-        password: Option<String>,
-        signing_key: Option<String>,
-        timeout: f64,
+        options: Option<ConnectKwargs>,
     ) -> PyResult<Self> {
-        let opts = connect_options(password, signing_key, timeout, "uota");
+        let opts = options.unwrap_or_default().serial_options();
         block_on(py, open(Ok(Link::Serial { path: port, baud }), opts))
     }
 
     /// Async `serial`; the awaitable resolves to a `Device`.
     #[staticmethod]
-    #[pyo3(signature = (port = None, *, baud = 115200, password = None, signing_key = None, timeout = 10.0))]
+    #[pyo3(signature = (port = None, *, baud = 115200, **options))]
     fn serial_async<'py>(
         py: Python<'py>,
         port: Option<String>,
         baud: u32,
-        password: Option<String>,
-        signing_key: Option<String>,
-        timeout: f64,
+        options: Option<ConnectKwargs>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let opts = connect_options(password, signing_key, timeout, "uota");
+        let opts = options.unwrap_or_default().serial_options();
         future_into_py(py, open(Ok(Link::Serial { path: port, baud }), opts))
     }
 

@@ -377,3 +377,18 @@ def test_push_options_are_checked_before_anything_is_sent(env: Env) -> None:
             manifest = uota.Manifest.for_project(env.project)
             dev.push_manifest(env.project, manifest, version="1")  # type: ignore[call-arg]
         assert dev.version() == version
+
+
+def test_connection_options_are_checked_by_name_and_type(env: Env) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument 'pasword'"):
+        uota.Device(env.host, env.port, pasword="x")
+    with pytest.raises(TypeError, match="argument 'timeout'"):
+        uota.Device(env.host, env.port, timeout="soon")  # type: ignore[typeddict-item]
+    with pytest.raises(uota.InvalidArgument, match="positive number"):
+        uota.Device.open(f"tcp://{env.host}:{env.port}", timeout=0)
+    with pytest.raises(uota.InvalidArgument, match="unknown protocol"):
+        uota.Device(env.host, env.port, protocol="http")  # type: ignore[typeddict-item]
+    with pytest.raises(uota.InvalidArgument, match="serial session speaks uota"):
+        uota.Device.serial("/dev/null", protocol="micro-ota")  # type: ignore[typeddict-unknown-key]
+    with uota.Device(env.host, env.port, timeout=5.0, protocol="uota") as dev:
+        assert dev.protocol == "uota"
