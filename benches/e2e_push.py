@@ -140,7 +140,7 @@ def main():
             ("full, raw", ("--all", "--no-compress"), False),
             ("full, deflate", ("--all",), False),
             ("delta: 1 file changed", (), True),
-            ("no-op redeploy", (), False),
+            ("same files, new version", (), False),
         ):
             walls, report = [], None
             for run in range(args.runs + 1):
@@ -155,7 +155,7 @@ def main():
             rows[label] = (med, report)
             print(f"{'':24} {label:22} {med:9.3f} {report['file_bytes']:11d} {report['payload_bytes']:9d} {report['wire_bytes']:11d}")
         full_raw = rows["full, raw"]
-        for label in ("full, deflate", "delta: 1 file changed", "no-op redeploy"):
+        for label in ("full, deflate", "delta: 1 file changed", "same files, new version"):
             med, rep = rows[label]
             print(f"{'':24} {label:22} {full_raw[0] / med:6.2f}x faster, "
                   f"{full_raw[1]['wire_bytes'] / max(rep['wire_bytes'], 1):8.1f}x fewer wire bytes than full raw")
