@@ -12,7 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use uota::protocol::frame::{self, FrameType, DEFAULT_MAX_FRAME, HEADER_LEN};
 use uota::protocol::line::DEFAULT_MAX_LINE;
-use uota::protocol::{StreamDecoder, Event, FrameDecoder, LineDecoder, Mode};
+use uota::protocol::{Event, FrameDecoder, LineDecoder, Mode, StreamDecoder};
 
 /// What the reference model expects from one decode step.
 #[derive(Debug, PartialEq, Eq)]
