@@ -15,17 +15,28 @@ except OSError:
 if "/lib" not in sys.path:
     sys.path.append("/lib")
 
+recovered = False
 try:
     from uota import boot_guard
 
     boot_guard.boot()
+    recovered = boot_guard.recovered
+    del boot_guard
 except Exception as e:
     print("[uota] E boot guard:", repr(e))
 
 try:
+    from uota import hal
+
+    hal.unload()  # the boot guard's modules: the runtime needs the RAM
+    del hal
+except Exception as e:
+    print("[uota] E unload:", repr(e))
+
+try:
     from uota import runtime
 
-    runtime.main()
+    runtime.main(recovered)
     print("[uota] E runtime returned")
 except Exception as e:
     # KeyboardInterrupt and SystemExit pass through: Ctrl-C gives a REPL, and

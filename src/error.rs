@@ -311,6 +311,7 @@ device_error_codes! {
     NoSession = "no_session": "A push step without a `begin` first.",
     Incomplete = "incomplete": "A commit before every file was staged; the message names the file.",
     NoSpace = "no_space": "The device's flash is full.",
+    NoMemory = "no_memory": "The device ran out of RAM (heap) for the request; its active release is untouched.",
     Io = "io": "A file-system error on the device.",
     Timeout = "timeout": "The device gave up waiting for the host.",
     NoKey = "no_key": "The device has no signing key (for `rekey`).",

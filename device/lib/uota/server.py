@@ -4,21 +4,25 @@
 # line "uota 1" switches it to frame mode. A watchdog drops any connection
 # that makes no progress for sessionTimeout seconds, so an idle or slow client
 # never holds up another one.
+#
+# This module stays loaded while the device is idle: it accepts connections,
+# says hello, authenticates and dispatches. Every other request's code is
+# loaded when a request needs it (commands.py, push.py, legacy.py) and
+# unloaded once no connection is left (Server.idle()).
 import asyncio
 import json
-import os
+import sys
 
-from uota import boot_state, config, crypto, floor, fs, hal, log, paths, release, session, settings, wire
-from uota import manifest as mf
-from uota.errors import PushError, non_negative_int, os_error
+from uota import crypto, floor, hal, log, settings, wire
+from uota.errors import PushError, os_error
 
 try:
     import deflate
 except ImportError:
     deflate = None
 
-_DIR = 0x4000
 LINE_BUFFER = 600  # line mode: lines are at most 512 bytes
+MIN_FRAME = 1024  # the smallest frame size a low heap falls back to
 
 # Requests that change the device. A device with a password or a signing key
 # serves them only in an authenticated session, and only sealed to it: each
@@ -30,15 +34,6 @@ _MAC_TAIL = 75  # len(',"seal":"') + 64 + len('"}')
 # An unauthenticated connection to a device with secrets must authenticate
 # within this many ms, so floods of idle handshakes cannot fill the slots.
 AUTH_DEADLINE_MS = 5000
-# A push session whose owner never authenticated (a device without secrets)
-# is taken over by a new begin once it has made no progress for this long,
-# so a client that opens a push and trickles cannot hold the only slot.
-PUSH_STALL_MS = 2000
-
-
-def _line_error(e):
-    """A line-mode error reply: "error: <code>: <detail>"."""
-    return "error: %s: %s" % (e.code, e.msg) if e.msg else "error: " + e.code
 
 
 class Server:
@@ -51,6 +46,10 @@ class Server:
         self.caps = ["deflate"] if deflate is not None else []
         self.listeners = []  # asyncio servers of the transports
         self.stopping = False
+        # The modules to keep loaded when idle (the runtime's, set by it);
+        # None keeps everything loaded.
+        self.resident = None
+        self.idle_free = None  # free heap after the last idle(), in bytes
 
     def start(self):
         for w in self.warnings():
@@ -75,7 +74,8 @@ class Server:
                 c.cancel()
 
     def _holds_push(self, c):
-        return session.held_by(c) is not None
+        s = _session()
+        return s is not None and s.held_by(c) is not None
 
     # --- connections --------------------------------------------------------
 
@@ -120,8 +120,22 @@ class Server:
         finally:
             conn.task = None
             self.conns.remove(conn)
-            session.detach(conn)  # a resumable push stays on flash
+            s = _session()
+            if s is not None:
+                s.detach(conn)  # a resumable push stays on flash
             await conn.close()
+            self.idle()
+
+    def idle(self):
+        """When no connection is left: unload what served them (see the top)."""
+        if self.conns or self.stopping or self.resident is None:
+            return
+        s = _session()
+        if s is not None and s.active is not None:
+            return
+        n = hal.unload(self.resident)
+        self.idle_free = hal.mem_free()
+        log.debug("idle: %d modules unloaded, %s bytes free" % (n, self.idle_free))
 
     def _evict(self):
         """At the connection limit, make room for a new connection. Never an
@@ -156,8 +170,8 @@ class Server:
             cmd = parts[0]
             arg = parts[1].strip() if len(parts) > 1 else ""
             if cmd == "uota":
+                self._frame_buffer(conn)
                 await self._hello(conn)
-                conn.grow(self.bufsize)
                 await self._frames(conn)
                 return
             if text == "ping":
@@ -172,64 +186,32 @@ class Server:
                 await asyncio.sleep_ms(500)
                 await conn.send_line("denied")
                 return
-            if not await self._line_command(conn, cmd, arg):
+            from uota import commands
+
+            if not await commands.line_command(self, conn, cmd, arg):
                 return
 
-    async def _line_command(self, conn, cmd, arg):
-        """Run one micro-ota line command; False closes the connection."""
-        if cmd == "version":
-            await conn.send_line(release.version_json())
-        elif cmd == "ls":
+    def _frame_buffer(self, conn):
+        """Give conn its frame-mode buffer: max_frame bytes, or less when the
+        heap cannot spare them now (the hello tells the host the size)."""
+        size = self.bufsize
+        while True:
             try:
-                entries = self.list_dir(arg or "/")
-            except PushError as e:
-                await conn.send_line(_line_error(e))
-                return True
-            for name, kind, size in entries:
-                await conn.send_line(name + "/" if kind == "d" else name)
-            await conn.send_line("")
-        elif cmd == "get":
-            try:
-                f, size = self.open_check(arg)
-            except PushError as e:
-                await conn.send_line(_line_error(e))
-                return True
-            try:
-                await conn.send_line(str(size))
-            except BaseException:
-                f.close()
-                raise
-            await conn.send_file(f, raw=True)
-        elif cmd == "rm":
-            try:
-                self.remove(arg)
-            except PushError as e:
-                await conn.send_line(_line_error(e))
-                return True
-            await conn.send_line("ok")
-        elif cmd == "reset":
-            self.stop_serving(conn)
-            await conn.send_line("ok")
-            await self.reset(conn)
-        elif cmd in ("stream_ota", "start_ota"):
-            if not self.cfg.legacy:
-                await conn.send_line("error: legacy disabled")
-                return True
-            from uota import legacy
-
-            conn.grow(self.bufsize)
-            if cmd == "stream_ota":
-                return await legacy.stream_ota(self, conn, arg)
-            return await legacy.start_ota(self, conn)
-        else:
-            await conn.send_line("unknown")
-        return True
+                conn.grow(size)
+                break
+            except MemoryError:
+                if size <= MIN_FRAME:
+                    raise
+                size //= 2
+        if len(conn.buf) < conn.max_frame:
+            conn.max_frame = len(conn.buf)
+            log.warn("low on RAM: frames of at most %d bytes" % conn.max_frame)
 
     async def _hello(self, conn):
         conn.nonce = crypto.random_hex(16)
         info = {
             "proto": 1,
-            "max_frame": self.max_frame,
+            "max_frame": conn.max_frame,
             "auth": bool(self.cfg.verifier),
             "auth_with": self.cfg.auth_methods(),
             "kdf": self.cfg.kdf,
@@ -255,8 +237,8 @@ class Server:
                 await conn.send_err("bad_frame", msg)
                 await conn.linger()
                 return
-            if n > self.max_frame:
-                await conn.send_err("too_large", "frame of %d bytes; max_frame is %d" % (n, self.max_frame))
+            if n > conn.max_frame:
+                await conn.send_err("too_large", "frame of %d bytes; max_frame is %d" % (n, conn.max_frame))
                 await conn.linger()
                 return
             payload = await conn.read_payload(n)
@@ -269,7 +251,11 @@ class Server:
                 await conn.send_err("bad_request", "a request is a JSON object with an op")
                 continue
             op = req["op"]
-            handler = getattr(self, "op_" + op, None) if op.isalpha() and len(op) <= 32 else None
+            try:
+                handler = _handler(op) if op.isalpha() and len(op) <= 32 else None
+            except MemoryError as e:
+                await self._no_memory(conn, op, e)
+                return
             if handler is None:
                 await conn.send_err("unknown_op", op)
                 continue
@@ -293,7 +279,7 @@ class Server:
                     await conn.linger(200)
                     return
             try:
-                keep = await handler(conn, req)
+                keep = await handler(self, conn, req)
             except PushError as e:
                 await conn.send_err(e.code, e.msg)
                 keep = True
@@ -303,8 +289,22 @@ class Server:
                 pe = os_error(e)
                 await conn.send_err(pe.code, pe.msg)
                 keep = True
+            except MemoryError as e:
+                await self._no_memory(conn, op, e)
+                return
             if keep is False:
                 return
+
+    async def _no_memory(self, conn, op, e):
+        """Out of heap serving op, perhaps loading its code: drop this
+        connection's push (the active release is untouched) and reply; the
+        caller then ends the connection, so that idle() frees what it held."""
+        s = _session()
+        if s is not None:
+            s.abandon(conn)
+        log.error("out of memory serving " + op, e)
+        await conn.send_err("no_memory", "the device ran out of RAM for %s; nothing was changed" % op)
+        await conn.linger(200)
 
     # --- simple requests ----------------------------------------------------
 
@@ -372,27 +372,6 @@ class Server:
         await conn.linger(200)
         return False
 
-    async def op_info(self, conn, req):
-        version = release.read_version()
-        await conn.send_ok(
-            version=version,
-            files=mf.count(),
-            platform=hal.platform(),
-            mpy=hal.mpy_version(),
-            mem_free=hal.mem_free(),
-            fs_free=hal.fs_free(),
-            runtime=settings.RUNTIME_VERSION,
-            uptime_ms=hal.uptime_ms(),
-            boot=boot_state.boot_info(),
-            release=boot_state.release_info(version),
-            id=hal.unique_id(),
-            highest_release=floor.highest(),
-            legacy=self.cfg.legacy,
-            password=bool(self.cfg.verifier),
-            signing_key=bool(self.cfg.signing_key),
-            warnings=self.warnings(),
-        )
-
     def warnings(self):
         """What an owner must hear about this device's protection."""
         out = []
@@ -403,102 +382,6 @@ class Server:
         if self.cfg.legacy:
             out.append("legacy mode: micro-ota's plaintext password line and unbound sessions are accepted")
         return out
-
-    def list_dir(self, path):
-        path = paths.check(path, allow_root=True)
-        full = "/" + path
-        if not fs.is_dir(full):
-            if fs.exists(full):
-                raise PushError("bad_request", "not a folder: " + path)
-            raise PushError("not_found", path)
-        out = []
-        for e in os.ilistdir(full):
-            name = e[0]
-            child = full.rstrip("/") + "/" + name
-            kind = e[1]
-            if not kind:
-                kind = _DIR if fs.is_dir(child) else 0x8000
-            if kind & _DIR:
-                out.append([name, "d", 0])
-            else:
-                size = e[3] if len(e) > 3 and e[3] >= 0 else fs.stat_size(child)
-                out.append([name, "f", size or 0])
-        out.sort()
-        return out
-
-    async def op_ls(self, conn, req):
-        await conn.send_ok(entries=self.list_dir(req.get("path", "/")))
-
-    def open_check(self, path):
-        """(open file, size) of a readable file, or PushError."""
-        path = paths.check(path, allow_root=True)
-        if paths.is_secret(path):
-            raise PushError("protected", path)
-        size = fs.stat_size("/" + path)
-        if size is None or path == "":
-            raise PushError("not_found", path)
-        try:
-            return open("/" + path, "rb"), size
-        except OSError:
-            raise PushError("not_found", path)
-
-    async def op_manifest(self, conn, req):
-        """The active release's manifest: RES with its version and entry
-        count, then its lines, streamed (never the whole file in RAM)."""
-        await conn.send_ok(version=release.read_version(), count=mf.count())
-        await conn.send_lines(mf.lines())
-
-    async def op_summary(self, conn, req):
-        """The active release in one small reply: its version, entry count
-        and the SHA-256 of its manifest lines as `manifest` would send them
-        (so that a host can tell "up to date" without fetching them)."""
-        import hashlib
-        import binascii
-
-        h = hashlib.sha256()
-        n = 0
-        for line in mf.lines():
-            h.update(line.encode())
-            n += 1
-        await conn.send_ok(
-            version=release.read_version(),
-            count=n,
-            sha256=binascii.hexlify(h.digest()).decode(),
-        )
-
-    async def op_staged(self, conn, req):
-        from uota import push
-
-        return await push.staged(self, conn, req)
-
-    async def op_get(self, conn, req):
-        f, size = self.open_check(req.get("path"))
-        try:
-            await conn.send_ok(size=size)
-        except BaseException:
-            f.close()
-            raise
-        await conn.send_file(f)
-
-    def remove(self, path):
-        path = paths.check(path, allow_root=True)
-        if paths.holds_protected(path) or paths.is_secret(path):
-            raise PushError("protected", path)
-        full = "/" + path
-        if fs.is_dir(full):
-            try:
-                os.rmdir(full)
-            except OSError:
-                raise PushError("bad_request", "folder not empty: " + path)
-        elif fs.exists(full):
-            os.remove(full)
-        else:
-            raise PushError("not_found", path)
-        mf.remove_entries(path)
-
-    async def op_rm(self, conn, req):
-        self.remove(req.get("path"))
-        await conn.send_ok()
 
     def stop_serving(self, keep=None):
         """A reset is coming: stop listening and drop every connection but
@@ -530,93 +413,30 @@ class Server:
         await conn.send_ok()
         await self.reset(conn)
 
-    async def op_wipe(self, conn, req):
-        from uota import journal
-
-        session.ensure_free(conn)
-        session.abandon(conn)
-        journal.wipe()
-        await conn.send_ok()
-
-    async def op_passwd(self, conn, req):
-        v = req.get("verifier")
-        if not isinstance(v, str) or not config.valid_verifier(v):
-            raise PushError("bad_request", "verifier must be pbkdf2-sha256$<iter>$<salt>$<hash>, sha256 hex or empty")
-        self.cfg.set_verifier(v)
-        await conn.send_ok()
-
-    async def op_floor(self, conn, req):
-        """Set the release-number floor, lower or higher: the owner's way out
-        of a floor set too high (only in an authenticated, sealed session on
-        a device with secrets; see STATE_OPS)."""
-        n = non_negative_int(req.get("release"))
-        if n is None or n > floor.MAX_RELEASE:
-            raise PushError("bad_request", "release must be an integer from 0 to 2^53")
-        session.ensure_free(conn)
-        floor.set_to(n)
-        log.info("release floor set to %d" % n)
-        await conn.send_ok(release=n)
-
-    async def op_rekey(self, conn, req):
-        """Replace the signing key with one sent encrypted under the current
-        key and bound to this connection's nonce (docs/security.md)."""
-        from uota import trust
-
-        key = self.cfg.signing_key
-        if not key:
-            raise PushError("no_key", "this device has no signing key; provision one over USB")
-        try:
-            new = trust.open_rekey(key, conn.nonce, req.get("key"), req.get("mac"))
-        except PushError as e:
-            if e.code == "sig_mismatch":
-                await asyncio.sleep_ms(500)
-            raise
-        self.cfg.set_signing_key(new)
-        log.info("signing key rotated")
-        await conn.send_ok(proof=trust.rekey_proof(new, conn.nonce))
-
     async def op_bye(self, conn, req):
         """End this connection (a serial session returns to the REPL)."""
         await conn.send_ok()
         return False
 
-    async def op_abort(self, conn, req):
-        session.ensure_free(conn)
-        if session.active is not None:
-            session.abandon(conn)
-        else:
-            session.discard()
-        await conn.send_ok()
 
-    # --- a push (uota/push.py, loaded on first use) -------------------------
+def _session():
+    """The push session module when a push has loaded it (no push runs
+    without it), else None."""
+    return sys.modules.get("uota.session")
 
-    def _take_over_stalled_push(self, conn):
-        """Free the push slot from an unauthenticated owner that has stalled
-        (its staging stays on flash, resumable, as after a dropped link)."""
-        s = session.active
-        if s is None or s.owner is conn:
-            return
-        owner = s.owner
-        if getattr(owner, "skey", None) is not None:
-            return
-        if hal.ticks_diff(hal.ticks_ms(), owner.last) < PUSH_STALL_MS:
-            return
-        log.info("taking the push slot from a stalled unauthenticated session")
-        session.detach(owner)
-        owner.cancel()
 
-    async def op_begin(self, conn, req):
-        from uota import push
+# Requests served by a module loaded on demand: push.py has a push's
+# requests; commands.py the rest.
+_PUSH_OPS = ("begin", "file", "commit", "staged")
 
-        self._take_over_stalled_push(conn)
-        return await push.begin(self, conn, req)
 
-    async def op_file(self, conn, req):
-        from uota import push
-
-        return await push.file(self, conn, req)
-
-    async def op_commit(self, conn, req):
-        from uota import push
-
-        return await push.commit(self, conn, req)
+def _handler(op):
+    """The function serving op (called as f(server, conn, req)), or None."""
+    f = getattr(Server, "op_" + op, None)
+    if f is not None:
+        return f
+    if op in _PUSH_OPS:
+        from uota import push as mod
+    else:
+        from uota import commands as mod
+    return getattr(mod, "op_" + op, None)

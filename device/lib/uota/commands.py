@@ -1,0 +1,250 @@
+# The requests an idle device does not need loaded: reading and removing
+# files, the release's manifest and summary, the device's info, and the
+# owner's settings (password, signing key, release floor), in frame mode
+# (op_<name>(srv, conn, req)) and micro-ota's line mode (line_command).
+# server.py loads this module for such a request; it is unloaded again
+# when the device is idle (Server.idle()).
+import asyncio
+import os
+
+from uota import boot_state, config, floor, fs, hal, log, paths, release, session, settings
+from uota import manifest as mf
+from uota.errors import PushError, non_negative_int
+
+_DIR = 0x4000
+
+
+def _line_error(e):
+    """A line-mode error reply: "error: <code>: <detail>"."""
+    return "error: %s: %s" % (e.code, e.msg) if e.msg else "error: " + e.code
+
+
+async def line_command(srv, conn, cmd, arg):
+    """Run one micro-ota line command; False closes the connection."""
+    if cmd == "version":
+        await conn.send_line(release.version_json())
+    elif cmd == "ls":
+        try:
+            entries = list_dir(arg or "/")
+        except PushError as e:
+            await conn.send_line(_line_error(e))
+            return True
+        for name, kind, size in entries:
+            await conn.send_line(name + "/" if kind == "d" else name)
+        await conn.send_line("")
+    elif cmd == "get":
+        try:
+            f, size = open_check(arg)
+        except PushError as e:
+            await conn.send_line(_line_error(e))
+            return True
+        try:
+            await conn.send_line(str(size))
+        except BaseException:
+            f.close()
+            raise
+        await conn.send_file(f, raw=True)
+    elif cmd == "rm":
+        try:
+            remove(arg)
+        except PushError as e:
+            await conn.send_line(_line_error(e))
+            return True
+        await conn.send_line("ok")
+    elif cmd == "reset":
+        srv.stop_serving(conn)
+        await conn.send_line("ok")
+        await srv.reset(conn)
+    elif cmd in ("stream_ota", "start_ota"):
+        if not srv.cfg.legacy:
+            await conn.send_line("error: legacy disabled")
+            return True
+        from uota import legacy
+
+        conn.grow(srv.bufsize)
+        if cmd == "stream_ota":
+            return await legacy.stream_ota(srv, conn, arg)
+        return await legacy.start_ota(srv, conn)
+    else:
+        await conn.send_line("unknown")
+    return True
+
+
+async def op_info(srv, conn, req):
+    version = release.read_version()
+    await conn.send_ok(
+        version=version,
+        files=mf.count(),
+        platform=hal.platform(),
+        mpy=hal.mpy_version(),
+        mem_free=hal.mem_free(),
+        mem_idle=srv.idle_free,
+        fs_free=hal.fs_free(),
+        runtime=settings.RUNTIME_VERSION,
+        uptime_ms=hal.uptime_ms(),
+        boot=boot_state.boot_info(),
+        release=boot_state.release_info(version),
+        id=hal.unique_id(),
+        highest_release=floor.highest(),
+        legacy=srv.cfg.legacy,
+        password=bool(srv.cfg.verifier),
+        signing_key=bool(srv.cfg.signing_key),
+        warnings=srv.warnings(),
+    )
+
+
+def list_dir(srv, path):
+    path = paths.check(path, allow_root=True)
+    full = "/" + path
+    if not fs.is_dir(full):
+        if fs.exists(full):
+            raise PushError("bad_request", "not a folder: " + path)
+        raise PushError("not_found", path)
+    out = []
+    for e in os.ilistdir(full):
+        name = e[0]
+        child = full.rstrip("/") + "/" + name
+        kind = e[1]
+        if not kind:
+            kind = _DIR if fs.is_dir(child) else 0x8000
+        if kind & _DIR:
+            out.append([name, "d", 0])
+        else:
+            size = e[3] if len(e) > 3 and e[3] >= 0 else fs.stat_size(child)
+            out.append([name, "f", size or 0])
+    out.sort()
+    return out
+
+
+async def op_ls(srv, conn, req):
+    await conn.send_ok(entries=list_dir(req.get("path", "/")))
+
+
+def open_check(srv, path):
+    """(open file, size) of a readable file, or PushError."""
+    path = paths.check(path, allow_root=True)
+    if paths.is_secret(path):
+        raise PushError("protected", path)
+    size = fs.stat_size("/" + path)
+    if size is None or path == "":
+        raise PushError("not_found", path)
+    try:
+        return open("/" + path, "rb"), size
+    except OSError:
+        raise PushError("not_found", path)
+
+
+async def op_manifest(srv, conn, req):
+    """The active release's manifest: RES with its version and entry
+    count, then its lines, streamed (never the whole file in RAM)."""
+    await conn.send_ok(version=release.read_version(), count=mf.count())
+    await conn.send_lines(mf.lines())
+
+
+async def op_summary(srv, conn, req):
+    """The active release in one small reply: its version, entry count
+    and the SHA-256 of its manifest lines as `manifest` would send them
+    (so that a host can tell "up to date" without fetching them)."""
+    import hashlib
+    import binascii
+
+    h = hashlib.sha256()
+    n = 0
+    for line in mf.lines():
+        h.update(line.encode())
+        n += 1
+    await conn.send_ok(
+        version=release.read_version(),
+        count=n,
+        sha256=binascii.hexlify(h.digest()).decode(),
+    )
+
+
+async def op_get(srv, conn, req):
+    f, size = open_check(req.get("path"))
+    try:
+        await conn.send_ok(size=size)
+    except BaseException:
+        f.close()
+        raise
+    await conn.send_file(f)
+
+
+def remove(srv, path):
+    path = paths.check(path, allow_root=True)
+    if paths.holds_protected(path) or paths.is_secret(path):
+        raise PushError("protected", path)
+    full = "/" + path
+    if fs.is_dir(full):
+        try:
+            os.rmdir(full)
+        except OSError:
+            raise PushError("bad_request", "folder not empty: " + path)
+    elif fs.exists(full):
+        os.remove(full)
+    else:
+        raise PushError("not_found", path)
+    mf.remove_entries(path)
+
+
+async def op_rm(srv, conn, req):
+    remove(req.get("path"))
+    await conn.send_ok()
+
+
+async def op_wipe(srv, conn, req):
+    from uota import journal
+
+    session.ensure_free(conn)
+    session.abandon(conn)
+    journal.wipe()
+    await conn.send_ok()
+
+
+async def op_passwd(srv, conn, req):
+    v = req.get("verifier")
+    if not isinstance(v, str) or not config.valid_verifier(v):
+        raise PushError("bad_request", "verifier must be pbkdf2-sha256$<iter>$<salt>$<hash>, sha256 hex or empty")
+    srv.cfg.set_verifier(v)
+    await conn.send_ok()
+
+
+async def op_floor(srv, conn, req):
+    """Set the release-number floor, lower or higher: the owner's way out
+    of a floor set too high (only in an authenticated, sealed session on
+    a device with secrets; see STATE_OPS)."""
+    n = non_negative_int(req.get("release"))
+    if n is None or n > floor.MAX_RELEASE:
+        raise PushError("bad_request", "release must be an integer from 0 to 2^53")
+    session.ensure_free(conn)
+    floor.set_to(n)
+    log.info("release floor set to %d" % n)
+    await conn.send_ok(release=n)
+
+
+async def op_rekey(srv, conn, req):
+    """Replace the signing key with one sent encrypted under the current
+    key and bound to this connection's nonce (docs/security.md)."""
+    from uota import trust
+
+    key = srv.cfg.signing_key
+    if not key:
+        raise PushError("no_key", "this device has no signing key; provision one over USB")
+    try:
+        new = trust.open_rekey(key, conn.nonce, req.get("key"), req.get("mac"))
+    except PushError as e:
+        if e.code == "sig_mismatch":
+            await asyncio.sleep_ms(500)
+        raise
+    srv.cfg.set_signing_key(new)
+    log.info("signing key rotated")
+    await conn.send_ok(proof=trust.rekey_proof(new, conn.nonce))
+
+
+async def op_abort(srv, conn, req):
+    session.ensure_free(conn)
+    if session.active is not None:
+        session.abandon(conn)
+    else:
+        session.discard()
+    await conn.send_ok()
