@@ -64,6 +64,12 @@ pub struct Setup {
     pub device_config: Vec<(&'static str, serde_json::Value)>,
     /// MicroPython heap size (`-X heapsize=`), e.g. `"256k"` for a board-sized heap.
     pub heap_size: Option<&'static str>,
+    /// How the runtime is installed (default: `.py` source).
+    pub runtime_code: uota::sim::RuntimeCode,
+    /// The image's size with `image` (default: a 4 MB board's 1.4 MB).
+    pub image_size: Option<u64>,
+    /// Extra environment of the interpreter (the boot shim's test knobs).
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 pub async fn start(setup: Setup) -> TestDevice {
@@ -90,8 +96,12 @@ async fn try_start(setup: &Setup) -> uota::Result<TestDevice> {
     if setup.image {
         opts.storage = Storage::Image {
             path: tmp.path().join("flash.img"),
-            size: uota::sim::DEFAULT_IMAGE_SIZE,
+            size: setup.image_size.unwrap_or(uota::sim::DEFAULT_IMAGE_SIZE),
         };
+    }
+    opts.runtime_code = setup.runtime_code;
+    for (k, v) in &setup.env {
+        opts.env.push((k.to_string(), v.to_string()));
     }
     opts.password = setup.password.map(Password::new);
     opts.signing_key = setup.key.map(SigningKey::new);

@@ -93,7 +93,7 @@ async def op_info(srv, conn, req):
     )
 
 
-def list_dir(srv, path):
+def list_dir(path):
     path = paths.check(path, allow_root=True)
     full = "/" + path
     if not fs.is_dir(full):
@@ -120,7 +120,7 @@ async def op_ls(srv, conn, req):
     await conn.send_ok(entries=list_dir(req.get("path", "/")))
 
 
-def open_check(srv, path):
+def open_check(path):
     """(open file, size) of a readable file, or PushError."""
     path = paths.check(path, allow_root=True)
     if paths.is_secret(path):
@@ -170,7 +170,7 @@ async def op_get(srv, conn, req):
     await conn.send_file(f)
 
 
-def remove(srv, path):
+def remove(path):
     path = paths.check(path, allow_root=True)
     if paths.holds_protected(path) or paths.is_secret(path):
         raise PushError("protected", path)

@@ -32,6 +32,7 @@ _main_ident = _thread.get_ident() if _thread else None
 _reset_requested = False
 _boot_ticks = time.ticks_ms()
 _sta = None
+_fault_file = _getenv("UOTA_SIM_FAULT") if _getenv else None  # see fault()
 
 
 def env(name):
@@ -39,6 +40,22 @@ def env(name):
     if _getenv is None:
         return None
     return _getenv(name)
+
+
+def fault(point):
+    """Test hook of virtual devices: MemoryError at the named point of a
+    push ("begin": a manifest entry, "file": file bytes, "commit": before the
+    commit point, "roll_forward": just after it) when the device file that
+    UOTA_SIM_FAULT names holds that point's name. Nothing on boards."""
+    if _fault_file is None:
+        return
+    try:
+        with open(_fault_file) as f:
+            hit = f.read().strip() == point
+    except OSError:
+        return
+    if hit:
+        raise MemoryError("injected at " + point)
 
 
 def platform():

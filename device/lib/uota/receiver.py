@@ -110,6 +110,7 @@ class Receiver:
 
     def add(self, sha, size, path):
         """Append one entry; entries must come sorted by path + ":", each once."""
+        hal.fault("begin")
         if self.expected is not None and self.count >= self.expected:
             raise PushError("bad_request", "more manifest entries than begin said")
         k = mf.key(path)
@@ -320,6 +321,7 @@ class Receiver:
             "prev": prev,
             "prev_runtime": prev_runtime,
         }
+        hal.fault("commit")
         tmp = MARKER + ".tmp"
         with open(tmp, "w") as f:
             f.write(json.dumps(meta))
@@ -330,6 +332,7 @@ class Receiver:
             floor.raise_to(self.release)
         boot_state.committed = True
         os.rename(tmp, MARKER)  # the commit point
+        hal.fault("roll_forward")
         journal.roll_forward()
 
     def close(self):
@@ -380,6 +383,7 @@ class Part:
                 hal.feed()
 
     def write(self, data):
+        hal.fault("file")
         before = self.got
         if self.inflate:
             self._inflate(data)
