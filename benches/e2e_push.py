@@ -9,6 +9,14 @@ own CLI sends) against the same device in legacy mode. Prints median wall
 times, payload bytes/s, bytes on the wire and the ratio.
 
     cargo build --release --features cli && python3 benches/e2e_push.py [--runs 3]
+    python3 benches/e2e_push.py --links [--runs 5]
+
+With --links: the side-by-side table instead, over three emulated links
+(benches/link_emulator.py: loopback, 1 MB/s with 5 ms RTT, 200 KB/s with
+20 ms RTT): micro-ota's stream push of the 200-file project (it always sends
+every file) against uota's full push with every file resent, with one file
+changed, and with nothing changed; medians, the methods rotated each round,
+and the ratio uota / micro-ota (below 0.33 is the goal).
 
 Only loopback traffic. Each push is followed by a device reboot; the next push
 starts once the device answers with the new version.
@@ -25,6 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from link_emulator import LinkEmulator  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UOTA = os.environ.get("UOTA_BIN", os.path.join(ROOT, "target", "release", "uota"))
@@ -78,21 +89,65 @@ def wait_version(port, version, timeout=60):
     raise SystemExit(f"device never reported {version}")
 
 
-def push(project, port, version, protocol, *extra):
+def push(project, port, version, protocol, *extra, via=None):
+    """A full push (to `via`, a relay port, when given); the wall time ends
+    when the device answers with the new version."""
     t0 = time.perf_counter()
-    r = uota("--json", "full", "--project", project, "--host", HOST, "--port", str(port),
+    r = uota("--json", "full", "--project", project, "--host", HOST, "--port", str(via or port),
              "--version", version, "--protocol", protocol, *extra, check=False)
-    wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"push failed: {r.stdout}{r.stderr}")
     report = json.loads(r.stdout)
-    wait_version(port, version)
+    wait_version(via or port, version)
+    wall = time.perf_counter() - t0
     return wall, report
+
+
+LINKS = (("loopback", 0, 0.0), ("1 MB/s, 5 ms RTT", 1_000_000, 0.005), ("200 KB/s, 20 ms RTT", 200_000, 0.020))
+
+
+def links_table(work, port, runs):
+    """uota against micro-ota's stream push, side by side, per link."""
+    project = os.path.join(work, "links")
+    make_project(project, 200, 10 * 1024, port, seed=200)
+    target = os.path.join(project, "app", "m000.py")
+    counter = [0]
+
+    def version():
+        counter[0] += 1
+        return f"1.{counter[0]}.0"
+
+    def edit():
+        with open(target, "a") as f:
+            f.write(f"# edit {counter[0]}\n")
+
+    methods = {
+        "micro-ota stream": lambda via: push(project, port, version(), "micro-ota", via=via)[0],
+        "uota, every file": lambda via: push(project, port, version(), "uota", "--all", via=via)[0],
+        "uota, one changed": lambda via: (edit(), push(project, port, version(), "uota", via=via))[1][0],
+        "uota, none changed": lambda via: push(project, port, version(), "uota", via=via)[0],
+    }
+    print(f"{'link':22} " + " ".join(f"{m:>19}" for m in methods))
+    for name, rate, rtt in LINKS:
+        emu = LinkEmulator(HOST, 0, HOST, port, rate, rtt)
+        _, via = emu.start()
+        times = {m: [] for m in methods}
+        order = list(methods)
+        methods["uota, none changed"](via)  # warm up: the device holds this project
+        for r in range(runs):
+            for m in order[r % len(order):] + order[: r % len(order)]:
+                times[m].append(methods[m](via))
+        emu.stop()
+        med = {m: statistics.median(v) for m, v in times.items()}
+        print(f"{name:22} " + " ".join(f"{med[m]:18.3f}s" for m in methods))
+        base = med["micro-ota stream"]
+        print(f"{'  uota / micro-ota':22} {'':>19} " + " ".join(f"{med[m] / base:19.2f}" for m in list(methods)[1:]))
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--links", action="store_true", help="the side-by-side table over emulated links")
     args = ap.parse_args()
     if not os.path.exists(UOTA):
         raise SystemExit(f"{UOTA} not found: cargo build --release --features cli")
@@ -107,6 +162,9 @@ def main():
             if time.monotonic() > deadline:
                 raise SystemExit("virtual device did not start")
             time.sleep(0.1)
+        if args.links:
+            links_table(work, port, args.runs)
+            return
         cases = [("A: 20 files / ~100 KB", 20, 5 * 1024), ("B: 200 files / ~2 MB", 200, 10 * 1024)]
         counter = 0
         print(f"{'case':24} {'method':14} {'median s':>9} {'payload B/s':>12} {'wire bytes':>11}")

@@ -409,6 +409,12 @@ def reset():
 
 # --- RAM ---------------------------------------------------------------------
 
+def forget(name):
+    """Unload one module (a full name) if it is loaded; see unload()."""
+    if name in sys.modules:
+        unload(tuple(n for n in sys.modules if n != name))
+
+
 def unload(keep=()):
     """Unload the runtime's modules that are not named in keep (full names,
     "uota.server"), so the garbage collector can free their code. Only when

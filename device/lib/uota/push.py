@@ -282,7 +282,7 @@ async def commit(srv, conn, req):
     push = _own_session(conn)
     do_reset = req.get("reset", True) is not False
     try:
-        push.commit()
+        push.commit(at_boot=do_reset)
     except PushError as e:
         await conn.send_err(e.code, e.msg)
         return True  # the session stays: missing files may still come

@@ -287,11 +287,12 @@ class Receiver:
                     e = old
                 out.write(mf.format_line(e[0], e[1], e[2]))
 
-    def commit(self):
+    def commit(self, at_boot=False):
         """Install the staged release. Raises PushError(incomplete) before the
-        commit point; after it, the release is installed or will be at boot."""
-        from uota import journal
-
+        commit point; after it, the release is installed or will be at boot.
+        at_boot: stop at the commit point and leave the rest to the next
+        boot's recovery (the device resets now anyway, and a boot has the
+        RAM that a push session holds)."""
         self.close()
         if fs.exists(ROLLBACK):
             raise PushError("io", "a rollback is unfinished; reset the device")
@@ -333,6 +334,10 @@ class Receiver:
         boot_state.committed = True
         os.rename(tmp, MARKER)  # the commit point
         hal.fault("roll_forward")
+        if at_boot:
+            return
+        from uota import journal
+
         journal.roll_forward()
 
     def close(self):

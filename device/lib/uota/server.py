@@ -436,6 +436,8 @@ def _handler(op):
     if f is not None:
         return f
     if op in _PUSH_OPS:
+        if op == "begin":
+            hal.forget("uota.commands")  # a push needs the RAM more
         from uota import push as mod
     else:
         from uota import commands as mod
