@@ -126,3 +126,73 @@ async fn line_commands_answer_like_micro_ota() {
         "legacy push accepted without legacy mode"
     );
 }
+
+/// Rewrite the test project's `config/ota.json` with `edit`.
+fn edit_project_config(t: &TestDevice, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = t.project.join("config/ota.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+}
+
+/// micro-ota's own CLI pushes `config/ota.json` with `signingKey` set to the
+/// key and `otaPassword` to the SHA-256 of the password; uota does the same
+/// for a micro-ota peer, so the device keeps its auth after the push.
+#[tokio::test]
+async fn a_micro_ota_push_keeps_the_devices_password_and_key() {
+    let t = start(Setup {
+        legacy: true,
+        password: Some("pw"),
+        key: Some("k3y"),
+        ..Setup::default()
+    })
+    .await;
+    legacy_push(&t, MicroOtaMethod::Stream, "1.0.0").await;
+    // What the device holds: the project's config with the key and the
+    // password's SHA-256, every other key as in the project.
+    let pushed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.root.join("config/ota.json")).unwrap()).unwrap();
+    let project: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.project.join("config/ota.json")).unwrap()).unwrap();
+    assert_eq!(pushed["signingKey"], "k3y", "{pushed}");
+    assert_eq!(pushed["otaPassword"], sha256_hex(b"pw"), "{pushed}");
+    for (k, v) in project.as_object().unwrap() {
+        assert_eq!(&pushed[k], v, "{k}");
+    }
+    // The right password still gets in and pushes ...
+    legacy_push(&t, MicroOtaMethod::Session, "1.0.1").await;
+    // ... a wrong one does not.
+    let wrong = ConnectOptions {
+        password: Some(uota::auth::Password::new("wrong")),
+        ..legacy_opts(&t)
+    };
+    let err = t.connect_with(wrong).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    let mut dev = t.connect().await;
+    assert_eq!(dev.version().await.unwrap(), "1.0.1");
+}
+
+/// A micro-ota push installs the project's `config/ota.json`, which knows
+/// nothing of uota's `legacy` switch: the device stays in legacy mode.
+#[tokio::test]
+async fn a_micro_ota_push_does_not_switch_legacy_off() {
+    let t = start(Setup {
+        legacy: true,
+        password: Some("pw"),
+        ..Setup::default()
+    })
+    .await;
+    edit_project_config(&t, |cfg| {
+        cfg.as_object_mut().unwrap().remove("legacy");
+        cfg["maxFiles"] = 3.into();
+    });
+    legacy_push(&t, MicroOtaMethod::Stream, "1.0.0").await;
+    let pushed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.root.join("config/ota.json")).unwrap()).unwrap();
+    assert!(pushed.get("legacy").is_none(), "{pushed}");
+    // Still legacy (and maxFiles did not drop to 3): a second micro-ota push
+    // of the same files is accepted.
+    legacy_push(&t, MicroOtaMethod::Stream, "1.0.1").await;
+    legacy_push(&t, MicroOtaMethod::Session, "1.0.2").await;
+}
