@@ -196,3 +196,89 @@ async fn a_micro_ota_push_does_not_switch_legacy_off() {
     legacy_push(&t, MicroOtaMethod::Stream, "1.0.1").await;
     legacy_push(&t, MicroOtaMethod::Session, "1.0.2").await;
 }
+
+/// Poll `info` until `check` accepts it (the device may be rebooting meanwhile).
+async fn wait_info(
+    t: &TestDevice,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = serde_json::Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        let opts = ConnectOptions {
+            timeout: std::time::Duration::from_secs(2),
+            ..t.options()
+        };
+        if let Ok(mut dev) = t.connect_with(opts).await {
+            if let Ok(info) = dev.info().await {
+                let v = serde_json::to_value(&info).unwrap();
+                if check(&v) {
+                    return v;
+                }
+                last = v;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!(
+        "device never reached: {what}; last info: {last}\nlog:\n{}",
+        t.log()
+    );
+}
+
+/// micro-ota's project template: `/main.py` imports `/app/app.py` and calls
+/// its `run()` at import, which loops forever. On a uota device the app
+/// thread imports it, so the OTA server keeps answering, the boot is good
+/// and the release is confirmed.
+#[tokio::test]
+async fn a_micro_ota_template_app_runs_beside_the_ota_server() {
+    let t = start(Setup::default()).await;
+    std::fs::remove_file(t.project.join("main.py")).unwrap();
+    std::fs::remove_dir_all(t.project.join("app")).unwrap();
+    std::fs::create_dir_all(t.project.join("app")).unwrap();
+    std::fs::write(
+        t.project.join("main.py"),
+        "# Entry point: delegates to /app/app.py\nimport sys\nif '/app' not in sys.path:\n    sys.path.insert(0, '/app')\nimport app\napp.run()\n",
+    )
+    .unwrap();
+    // Confirm after a second; a blocked event loop would reset in 3 s.
+    edit_project_config(&t, |cfg| {
+        cfg["confirmAfter"] = 1.into();
+        cfg["watchdog"] = 3.into();
+    });
+    for version in ["1.0.0", "1.0.1"] {
+        std::fs::write(
+            t.project.join("app/app.py"),
+            format!("import time\n\nVERSION = '{version}'\n\ndef run():\n    print('=== micro-ota app ===')\n    count = 0\n    while True:\n        print('uptime:', count, 's  (version', VERSION + ')')\n        time.sleep(0.2)\n        count += 1\n"),
+        )
+        .unwrap();
+        let (project, bundle) = common::project_bundle(&t.project, PushMode::Full, version);
+        let mut dev = t.connect().await;
+        dev.push_bundle(
+            &bundle,
+            &PushOptions::for_project(&project, PushMode::Full),
+            &mut |_| {},
+        )
+        .await
+        .unwrap_or_else(|e| panic!("push of {version}: {e}\nlog:\n{}", t.log()));
+        let info = wait_info(&t, &format!("{version} confirmed"), |i| {
+            i["version"] == version && i["release"]["state"] == "confirmed"
+        })
+        .await;
+        assert!(info["release"]["last_rollback"].is_null(), "{info}");
+        // The app runs, and the server answers beside it.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        let running = format!("(version {version})");
+        while t.log().matches(&running).count() < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the app never ran:\n{}",
+                t.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(t.connect().await.version().await.unwrap(), version);
+    }
+    assert!(!t.log().contains("restoring"), "{}", t.log());
+}

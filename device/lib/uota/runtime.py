@@ -7,12 +7,15 @@
 #    for a pending release, the confirmation timer
 #
 # The app contract: the module named by config "app" (default "main") defines
-# run(). `async def run()` becomes an asyncio task beside the OTA server. A
-# plain `def run()` runs in a _thread thread; a board without _thread
-# (ESP8266) runs it on the event loop after syncAppDelay seconds, which stops
-# the OTA server while it runs (make run() async there). An app exception
-# never stops the OTA server; while the release is pending it resets the
-# device (one boot attempt used, reason "app_crash").
+# run(). Where there is _thread, the module is imported in the app thread (so
+# a micro-ota main.py, which runs its app at import, does not block the OTA
+# server); a plain `def run()` then runs in that thread, and `async def run()`
+# becomes an asyncio task beside the OTA server (started by the main loop). A
+# board without _thread (ESP8266) imports it on the event loop and runs a
+# plain run() there after syncAppDelay seconds, which stops the OTA server
+# while it runs (make run() async there). An app exception never stops the
+# OTA server; while the release is pending it resets the device (one boot
+# attempt used, reason "app_crash").
 import asyncio
 
 from uota import boot_guard, boot_state, config, hal, log, release, server, settings, transports
@@ -23,6 +26,10 @@ _confirm_asked = 0
 _confirm_done = 0
 _confirm_result = False
 _fail_reason = None
+_async_run = None  # an async run() the app thread found, for the main loop
+# The app thread's stack on boards (config "appStack"): it compiles the app's
+# module too (micro-ota's boot.py gives its app thread the same).
+APP_STACK = 16384
 
 
 def main():
@@ -86,7 +93,7 @@ async def _main(cfg):
     # The heartbeat: feeds the watchdog, serves app threads' requests, and
     # on the unix port finishes an app thread's hal.reset() in the main
     # thread, where SystemExit ends the process.
-    global _confirm_done, _confirm_result, _fail_reason
+    global _confirm_done, _confirm_result, _fail_reason, _async_run
     while True:
         hal.feed()
         await asyncio.sleep_ms(200)
@@ -97,6 +104,9 @@ async def _main(cfg):
         if _fail_reason is not None:
             _record_fail(_fail_reason)
             _fail_reason = None
+        if _async_run is not None:
+            asyncio.create_task(_run_async(_async_run))
+            _async_run = None
         if hal.reset_requested():
             hal.reset()
 
@@ -160,7 +170,33 @@ def app_failed(reason="app_crash"):
 def start_app(cfg):
     """Start the app. True when its run() will block the event loop (a plain
     run() on a board without _thread)."""
-    name = cfg.app
+    if hal.has_threads():
+        # The app's module is imported in the app thread, as micro-ota does:
+        # a micro-ota main.py runs its app at import (app.run(), forever).
+        try:
+            hal.start_thread(lambda: _app_thread(cfg.app), int(cfg.get("appStack", APP_STACK)))
+        except Exception as e:
+            log.error("could not start the app thread", e)
+        return False
+    run = _app_run(cfg.app)
+    if run is None:
+        return False
+    if _is_async(run):
+        asyncio.create_task(_run_async(run))
+        return False
+    delay = cfg.sync_app_delay
+    log.warn("no _thread: sync run() starts in %d s and blocks OTA while it runs; use async def run()" % delay)
+    asyncio.create_task(_run_sync_later(run, delay))
+    return True
+
+
+def _is_async(run):
+    return type(run).__name__ == "generator"  # async def run()
+
+
+def _app_run(name):
+    """Import the app's module; its run(), or None (no app, no run(), or an
+    import that failed: then app_failed())."""
     try:
         mod = __import__(name)
     except Exception as e:
@@ -169,24 +205,24 @@ def start_app(cfg):
         else:
             log.error("app %s failed to import" % name, e)
             app_failed()
-        return False
+        return None
     run = getattr(mod, "run", None)
     if run is None:
         log.warn("app %s has no run()" % name)
-        return False
-    if type(run).__name__ == "generator":  # async def run()
-        asyncio.create_task(_run_async(run))
-    elif hal.has_threads():
-        try:
-            hal.start_thread(lambda: _run_sync(run), int(cfg.get("appStack", 8192)))
-        except Exception as e:
-            log.error("could not start the app thread", e)
+    return run
+
+
+def _app_thread(name):
+    """The app thread: import the app (which may never return), then run a
+    plain run() here, or hand an async one to the main loop."""
+    global _async_run
+    run = _app_run(name)
+    if run is None:
+        return
+    if _is_async(run):
+        _async_run = run  # the main loop's heartbeat starts it
     else:
-        delay = cfg.sync_app_delay
-        log.warn("no _thread: sync run() starts in %d s and blocks OTA while it runs; use async def run()" % delay)
-        asyncio.create_task(_run_sync_later(run, delay))
-        return True
-    return False
+        _run_sync(run)
 
 
 async def _run_async(run):
