@@ -71,6 +71,7 @@ async def _main(cfg):
         log.error("no transport started; retrying in 5 s")
         await asyncio.sleep(5)
     boot_guard.mark_good()
+    boot_state.serving = bool(cfg.confirm_after)
     pending = boot_state.is_pending()
     if pending:
         log.info(
