@@ -143,9 +143,10 @@ async fn a_healthy_release_is_confirmed_and_kept() {
     assert!(info["release"]["last_rollback"].is_null(), "{info}");
 }
 
-/// The runtime, its state files and the secrets: not part of a release.
+/// The runtime, its state files, the secrets and the app's own data: not
+/// part of a release.
 fn not_app(path: &str) -> bool {
-    path == "lib/uota" || path.starts_with("ota_") || path.starts_with("config/.")
+    path == "lib/uota" || path == "data" || path.starts_with("ota_") || path.starts_with("config/.")
 }
 
 /// A release pushed while the one before it is still pending (within its

@@ -27,6 +27,9 @@ _confirm_done = 0
 _confirm_result = False
 _fail_reason = None
 _async_run = None  # an async run() the app thread found, for the main loop
+_imported = False  # the app thread has imported the app (or found none)
+# How long the main loop waits for the app thread's import before serving.
+IMPORT_WAIT_MS = 1000
 # The app thread's stack on boards (config "appStack"): it compiles the app's
 # module too (micro-ota's boot.py gives its app thread the same).
 APP_STACK = 16384
@@ -78,8 +81,9 @@ async def _main(cfg):
             "release %s is pending: confirm() it%s"
             % (release.read_version(), " or wait %s s" % cfg.confirm_after if cfg.confirm_after else "")
         )
-    # The watchdog watches the app's import too, except on a board without
-    # _thread, where a plain run() may have to block the loop on purpose.
+    # The watchdog watches the loop from before the app starts, except on a
+    # board without _thread, where a plain run() may have to block the loop
+    # on purpose.
     watch = cfg.watchdog and hal.has_threads()
     if watch:
         _start_watchdog(cfg)
@@ -94,22 +98,28 @@ async def _main(cfg):
     # The heartbeat: feeds the watchdog, serves app threads' requests, and
     # on the unix port finishes an app thread's hal.reset() in the main
     # thread, where SystemExit ends the process.
-    global _confirm_done, _confirm_result, _fail_reason, _async_run
     while True:
         hal.feed()
         await asyncio.sleep_ms(200)
-        if _confirm_asked != _confirm_done:
-            n = _confirm_asked
-            _confirm_result = _confirm_now()
-            _confirm_done = n
-        if _fail_reason is not None:
-            _record_fail(_fail_reason)
-            _fail_reason = None
-        if _async_run is not None:
-            asyncio.create_task(_run_async(_async_run))
-            _async_run = None
-        if hal.reset_requested():
-            hal.reset()
+        _serve_app_thread()
+
+
+def _serve_app_thread():
+    """What app threads asked of the main loop: a confirmation, a failure
+    to record, an async run() to start, a reset."""
+    global _confirm_done, _confirm_result, _fail_reason, _async_run
+    if _confirm_asked != _confirm_done:
+        n = _confirm_asked
+        _confirm_result = _confirm_now()
+        _confirm_done = n
+    if _fail_reason is not None:
+        _record_fail(_fail_reason)
+        _fail_reason = None
+    if _async_run is not None:
+        asyncio.create_task(_run_async(_async_run))
+        _async_run = None
+    if hal.reset_requested():
+        hal.reset()
 
 
 def _start_watchdog(cfg):
@@ -178,6 +188,8 @@ def start_app(cfg):
             hal.start_thread(lambda: _app_thread(cfg.app), int(cfg.get("appStack", APP_STACK)))
         except Exception as e:
             log.error("could not start the app thread", e)
+            return False
+        _await_import(IMPORT_WAIT_MS)
         return False
     run = _app_run(cfg.app)
     if run is None:
@@ -196,8 +208,8 @@ def _is_async(run):
 
 
 def _app_run(name):
-    """Import the app's module; its run(), or None (no app, no run(), or an
-    import that failed: then app_failed())."""
+    """Import the app's module; its run(), or None (no app, no run(), or a
+    failed import: then app_failed())."""
     try:
         mod = __import__(name)
     except Exception as e:
@@ -216,14 +228,30 @@ def _app_run(name):
 def _app_thread(name):
     """The app thread: import the app (which may never return), then run a
     plain run() here, or hand an async one to the main loop."""
-    global _async_run
+    global _async_run, _imported
     run = _app_run(name)
-    if run is None:
-        return
-    if _is_async(run):
-        _async_run = run  # the main loop's heartbeat starts it
-    else:
+    if run is not None and _is_async(run):
+        _async_run = run  # the main loop starts it
+    _imported = True
+    if run is not None and not _is_async(run):
         _run_sync(run)
+
+
+def _await_import(ms):
+    """Give the app thread up to ms to import the app, without serving
+    anyone meanwhile (connections wait in the listen backlog): an app that
+    fails at import, or at once in its async run(), then fails before the
+    server answers, as when the main loop imported it, so a host waiting for
+    the new release sees the failure rather than a release that seems to run.
+    An app that runs at import (micro-ota's) uses the time up; its server
+    answers after it."""
+    t0 = hal.ticks_ms()
+    while not _imported and _fail_reason is None and not hal.reset_requested():
+        if hal.ticks_diff(hal.ticks_ms(), t0) >= ms:
+            break
+        hal.feed()
+        hal.sleep_ms(5)
+    _serve_app_thread()
 
 
 async def _run_async(run):
