@@ -126,3 +126,159 @@ async fn line_commands_answer_like_micro_ota() {
         "legacy push accepted without legacy mode"
     );
 }
+
+/// Rewrite the test project's `config/ota.json` with `edit`.
+fn edit_project_config(t: &TestDevice, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = t.project.join("config/ota.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+}
+
+/// micro-ota's own CLI pushes `config/ota.json` with `signingKey` set to the
+/// key and `otaPassword` to the SHA-256 of the password; uota does the same
+/// for a micro-ota peer, so the device keeps its auth after the push.
+#[tokio::test]
+async fn a_micro_ota_push_keeps_the_devices_password_and_key() {
+    let t = start(Setup {
+        legacy: true,
+        password: Some("pw"),
+        key: Some("k3y"),
+        ..Setup::default()
+    })
+    .await;
+    legacy_push(&t, MicroOtaMethod::Stream, "1.0.0").await;
+    // What the device holds: the project's config with the key and the
+    // password's SHA-256, every other key as in the project.
+    let pushed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.root.join("config/ota.json")).unwrap()).unwrap();
+    let project: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.project.join("config/ota.json")).unwrap()).unwrap();
+    assert_eq!(pushed["signingKey"], "k3y", "{pushed}");
+    assert_eq!(pushed["otaPassword"], sha256_hex(b"pw"), "{pushed}");
+    for (k, v) in project.as_object().unwrap() {
+        assert_eq!(&pushed[k], v, "{k}");
+    }
+    // The right password still gets in and pushes ...
+    legacy_push(&t, MicroOtaMethod::Session, "1.0.1").await;
+    // ... a wrong one does not.
+    let wrong = ConnectOptions {
+        password: Some(uota::auth::Password::new("wrong")),
+        ..legacy_opts(&t)
+    };
+    let err = t.connect_with(wrong).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    let mut dev = t.connect().await;
+    assert_eq!(dev.version().await.unwrap(), "1.0.1");
+}
+
+/// A micro-ota push installs the project's `config/ota.json`, which knows
+/// nothing of uota's `legacy` switch: the device stays in legacy mode.
+#[tokio::test]
+async fn a_micro_ota_push_does_not_switch_legacy_off() {
+    let t = start(Setup {
+        legacy: true,
+        password: Some("pw"),
+        ..Setup::default()
+    })
+    .await;
+    edit_project_config(&t, |cfg| {
+        cfg.as_object_mut().unwrap().remove("legacy");
+        cfg["maxFiles"] = 3.into();
+    });
+    legacy_push(&t, MicroOtaMethod::Stream, "1.0.0").await;
+    let pushed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.root.join("config/ota.json")).unwrap()).unwrap();
+    assert!(pushed.get("legacy").is_none(), "{pushed}");
+    // Still legacy (and maxFiles did not drop to 3): a second micro-ota push
+    // of the same files is accepted.
+    legacy_push(&t, MicroOtaMethod::Stream, "1.0.1").await;
+    legacy_push(&t, MicroOtaMethod::Session, "1.0.2").await;
+}
+
+/// Poll `info` until `check` accepts it (the device may be rebooting meanwhile).
+async fn wait_info(
+    t: &TestDevice,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = serde_json::Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        let opts = ConnectOptions {
+            timeout: std::time::Duration::from_secs(2),
+            ..t.options()
+        };
+        if let Ok(mut dev) = t.connect_with(opts).await {
+            if let Ok(info) = dev.info().await {
+                let v = serde_json::to_value(&info).unwrap();
+                if check(&v) {
+                    return v;
+                }
+                last = v;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!(
+        "device never reached: {what}; last info: {last}\nlog:\n{}",
+        t.log()
+    );
+}
+
+/// micro-ota's project template: `/main.py` imports `/app/app.py` and calls
+/// its `run()` at import, which loops forever. On a uota device the app
+/// thread imports it, so the OTA server keeps answering, the boot is good
+/// and the release is confirmed.
+#[tokio::test]
+async fn a_micro_ota_template_app_runs_beside_the_ota_server() {
+    let t = start(Setup::default()).await;
+    std::fs::remove_file(t.project.join("main.py")).unwrap();
+    std::fs::remove_dir_all(t.project.join("app")).unwrap();
+    std::fs::create_dir_all(t.project.join("app")).unwrap();
+    std::fs::write(
+        t.project.join("main.py"),
+        "# Entry point: delegates to /app/app.py\nimport sys\nif '/app' not in sys.path:\n    sys.path.insert(0, '/app')\nimport app\napp.run()\n",
+    )
+    .unwrap();
+    // Confirm after a second; a blocked event loop would reset in 3 s.
+    edit_project_config(&t, |cfg| {
+        cfg["confirmAfter"] = 1.into();
+        cfg["watchdog"] = 3.into();
+    });
+    for version in ["1.0.0", "1.0.1"] {
+        std::fs::write(
+            t.project.join("app/app.py"),
+            format!("import time\n\nVERSION = '{version}'\n\ndef run():\n    print('=== micro-ota app ===')\n    count = 0\n    while True:\n        print('uptime:', count, 's  (version', VERSION + ')')\n        time.sleep(0.2)\n        count += 1\n"),
+        )
+        .unwrap();
+        let (project, bundle) = common::project_bundle(&t.project, PushMode::Full, version);
+        let mut dev = t.connect().await;
+        dev.push_bundle(
+            &bundle,
+            &PushOptions::for_project(&project, PushMode::Full),
+            &mut |_| {},
+        )
+        .await
+        .unwrap_or_else(|e| panic!("push of {version}: {e}\nlog:\n{}", t.log()));
+        let info = wait_info(&t, &format!("{version} confirmed"), |i| {
+            i["version"] == version && i["release"]["state"] == "confirmed"
+        })
+        .await;
+        assert!(info["release"]["last_rollback"].is_null(), "{info}");
+        // The app runs, and the server answers beside it.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        let running = format!("(version {version})");
+        while t.log().matches(&running).count() < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the app never ran:\n{}",
+                t.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(t.connect().await.version().await.unwrap(), version);
+    }
+    assert!(!t.log().contains("restoring"), "{}", t.log());
+}

@@ -142,3 +142,50 @@ async fn a_healthy_release_is_confirmed_and_kept() {
     .await;
     assert!(info["release"]["last_rollback"].is_null(), "{info}");
 }
+
+/// The runtime, its state files, the secrets and the app's own data: not
+/// part of a release.
+fn not_app(path: &str) -> bool {
+    path == "lib/uota" || path == "data" || path.starts_with("ota_") || path.starts_with("config/.")
+}
+
+/// A release pushed while the one before it is still pending (within its
+/// confirmation window) and that then fails rolls back to that one, not to
+/// the release confirmed before it (here: no app at all). The commit of the
+/// second confirmed the first, which was running healthy.
+#[tokio::test]
+async fn a_release_that_fails_right_after_a_pending_one_rolls_back_to_it() {
+    let t = start(Setup::default()).await;
+    // A stays pending for the whole test unless something confirms it.
+    set_config(&t, "confirmAfter", 600.into());
+    set_config(&t, "watchdog", 3.into());
+    push(&t, "1.0.0").await;
+    let info = wait_info(&t, "1.0.0 running", |i| i["version"] == "1.0.0").await;
+    assert_eq!(info["release"]["state"], "pending", "{info}");
+    let a_files = common::wire_snapshot(&t, not_app).await;
+    assert!(a_files.contains_key("app/counter.py"), "{a_files:?}");
+
+    // B fails at import, on every boot.
+    std::fs::write(
+        t.project.join("main.py"),
+        "raise ValueError('broken at import')\n",
+    )
+    .unwrap();
+    std::fs::write(t.project.join("app/extra.py"), "X = 1\n").unwrap();
+    push_broken(&t, "2.0.0").await;
+    let info = wait_info(&t, "rollback to 1.0.0", |i| {
+        i["version"] == "1.0.0" && !i["release"]["last_rollback"].is_null()
+    })
+    .await;
+    let rb = &info["release"]["last_rollback"];
+    assert_eq!(rb["from"], "2.0.0", "{info}");
+    assert_eq!(rb["to"], "1.0.0", "{info}");
+    assert_eq!(info["release"]["state"], "confirmed", "{info}");
+    let now = common::wire_snapshot(&t, not_app).await;
+    assert_eq!(now, a_files, "A's files, exactly");
+    assert!(
+        t.log().contains("confirmed before"),
+        "the confirmation is logged:\n{}",
+        t.log()
+    );
+}

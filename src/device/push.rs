@@ -67,6 +67,28 @@ pub struct PushOptions {
     pub manifest_cache: Option<std::path::PathBuf>,
 }
 
+/// `bundle` with the `config/ota.json` a micro-ota device must receive
+/// ([`crate::protocol::micro_ota::device_config`]): the key this push signs
+/// with and the SHA-256 of the password this connection logged in with.
+/// `None` when the bundle has no config or there is neither.
+fn micro_ota_bundle(
+    bundle: &Bundle,
+    password: Option<&crate::auth::Password>,
+    opts: &PushOptions,
+) -> Result<Option<Bundle>> {
+    use crate::protocol::micro_ota::{device_config, DEVICE_CONFIG};
+    if bundle.manifest().get(DEVICE_CONFIG).is_none() {
+        return Ok(None);
+    }
+    let original = bundle.source(DEVICE_CONFIG)?.read()?;
+    let Some(bytes) = device_config(&original, password, opts.signing_key.as_ref())? else {
+        return Ok(None);
+    };
+    let mut out = bundle.clone();
+    out.add(DEVICE_CONFIG, FileSource::Bytes(bytes))?;
+    Ok(Some(out))
+}
+
 /// How long a push waits by default for the device to come back after its
 /// reset (a board's boot and WiFi connection included).
 pub const DEFAULT_RESTART_WAIT: Duration = Duration::from_secs(60);
@@ -282,10 +304,15 @@ impl Device {
         let wire_before = self.bytes_sent();
         let received_before = self.bytes_received();
         let mut manifest = bundle.manifest().clone();
-        let total: u64 = manifest.files.iter().map(|f| f.size).sum();
         let tally = match self.peer() {
             Peer::Uota(_) => self.push_uota(bundle, &manifest, opts, progress).await?,
             Peer::MicroOta => {
+                // micro-ota devices read their password and key from the
+                // pushed config/ota.json: send it as micro-ota's CLI does.
+                let with_auth = micro_ota_bundle(bundle, self.options().password.as_ref(), opts)?;
+                let bundle = with_auth.as_ref().unwrap_or(bundle);
+                manifest = bundle.manifest().clone();
+                let total: u64 = manifest.files.iter().map(|f| f.size).sum();
                 if let Some(key) = &opts.signing_key {
                     manifest.sign(key);
                 } else if opts.fleet_key.is_some() {

@@ -212,6 +212,164 @@ pub fn password_line(password: &Password) -> Result<String> {
     Ok(format!("{pw}\n"))
 }
 
+/// The device path of micro-ota's device config.
+pub const DEVICE_CONFIG: &str = "config/ota.json";
+
+/// The `config/ota.json` bytes to send to a micro-ota device in place of
+/// the project's `original`, as micro-ota's own CLI does (its device reads
+/// its auth from that file, so a config pushed as it is in the project would
+/// leave the device without a password or key): `signingKey` set to `key`,
+/// `otaPassword` set to the lowercase hex SHA-256 of `password`.
+///
+/// Everything else is kept byte for byte: the other keys, their order and
+/// the formatting; an existing value is replaced where it stands, a missing
+/// key is added after the last one, in the object's own style. `None` when
+/// neither a password nor a key is given (an empty one counts as none): the
+/// file goes out unchanged, as micro-ota's CLI sends it then.
+///
+/// # Errors
+///
+/// [`Error::Config`] when `original` is not a JSON object: pushing it as it
+/// is would take the device's password and key away.
+pub fn device_config(
+    original: &[u8],
+    password: Option<&Password>,
+    key: Option<&SigningKey>,
+) -> Result<Option<Vec<u8>>> {
+    let key = key.filter(|k| !k.is_empty());
+    let password = password.filter(|p| !p.is_empty());
+    if key.is_none() && password.is_none() {
+        return Ok(None);
+    }
+    let bad = |message: String| Error::Config {
+        path: DEVICE_CONFIG.into(),
+        message,
+    };
+    let text = std::str::from_utf8(original).map_err(|_| bad("not valid UTF-8".into()))?;
+    let members: TopLevel<'_> =
+        serde_json::from_str(text).map_err(|e| bad(format!("not a JSON object: {e}")))?;
+    // micro-ota's order: signingKey, then otaPassword.
+    let mut set: Vec<(&str, String)> = Vec::new();
+    if let Some(k) = key {
+        set.push(("signingKey", json_string(k.expose())));
+    }
+    if let Some(p) = password {
+        let hash = crate::auth::sha256_hex(p.expose().as_bytes());
+        set.push(("otaPassword", json_string(&hash)));
+    }
+    let span = |raw: &serde_json::value::RawValue| {
+        let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+        start..start + raw.get().len()
+    };
+    // (where, how many bytes it replaces, the new text), in text order.
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    for (name, raw) in &members.0 {
+        if let Some((_, value)) = set.iter().find(|(n, _)| n == name) {
+            let r = span(raw);
+            edits.push((r.start, r.len(), value.clone()));
+        }
+    }
+    let missing: Vec<&(&str, String)> = set
+        .iter()
+        .filter(|(n, _)| !members.0.iter().any(|(m, _)| m == n))
+        .collect();
+    if !missing.is_empty() {
+        let open = text.find('{').expect("a JSON object has a brace");
+        match members.0.first() {
+            None => {
+                // `{}` (with any whitespace inside): written anew.
+                let close = text.rfind('}').expect("a JSON object has a brace");
+                let body: Vec<String> = missing
+                    .iter()
+                    .map(|(n, v)| format!("{}: {v}", json_string(n)))
+                    .collect();
+                edits.push((open, close + 1 - open, format!("{{{}}}", body.join(", "))));
+            }
+            Some((_, first)) => {
+                let first = span(first);
+                // What separates a key from its value (`: `, `:` …) and
+                // the whitespace before a key that follows a comma, copied
+                // from the object's own members.
+                let before = text[..first.start].trim_end();
+                let colon = before.len() - 1; // the `:` (serde checked it)
+                let ws_before = before[..colon].len() - before[..colon].trim_end().len();
+                let sep = &text[colon - ws_before..first.start];
+                let indent = if members.0.len() >= 2 {
+                    let after = &text[first.end..];
+                    let rest = &after[after.find(',').expect("members are comma-separated") + 1..];
+                    &rest[..rest.find('"').unwrap_or(0)]
+                } else {
+                    let inner = &text[open + 1..];
+                    let lead = &inner[..inner.find('"').unwrap_or(0)];
+                    if lead.contains('\n') {
+                        lead
+                    } else if sep.ends_with(' ') {
+                        " "
+                    } else {
+                        ""
+                    }
+                };
+                let last = span(members.0.last().expect("not empty").1);
+                let mut add = String::new();
+                for (n, v) in &missing {
+                    add.push(',');
+                    add.push_str(indent);
+                    add.push_str(&json_string(n));
+                    add.push_str(sep);
+                    add.push_str(v);
+                }
+                edits.push((last.end, 0, add));
+            }
+        }
+    }
+    edits.sort_by_key(|e| e.0);
+    let mut out = String::with_capacity(text.len() + 128);
+    let mut at = 0;
+    for (start, len, new) in edits {
+        out.push_str(&text[at..start]);
+        out.push_str(&new);
+        at = start + len;
+    }
+    out.push_str(&text[at..]);
+    debug_assert!(
+        serde_json::from_str::<serde_json::Value>(&out).is_ok(),
+        "{out}"
+    );
+    Ok(Some(out.into_bytes()))
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serializes")
+}
+
+/// The members of a JSON object, in order, each value as its raw text.
+struct TopLevel<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = TopLevel<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    out.push(member);
+                }
+                Ok(TopLevel(out))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
 /// A successful micro-ota reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reply {
@@ -506,5 +664,71 @@ mod tests {
             parse_reply("é".repeat(150).as_str()),
             Err(Error::Protocol(_))
         ));
+    }
+
+    // sha256("pw"), as micro-ota's CLI writes it.
+    const PW_HASH: &str = "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4";
+
+    fn transform(original: &str, pw: Option<&str>, key: Option<&str>) -> Option<String> {
+        let pw = pw.map(Password::new);
+        let key = key.map(SigningKey::new);
+        device_config(original.as_bytes(), pw.as_ref(), key.as_ref())
+            .unwrap()
+            .map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn the_pushed_config_carries_the_key_and_the_password_hash() {
+        assert_eq!(crate::auth::sha256_hex(b"pw"), PW_HASH);
+        // Missing keys go after the last one, in the file's own style.
+        let pretty = "{\n  \"version\": \"1.0.0\",\n  \"port\": 2018,\n  \"transports\": [\n    \"wifi_tcp\"\n  ]\n}\n";
+        assert_eq!(
+            transform(pretty, Some("pw"), Some("k3y")).unwrap(),
+            format!(
+                "{{\n  \"version\": \"1.0.0\",\n  \"port\": 2018,\n  \"transports\": [\n    \"wifi_tcp\"\n  ],\n  \"signingKey\": \"k3y\",\n  \"otaPassword\": \"{PW_HASH}\"\n}}\n"
+            )
+        );
+        // Present ones are replaced where they stand; nothing else moves.
+        let python =
+            "{\n    \"otaPassword\": \"\",\n    \"ssid\": \"x\",\n    \"signingKey\" : \"old\"\n}";
+        assert_eq!(
+            transform(python, Some("pw"), Some("k\"ey")).unwrap(),
+            format!("{{\n    \"otaPassword\": \"{PW_HASH}\",\n    \"ssid\": \"x\",\n    \"signingKey\" : \"k\\\"ey\"\n}}")
+        );
+        // Compact, one of the two present.
+        assert_eq!(
+            transform("{\"b\":1,\"otaPassword\":null}", Some("pw"), Some("k")).unwrap(),
+            format!("{{\"b\":1,\"otaPassword\":\"{PW_HASH}\",\"signingKey\":\"k\"}}")
+        );
+        // Only a password: the key is left as the file has it.
+        assert_eq!(
+            transform("{\"signingKey\": \"\"}", Some("pw"), None).unwrap(),
+            format!("{{\"signingKey\": \"\", \"otaPassword\": \"{PW_HASH}\"}}")
+        );
+        assert_eq!(
+            transform(" { } ", None, Some("k")).unwrap(),
+            " {\"signingKey\": \"k\"} "
+        );
+        // Neither (or empty ones): sent as it is.
+        assert_eq!(transform("{\"a\": 1}", None, None), None);
+        assert_eq!(transform("{\"a\": 1}", Some(""), Some("")), None);
+    }
+
+    #[test]
+    fn a_config_that_is_not_an_object_is_refused() {
+        for bad in ["[1]", "{\"a\": }", "", "\"x\"", "{\"a\":1} x"] {
+            let err = device_config(bad.as_bytes(), Some(&Password::new("pw")), None).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}: {err}");
+        }
+        let err =
+            device_config(b"{\"a\":\"\xff\"}", None, Some(&SigningKey::new("k"))).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        // Unicode escapes and nested objects survive untouched.
+        let text = "{\"n\": {\"signingKey\": \"inner\"}, \"s\": \"\\u00e9\"}";
+        let out = transform(text, None, Some("k")).unwrap();
+        assert_eq!(
+            out,
+            "{\"n\": {\"signingKey\": \"inner\"}, \"s\": \"\\u00e9\", \"signingKey\": \"k\"}"
+        );
     }
 }

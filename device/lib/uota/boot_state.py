@@ -24,6 +24,9 @@ _state = None  # as last read or written by this boot
 # A commit happened during this boot: the release running now is not the
 # active one any more, so nothing may confirm it or count its failures.
 committed = False
+# Set by the runtime once this boot's OTA server is up, unless only the app
+# may confirm a release (config confirmAfter 0): see running_healthy().
+serving = False
 
 
 def _fresh():
@@ -84,6 +87,17 @@ def current():
 def is_pending():
     """Is the release running now pending (and still the active one)?"""
     return not committed and current()["state"] == "pending"
+
+
+def running_healthy():
+    """Is the release running now pending, still the active one, and healthy
+    so far in this boot: booted, marked good with the server up (serving),
+    no failure recorded? A commit on top of it confirms it first
+    (lifecycle.confirm_before_commit)."""
+    if committed or not serving:
+        return False
+    st = current()
+    return st["state"] == "pending" and st["fail"] is None
 
 
 # --- release transitions ------------------------------------------------------

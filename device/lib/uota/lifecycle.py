@@ -50,6 +50,22 @@ def confirm():
     return True
 
 
+def confirm_before_commit():
+    """A release is about to be committed on top of the running one. When
+    that one is pending and running healthy (boot_state.running_healthy), it
+    is confirmed first, so it becomes the previous release of the new one,
+    and a failure of the new one rolls back to it rather than to the release
+    confirmed before it (which may be no app at all). True when it was."""
+    if not boot_state.running_healthy():
+        return False
+    log.info("release %s runs healthy: confirmed before the next commit" % release.read_version())
+    try:
+        return confirm()
+    except OSError as e:  # the commit goes on; a rollback then skips it
+        log.error("could not confirm the release", e)
+        return False
+
+
 def rollback(reason):
     """Restore the previous release. Returns True when that restored
     runtime files (the caller then resets)."""

@@ -301,6 +301,10 @@ class Receiver:
             raise PushError("incomplete", "not staged: %s" % gone)
         self.drop_part()
         self._write_next()
+        if boot_state.running_healthy():
+            from uota import lifecycle
+
+            lifecycle.confirm_before_commit()
         st = boot_state.load()
         # Committing on top of a pending release keeps the confirmed release
         # before it as the previous one.

@@ -7,12 +7,15 @@
 #    for a pending release, the confirmation timer
 #
 # The app contract: the module named by config "app" (default "main") defines
-# run(). `async def run()` becomes an asyncio task beside the OTA server. A
-# plain `def run()` runs in a _thread thread; a board without _thread
-# (ESP8266) runs it on the event loop after syncAppDelay seconds, which stops
-# the OTA server while it runs (make run() async there). An app exception
-# never stops the OTA server; while the release is pending it resets the
-# device (one boot attempt used, reason "app_crash").
+# run(). Where there is _thread, the module is imported in the app thread (so
+# a micro-ota main.py, which runs its app at import, does not block the OTA
+# server); a plain `def run()` then runs in that thread, and `async def run()`
+# becomes an asyncio task beside the OTA server (started by the main loop). A
+# board without _thread (ESP8266) imports it on the event loop and runs a
+# plain run() there after syncAppDelay seconds, which stops the OTA server
+# while it runs (make run() async there). An app exception never stops the
+# OTA server; while the release is pending it resets the device (one boot
+# attempt used, reason "app_crash").
 import asyncio
 
 import sys
@@ -26,6 +29,13 @@ _confirm_asked = 0
 _confirm_done = 0
 _confirm_result = False
 _fail_reason = None
+_async_run = None  # an async run() the app thread found, for the main loop
+_imported = False  # the app thread has imported the app (or found none)
+# How long the main loop waits for the app thread's import before serving.
+IMPORT_WAIT_MS = 1000
+# The app thread's stack on boards (config "appStack"): it compiles the app's
+# module too (micro-ota's boot.py gives its app thread the same).
+APP_STACK = 16384
 
 def main(recovered=False):
     # The modules an idle device keeps loaded: these, and what they import.
@@ -76,12 +86,14 @@ async def _main(cfg, resident):
     from uota import boot_guard
 
     boot_guard.mark_good()
+    boot_state.serving = bool(cfg.confirm_after)
     pending = boot_state.is_pending()
     del boot_guard
     if pending:
         log.info("release %s is pending: confirm() it%s" % (_version(), " or wait %s s" % cfg.confirm_after if cfg.confirm_after else ""))
-    # The watchdog watches the app's import too, except on a board without
-    # _thread, where a plain run() may have to block the loop on purpose.
+    # The watchdog watches the loop from before the app starts, except on a
+    # board without _thread, where a plain run() may have to block the loop
+    # on purpose.
     watch = cfg.watchdog and hal.has_threads()
     if watch:
         _start_watchdog(cfg)
@@ -97,19 +109,28 @@ async def _main(cfg, resident):
     # The heartbeat: feeds the watchdog, serves app threads' requests, and
     # on the unix port finishes an app thread's hal.reset() in the main
     # thread, where SystemExit ends the process.
-    global _confirm_done, _confirm_result, _fail_reason
     while True:
         hal.feed()
         await asyncio.sleep_ms(200)
-        if _confirm_asked != _confirm_done:
-            n = _confirm_asked
-            _confirm_result = _confirm_now()
-            _confirm_done = n
-        if _fail_reason is not None:
-            _record_fail(_fail_reason)
-            _fail_reason = None
-        if hal.reset_requested():
-            hal.reset()
+        _serve_app_thread()
+
+
+def _serve_app_thread():
+    """What app threads asked of the main loop: a confirmation, a failure
+    to record, an async run() to start, a reset."""
+    global _confirm_done, _confirm_result, _fail_reason, _async_run
+    if _confirm_asked != _confirm_done:
+        n = _confirm_asked
+        _confirm_result = _confirm_now()
+        _confirm_done = n
+    if _fail_reason is not None:
+        _record_fail(_fail_reason)
+        _fail_reason = None
+    if _async_run is not None:
+        asyncio.create_task(_run_async(_async_run))
+        _async_run = None
+    if hal.reset_requested():
+        hal.reset()
 
 
 def _start_watchdog(cfg):
@@ -181,7 +202,35 @@ def app_failed(reason="app_crash"):
 def start_app(cfg):
     """Start the app. True when its run() will block the event loop (a plain
     run() on a board without _thread)."""
-    name = cfg.app
+    if hal.has_threads():
+        # The app's module is imported in the app thread, as micro-ota does:
+        # a micro-ota main.py runs its app at import (app.run(), forever).
+        try:
+            hal.start_thread(lambda: _app_thread(cfg.app), int(cfg.get("appStack", APP_STACK)))
+        except Exception as e:
+            log.error("could not start the app thread", e)
+            return False
+        _await_import(IMPORT_WAIT_MS)
+        return False
+    run = _app_run(cfg.app)
+    if run is None:
+        return False
+    if _is_async(run):
+        asyncio.create_task(_run_async(run))
+        return False
+    delay = cfg.sync_app_delay
+    log.warn("no _thread: sync run() starts in %d s and blocks OTA while it runs; use async def run()" % delay)
+    asyncio.create_task(_run_sync_later(run, delay))
+    return True
+
+
+def _is_async(run):
+    return type(run).__name__ == "generator"  # async def run()
+
+
+def _app_run(name):
+    """Import the app's module; its run(), or None (no app, no run(), or a
+    failed import: then app_failed())."""
     try:
         mod = __import__(name)
     except Exception as e:
@@ -190,24 +239,40 @@ def start_app(cfg):
         else:
             log.error("app %s failed to import" % name, e)
             app_failed()
-        return False
+        return None
     run = getattr(mod, "run", None)
     if run is None:
         log.warn("app %s has no run()" % name)
-        return False
-    if type(run).__name__ == "generator":  # async def run()
-        asyncio.create_task(_run_async(run))
-    elif hal.has_threads():
-        try:
-            hal.start_thread(lambda: _run_sync(run), int(cfg.get("appStack", 8192)))
-        except Exception as e:
-            log.error("could not start the app thread", e)
-    else:
-        delay = cfg.sync_app_delay
-        log.warn("no _thread: sync run() starts in %d s and blocks OTA while it runs; use async def run()" % delay)
-        asyncio.create_task(_run_sync_later(run, delay))
-        return True
-    return False
+    return run
+
+
+def _app_thread(name):
+    """The app thread: import the app (which may never return), then run a
+    plain run() here, or hand an async one to the main loop."""
+    global _async_run, _imported
+    run = _app_run(name)
+    if run is not None and _is_async(run):
+        _async_run = run  # the main loop starts it
+    _imported = True
+    if run is not None and not _is_async(run):
+        _run_sync(run)
+
+
+def _await_import(ms):
+    """Give the app thread up to ms to import the app, without serving
+    anyone meanwhile (connections wait in the listen backlog): an app that
+    fails at import, or at once in its async run(), then fails before the
+    server answers, as when the main loop imported it, so a host waiting for
+    the new release sees the failure rather than a release that seems to run.
+    An app that runs at import (micro-ota's) uses the time up; its server
+    answers after it."""
+    t0 = hal.ticks_ms()
+    while not _imported and _fail_reason is None and not hal.reset_requested():
+        if hal.ticks_diff(hal.ticks_ms(), t0) >= ms:
+            break
+        hal.feed()
+        hal.sleep_ms(5)
+    _serve_app_thread()
 
 
 async def _run_async(run):
