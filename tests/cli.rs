@@ -204,8 +204,11 @@ async fn sim_command_serves_until_interrupted() {
         &port.to_string(),
     ]);
     assert!(out.status.success());
+    // .mpy when an mpy-cross of the interpreter's bytecode is on PATH (CI
+    // installs one), else .py.
     assert!(
-        dir.path().join("lib/uota/server.py").is_file(),
+        dir.path().join("lib/uota/server.mpy").is_file()
+            || dir.path().join("lib/uota/server.py").is_file(),
         "runtime installed in --root"
     );
     // SIGINT, as Ctrl-C would send.
@@ -451,7 +454,9 @@ async fn bootstrap_a_bare_serial_board_then_files_and_ota() {
     // Bootstrap: the runtime and the project's config go on; the board boots into uota.
     let out = uota(&["--json", "bootstrap", "--port", &path, "--project", project]);
     ok(&out);
-    assert!(dir.path().join("lib/uota/server.py").is_file());
+    // The runtime as .mpy, compiled for the board (mpy-cross is on PATH).
+    assert!(dir.path().join("lib/uota/server.mpy").is_file());
+    assert!(!dir.path().join("lib/uota/server.py").exists());
     assert!(dir.path().join("config/ota.json").is_file());
     // mpyFiles (lib/** here): compiled with mpy-cross for the board in
     // .uota_cache.json, sent as .mpy.

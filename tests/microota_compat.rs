@@ -282,3 +282,68 @@ async fn a_micro_ota_template_app_runs_beside_the_ota_server() {
     }
     assert!(!t.log().contains("restoring"), "{}", t.log());
 }
+
+/// micro-ota's start_ota session commits what it is sent and keeps the other
+/// files, so a push to a micro-ota device whose `/ota_manifest.json` lists
+/// what it holds sends only the files that changed.
+#[tokio::test]
+async fn a_micro_ota_push_sends_only_the_files_that_changed() {
+    let t = start(Setup {
+        legacy: true,
+        password: Some("pw"),
+        key: Some("k3y"),
+        ..Setup::default()
+    })
+    .await;
+    legacy_push(&t, MicroOtaMethod::Session, "1.0.0").await;
+    // What a micro-ota device keeps after that push: its manifest file.
+    let (project, bundle) = common::project_bundle(&t.project, PushMode::Full, "1.0.0");
+    let mut files = serde_json::Map::new();
+    for f in &bundle.manifest().files {
+        let on_device = std::fs::read(t.root.join(&f.path)).unwrap();
+        files.insert(
+            f.path.clone(),
+            serde_json::json!({"size": on_device.len(), "sha256": sha256_hex(&on_device)}),
+        );
+    }
+    std::fs::write(
+        t.root.join("ota_manifest.json"),
+        serde_json::to_vec(&serde_json::json!({"version": "1.0.0", "files": files})).unwrap(),
+    )
+    .unwrap();
+    let changed = t.project.join("main.py");
+    let mut text = std::fs::read_to_string(&changed).unwrap();
+    text.push_str("# changed\n");
+    std::fs::write(&changed, &text).unwrap();
+
+    let (_, bundle) = common::project_bundle(&t.project, PushMode::Full, "1.0.1");
+    let mut dev = t.connect_with(legacy_opts(&t)).await.unwrap();
+    let opts = PushOptions {
+        signing_key: project.secrets.signing_key.clone(),
+        ..PushOptions::default()
+    };
+    let report = dev
+        .push_bundle(&bundle, &opts, &mut |_| {})
+        .await
+        .expect("delta push");
+    assert_eq!(report.files_sent, 1, "{report:?}");
+    assert_eq!(report.files_skipped, bundle.manifest().files.len() - 1);
+    let mut dev = t.wait_version("1.0.1").await;
+    for f in bundle
+        .manifest()
+        .files
+        .iter()
+        .filter(|f| f.path != "config/ota.json")
+    {
+        assert_eq!(
+            sha256_hex(&dev.get(&f.path).await.unwrap()),
+            f.sha256_hex(),
+            "{}",
+            f.path
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(t.root.join("main.py")).unwrap(),
+        text
+    );
+}

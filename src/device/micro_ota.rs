@@ -206,12 +206,45 @@ pub(super) async fn push_stream(
     Ok(())
 }
 
+/// What a micro-ota device says it has installed: its `/ota_manifest.json`
+/// (`{"files": {path: {"size", "sha256"}}}`), as path → (size, sha256 hex).
+/// `None` when it has none or it cannot be read as such (a first push, or a
+/// device that keeps no such file): then everything is sent.
+pub(super) async fn installed_files(
+    dev: &mut Device,
+) -> Result<Option<std::collections::BTreeMap<String, (u64, String)>>> {
+    const LIMIT: u64 = 4 * 1024 * 1024;
+    let size = match get_size(dev, INSTALLED_MANIFEST).await {
+        Ok(n) if n <= LIMIT => n,
+        Ok(n) => {
+            tracing::debug!(
+                size = n,
+                "micro-ota manifest too large to read; sending every file"
+            );
+            return Ok(None);
+        }
+        Err(Error::Device { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut body = Vec::with_capacity(size as usize);
+    let deadline = Instant::now() + dev.options().timeout;
+    get_body(dev, INSTALLED_MANIFEST, size, &mut body, deadline).await?;
+    Ok(micro_ota::parse_installed(&body))
+}
+
+/// Where micro-ota keeps the manifest of its last install.
+const INSTALLED_MANIFEST: &str = "ota_manifest.json";
+
 /// Push `manifest` in micro-ota's older `start_ota` session: the manifest,
-/// then one `file` command per file, then `end_ota`.
+/// then one `file` command per file of `send` (all of them when `None`),
+/// then `end_ota`. The device keeps the files it is not sent (micro-ota
+/// commits what was staged and removes only what left the manifest), so
+/// `send` may leave out those it holds already.
 pub(super) async fn push_session(
     dev: &mut Device,
     bundle: &Bundle,
     manifest: &Manifest,
+    send: Option<&std::collections::BTreeSet<String>>,
     total: u64,
     progress: &mut (dyn FnMut(&PushEvent) + Send),
 ) -> Result<()> {
@@ -230,6 +263,9 @@ pub(super) async fn push_session(
     });
     let mut sent = 0u64;
     for entry in &manifest.files {
+        if send.is_some_and(|s| !s.contains(&entry.path)) {
+            continue;
+        }
         progress(&PushEvent::File {
             path: entry.path.clone(),
             size: entry.size,

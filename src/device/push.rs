@@ -320,20 +320,50 @@ impl Device {
                         "micro-ota devices have no device id to derive a key for: configure signingKey".into(),
                     ));
                 }
-                match opts.micro_ota_method {
-                    MicroOtaMethod::Stream => {
+                // A delta: micro-ota's start_ota session commits what it is
+                // sent and keeps the rest, so only the files the device's
+                // own manifest lacks or lists with other bytes go.
+                let send = if opts.delta {
+                    micro_ota::installed_files(self)
+                        .await?
+                        .map(|held| {
+                            crate::protocol::micro_ota::changed_files(&manifest.files, &held)
+                        })
+                        .filter(|send| send.len() < manifest.files.len())
+                } else {
+                    None
+                };
+                let (files_sent, sent_bytes) = match &send {
+                    Some(send) => manifest
+                        .files
+                        .iter()
+                        .filter(|f| send.contains(&f.path))
+                        .fold((0, 0), |(n, b), f| (n + 1, b + f.size)),
+                    None => (manifest.files.len(), total),
+                };
+                match (opts.micro_ota_method, &send) {
+                    (MicroOtaMethod::Stream, None) => {
                         let key = opts.signing_key.as_ref();
                         micro_ota::push_stream(self, bundle, &manifest, key, total, progress)
                             .await?
                     }
-                    MicroOtaMethod::Session => {
-                        micro_ota::push_session(self, bundle, &manifest, total, progress).await?
+                    _ => {
+                        micro_ota::push_session(
+                            self,
+                            bundle,
+                            &manifest,
+                            send.as_ref(),
+                            sent_bytes,
+                            progress,
+                        )
+                        .await?
                     }
                 }
                 Tally {
-                    files_sent: manifest.files.len(),
-                    file_bytes: total,
-                    payload_bytes: total,
+                    files_sent,
+                    files_skipped: manifest.files.len() - files_sent,
+                    file_bytes: sent_bytes,
+                    payload_bytes: sent_bytes,
                     ..Tally::default()
                 }
             }

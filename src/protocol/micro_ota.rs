@@ -15,6 +15,8 @@
 //! When the device has a password, the first line of a connection is the
 //! plaintext password ([`password_line`]); the device answers `ok` or `denied`.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::auth::{HmacSha256, Password, SigningKey};
 use crate::error::{Error, Result};
 use crate::manifest::{validate_device_path, FileEntry};
@@ -454,6 +456,38 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// The files a micro-ota device lists in its `/ota_manifest.json`
+/// (`{"files": {path: {"size": N, "sha256": hex}}}`), as path → (size,
+/// sha256 hex); `None` for anything else (then a push sends every file).
+pub fn parse_installed(json: &[u8]) -> Option<BTreeMap<String, (u64, String)>> {
+    let value: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let files = value.get("files")?.as_object()?;
+    let mut out = BTreeMap::new();
+    for (path, entry) in files {
+        let size = entry.get("size")?.as_u64()?;
+        let sha = entry.get("sha256")?.as_str()?.to_ascii_lowercase();
+        out.insert(path.clone(), (size, sha));
+    }
+    Some(out)
+}
+
+/// The paths of `files` that a device holding `installed` lacks or holds
+/// with other bytes: what a `start_ota` session must send.
+pub fn changed_files(
+    files: &[FileEntry],
+    installed: &BTreeMap<String, (u64, String)>,
+) -> BTreeSet<String> {
+    files
+        .iter()
+        .filter(|f| {
+            installed
+                .get(&f.path)
+                .is_none_or(|(size, sha)| *size != f.size || *sha != f.sha256_hex())
+        })
+        .map(|f| f.path.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,5 +764,23 @@ mod tests {
             out,
             "{\"n\": {\"signingKey\": \"inner\"}, \"s\": \"\\u00e9\", \"signingKey\": \"k\"}"
         );
+    }
+
+    #[test]
+    fn the_installed_manifest_is_read_and_compared() {
+        let a = FileEntry::from_bytes("main.py", b"print(1)\n");
+        let b = FileEntry::from_bytes("app/x.py", b"x = 1\n");
+        let json = format!(
+            r#"{{"version": "1.0.0", "files": {{"main.py": {{"size": {}, "sha256": "{}"}}, "app/x.py": {{"size": 6, "sha256": "{}"}}}}}}"#,
+            a.size,
+            a.sha256_hex().to_uppercase(),
+            "0".repeat(64)
+        );
+        let installed = parse_installed(json.as_bytes()).expect("parsed");
+        assert_eq!(installed.len(), 2);
+        let changed = changed_files(&[a, b], &installed);
+        assert_eq!(changed.into_iter().collect::<Vec<_>>(), vec!["app/x.py"]);
+        assert!(parse_installed(b"not json").is_none());
+        assert!(parse_installed(br#"{"files": {"a": {"size": "1"}}}"#).is_none());
     }
 }

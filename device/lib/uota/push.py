@@ -44,6 +44,9 @@ def _own_session(conn):
     return push
 
 
+# Free heap (bytes) below which a commit leaves its roll-forward to the boot.
+LOW_RAM = 32768
+
 # A push session whose owner never authenticated (a device without secrets)
 # is taken over by a new begin once it has made no progress for this long,
 # so a client that opens a push and trickles cannot hold the only slot.
@@ -281,8 +284,11 @@ async def commit(srv, conn, req):
     """commit: install the staged release all or nothing, reply, reset."""
     push = _own_session(conn)
     do_reset = req.get("reset", True) is not False
+    # Short of heap, a commit that resets stops at the commit point and the
+    # next boot rolls the release forward (nothing else is loaded then).
+    at_boot = do_reset and (hal.mem_free() or LOW_RAM) < LOW_RAM
     try:
-        push.commit(at_boot=do_reset)
+        push.commit(at_boot=at_boot)
     except PushError as e:
         await conn.send_err(e.code, e.msg)
         return True  # the session stays: missing files may still come
