@@ -157,3 +157,35 @@ async fn out_of_memory_after_the_commit_point_finishes_the_release_at_boot() {
     assert_installed(&t, "1.0.1").await;
     assert!(t.root.join("app/extra.py").exists());
 }
+
+/// `ls` streams a folder's entries: a folder of 3000 files lists on a
+/// 192 KB heap (a listing built in RAM needed a 100 KB allocation).
+#[tokio::test]
+async fn a_folder_of_3000_files_lists_on_a_small_heap() {
+    let t = start(Setup {
+        runtime_code: RuntimeCode::Bytecode,
+        heap_size: Some("192k"),
+        ..Setup::default()
+    })
+    .await;
+    let dir = t.root.join("data/many");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..3000 {
+        std::fs::write(dir.join(format!("reading-{i:05}.csv")), b"1,2\n").unwrap();
+    }
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let mut dev = t.connect().await;
+    let entries = dev.ls("data/many").await.expect("ls of 3001 entries");
+    assert_eq!(entries.len(), 3001);
+    assert_eq!(entries[0].name, "reading-00000.csv");
+    assert_eq!(entries[0].size, 4);
+    assert!(entries.windows(2).all(|w| w[0].name < w[1].name), "sorted");
+    assert!(entries.iter().any(|e| e.name == "sub" && e.is_dir));
+    // The device is still fine.
+    assert!(dev
+        .ls("data")
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.name == "many"));
+}

@@ -24,22 +24,56 @@ pub(super) async fn ls(dev: &mut Device, path: &str) -> Result<Vec<DirEntry>> {
     let res = dev
         .request(&Request::Ls {
             path: path.to_string(),
+            lines: true,
         })
         .await?;
     #[derive(Deserialize)]
     struct Ls {
-        entries: Vec<(String, String, u64)>,
+        #[serde(default)]
+        entries: Option<Vec<(String, String, u64)>>,
+        #[serde(default)]
+        lines: bool,
     }
     let ls: Ls = res.into_typed("ls")?;
-    Ok(ls
-        .entries
-        .into_iter()
-        .map(|(name, kind, size)| DirEntry {
-            name,
-            is_dir: kind == "d",
-            size,
+    let mut entries: Vec<DirEntry> = match (ls.entries, ls.lines) {
+        (Some(entries), _) => entries
+            .into_iter()
+            .map(|(name, kind, size)| DirEntry {
+                name,
+                is_dir: kind == "d",
+                size,
+            })
+            .collect(),
+        (None, true) => {
+            let data = dev.read_data_stream("ls").await?;
+            parse_ls_lines(&data)?
+        }
+        (None, false) => return Err(Error::Protocol("ls: the reply has no entries".into())),
+    };
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+/// The `<d|f> <size> <name>` lines of a streamed `ls`.
+fn parse_ls_lines(data: &[u8]) -> Result<Vec<DirEntry>> {
+    let text = std::str::from_utf8(data)
+        .map_err(|_| Error::Protocol("ls: an entry name is not UTF-8".into()))?;
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let bad = || Error::Protocol(format!("ls: malformed entry {line:?}"));
+            let (kind, rest) = line.split_once(' ').ok_or_else(bad)?;
+            let (size, name) = rest.split_once(' ').ok_or_else(bad)?;
+            if name.is_empty() || !(kind == "d" || kind == "f") {
+                return Err(bad());
+            }
+            Ok(DirEntry {
+                name: name.to_string(),
+                is_dir: kind == "d",
+                size: size.parse().map_err(|_| bad())?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Ask for a file; returns the size the device announces before its bytes.
@@ -185,4 +219,28 @@ pub(super) async fn rotate_key(
     }
     tracing::info!(target = %dev.target(), "signing key rotated");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_ls_lines_parse_and_bad_ones_are_refused() {
+        let got = parse_ls_lines(b"f 12 main.py\nd 0 app\nf 3 a b.txt\n").unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            (got[0].name.as_str(), got[0].is_dir, got[0].size),
+            ("main.py", false, 12)
+        );
+        assert!(got[1].is_dir);
+        assert_eq!(got[2].name, "a b.txt");
+        for bad in [&b"x 1 y\n"[..], b"f y\n", b"f -1 y\n", b"f 1 \n"] {
+            assert!(
+                parse_ls_lines(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }

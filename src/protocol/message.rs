@@ -167,6 +167,10 @@ pub enum Request {
     Ls {
         /// Device path.
         path: String,
+        /// Ask for the entries as a DATA stream of `<d|f> <size> <name>`
+        /// lines (a runtime that predates it replies with `entries`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        lines: bool,
     },
     /// Read a file (reply followed by a DATA stream).
     Get {

@@ -25,11 +25,11 @@ async def line_command(srv, conn, cmd, arg):
         await conn.send_line(release.version_json())
     elif cmd == "ls":
         try:
-            entries = list_dir(arg or "/")
+            full = _folder(arg or "/")
         except PushError as e:
             await conn.send_line(_line_error(e))
             return True
-        for name, kind, size in entries:
+        for name, kind, size in _entries(full):
             await conn.send_line(name + "/" if kind == "d" else name)
         await conn.send_line("")
     elif cmd == "get":
@@ -93,14 +93,19 @@ async def op_info(srv, conn, req):
     )
 
 
-def list_dir(path):
+def _folder(path):
+    """The device folder to list (its full path), or PushError."""
     path = paths.check(path, allow_root=True)
     full = "/" + path
     if not fs.is_dir(full):
         if fs.exists(full):
             raise PushError("bad_request", "not a folder: " + path)
         raise PushError("not_found", path)
-    out = []
+    return full
+
+
+def _entries(full):
+    """(name, "d" or "f", size) of each entry of a folder, as read."""
     for e in os.ilistdir(full):
         name = e[0]
         child = full.rstrip("/") + "/" + name
@@ -108,16 +113,24 @@ def list_dir(path):
         if not kind:
             kind = _DIR if fs.is_dir(child) else 0x8000
         if kind & _DIR:
-            out.append([name, "d", 0])
+            yield name, "d", 0
         else:
             size = e[3] if len(e) > 3 and e[3] >= 0 else fs.stat_size(child)
-            out.append([name, "f", size or 0])
-    out.sort()
-    return out
+            yield name, "f", size or 0
 
 
 async def op_ls(srv, conn, req):
-    await conn.send_ok(entries=list_dir(req.get("path", "/")))
+    full = _folder(req.get("path", "/"))
+    if req.get("lines") is True:
+        # A stream of "<d|f> <size> <name>" lines, in the order the
+        # filesystem gives (the host sorts): RAM does not grow with the
+        # folder's size.
+        await conn.send_ok(lines=True)
+        await conn.send_lines("%s %d %s\n" % (kind, size, name) for name, kind, size in _entries(full))
+        return
+    out = [list(e) for e in _entries(full)]
+    out.sort()
+    await conn.send_ok(entries=out)
 
 
 def open_check(path):
