@@ -63,16 +63,6 @@ impl CreditWindow {
         window: 8192,
     };
 
-    /// [`CreditWindow::FAST_LINK`] when the link has flow control of its
-    /// own, else [`CreditWindow::UART`].
-    pub fn for_link(capabilities: crate::transport::link::Capabilities) -> Self {
-        if capabilities.flow_control {
-            Self::FAST_LINK
-        } else {
-            Self::UART
-        }
-    }
-
     /// Why these settings cannot work, if they cannot.
     pub fn check(&self) -> std::result::Result<(), String> {
         if !(64..=16_384).contains(&self.credit) {
