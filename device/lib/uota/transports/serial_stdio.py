@@ -99,6 +99,9 @@ class _Console:
         self.out = sys.stdout.buffer
         self.poll = select.poll()
         self.poll.register(self.inp, select.POLLIN)
+        # To sleep until input comes (asyncio's poller wakes the task), as
+        # aiorepl waits for the console.
+        self.waiter = asyncio.StreamReader(self.inp)
         self.grants = _Grants(credit) if credit else None
 
     def _ready(self):
@@ -108,17 +111,20 @@ class _Console:
         return False
 
     async def readinto(self, buf):
-        while not self._ready():
-            await asyncio.sleep_ms(1)
+        mv = memoryview(buf)
+        n = 0
+        if not self._ready():
+            # The first byte once it comes; no polling in between.
+            n = await self.waiter.readinto(mv[:1]) or 0
+            if not n:
+                return 0
         if hal.UNIX:
             # The tty returns what is there without waiting (VMIN = 0, see
             # _console_raw), which ends the stream's read loop early.
-            n = self.inp.readinto(buf) or 0
+            n += self.inp.readinto(mv[n:]) or 0
         else:
             # Board consoles block until the whole buffer is full, so take
             # the bytes that are waiting one by one.
-            mv = memoryview(buf)
-            n = 0
             while n < len(buf) and self._ready():
                 got = self.inp.readinto(mv[n : n + 1])
                 if not got:
