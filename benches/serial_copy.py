@@ -23,7 +23,8 @@ With --ota it compares instead an OTA push over the serial console, `uota
 full --port`, with `uota fs put` of the same tree (each data set made a
 project by adding the starter's config/ota.json), on a serial virtual
 device with the runtime installed (`uota sim --serial`, a fresh one per
-run), and prints the ratio (`uota full` time / `uota fs put` time). A paced
+run), and prints the ratios (`uota full` time / `uota fs put` time, with and
+without `--no-compress`). A paced
 link (e.g. 115200) is reached through a symlink, so that the host takes it
 for a UART:
 
@@ -271,7 +272,7 @@ def ota_compare(args, src, work):
             shutil.copy(starter_config, os.path.join(project, "config", "ota.json"))
             payload = tree_bytes(project)
             rows = {}
-            for tool in ("uota-full", "uota-fs-put"):
+            for tool in ("uota-full", "uota-fs-put", "uota-fs-put-raw"):
                 times = []
                 for _ in range(args.runs):
                     device = os.path.join(work, "device")
@@ -284,6 +285,8 @@ def ota_compare(args, src, work):
                             cmd, cwd = [UOTA, "full", "--port", sim.path], project
                         else:
                             cmd, cwd = [UOTA, "--json", "fs", "put", "--port", sim.path, "--all", project, "/"], work
+                            if tool == "uota-fs-put-raw":
+                                cmd.insert(4, "--no-compress")
                         t = time.perf_counter()
                         out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=3600)
                         took = time.perf_counter() - t
@@ -299,7 +302,8 @@ def ota_compare(args, src, work):
                                 "median_s": round(med, 3), "kb_per_s": round(payload / med / 1000, 1)})
                 print(f"{link:>7} {case} {tool:<12} {' '.join(f'{t:7.2f}' for t in times)}  "
                       f"median {med:7.2f} s  {payload / med / 1000:7.1f} KB/s", flush=True)
-            print(f"{link:>7} {case} uota full / uota fs put: {rows['uota-full'] / rows['uota-fs-put']:.2f}x", flush=True)
+            print(f"{link:>7} {case} uota full / uota fs put: {rows['uota-full'] / rows['uota-fs-put']:.2f}x, "
+                  f"/ uota fs put --no-compress: {rows['uota-full'] / rows['uota-fs-put-raw']:.2f}x", flush=True)
     return results
 
 
