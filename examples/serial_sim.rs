@@ -3,12 +3,13 @@
 //! runs until killed (Ctrl-C or SIGTERM).
 //!
 //! ```text
-//! cargo run --release --example serial_sim -- --root /tmp/dev [--baud 115200] [--heap 256k] [--boot]
+//! cargo run --release --example serial_sim -- --root /tmp/dev [--baud 115200] [--rx-buffer 256] [--heap 256k] [--boot]
 //! ```
 //!
 //! `--root DIR` is the device's filesystem (a host folder; `--image FILE`
 //! takes a littlefs image instead), `--baud` throttles the link to a UART's
-//! line rate, `--boot` runs `/boot.py` and `/main.py` at each boot like a
+//! line rate, `--rx-buffer` drops what a UART receive buffer of that size
+//! would, `--boot` runs `/boot.py` and `/main.py` at each boot like a
 //! board.
 
 #[cfg(unix)]
@@ -19,7 +20,7 @@ async fn main() -> uota::Result<()> {
 
     let mut args = std::env::args().skip(1);
     let mut opts: Option<SerialSimOptions> = None;
-    let (mut baud, mut heap, mut boot) = (None, None, false);
+    let (mut baud, mut heap, mut boot, mut rx_buffer) = (None, None, false, None);
     while let Some(arg) = args.next() {
         let mut value = || {
             args.next()
@@ -34,11 +35,17 @@ async fn main() -> uota::Result<()> {
                     uota::Error::InvalidArgument(format!("--baud {v}: not a number"))
                 })?);
             }
+            "--rx-buffer" => {
+                let v = value()?;
+                rx_buffer = Some(v.parse().map_err(|_| {
+                    uota::Error::InvalidArgument(format!("--rx-buffer {v}: not a number"))
+                })?);
+            }
             "--heap" => heap = Some(value()?),
             "--boot" => boot = true,
             other => {
                 return Err(uota::Error::InvalidArgument(format!(
-                    "unknown argument {other}; usage: serial_sim --root DIR|--image FILE [--baud N] [--heap SIZE] [--boot]"
+                    "unknown argument {other}; usage: serial_sim --root DIR|--image FILE [--baud N] [--rx-buffer N] [--heap SIZE] [--boot]"
                 )))
             }
         }
@@ -46,6 +53,7 @@ async fn main() -> uota::Result<()> {
     let mut opts =
         opts.ok_or_else(|| uota::Error::InvalidArgument("--root or --image is needed".into()))?;
     opts.baud = baud;
+    opts.rx_buffer = rx_buffer;
     opts.heap_size = heap;
     opts.run_boot = boot;
     let dev = VirtualSerialDevice::start(opts).await?;

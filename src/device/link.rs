@@ -154,7 +154,7 @@ impl Device {
             link,
         } = opened;
         let mut dev = if link.is_serial() {
-            Device::connect_repl(Repl::new(io), opts).await?
+            Device::connect_console(Repl::new(io), opts, capabilities).await?
         } else {
             Device::handshake(io, opts).await?
         };

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::auth::{self, AuthMethod, FleetKey, Password, PasswordKdf, SigningKey};
 use crate::error::{Error, Result};
+use crate::protocol::credit::CreditWindow;
 use crate::protocol::session::SessionBinding;
 use crate::protocol::{
     self, frame, line, Event, Frame, FrameType, Hello, Mode, Request, Response, StreamDecoder,
@@ -80,6 +81,13 @@ pub struct ConnectOptions {
     /// A fleet key: the device's signing key is derived from it and the id in
     /// its hello (used when `signing_key` is `None`).
     pub fleet_key: Option<FleetKey>,
+    /// Flow control of an OTA session on a serial console (the device's
+    /// credit, docs/protocol.md "Flow control"). `None` chooses from the
+    /// link: [`CreditWindow::UART`] on a link without flow control of its
+    /// own (a USB-to-UART bridge), no credit on one that has it (a native
+    /// USB console, a pseudo-terminal), where round trips would only slow
+    /// the push down.
+    pub console_credit: Option<CreditWindow>,
 }
 
 impl Default for ConnectOptions {
@@ -93,6 +101,7 @@ impl Default for ConnectOptions {
             protocol: ProtocolChoice::Auto,
             signing_key: None,
             fleet_key: None,
+            console_credit: None,
         }
     }
 }
@@ -166,6 +175,8 @@ pub struct Device {
     bytes_in: u64,
     /// The session runs on a REPL console (serial), not a connection of its own.
     console: bool,
+    /// The device's credit on a serial console session, when it grants it.
+    console_credit: Option<CreditWindow>,
     /// After `auth`: seals state-changing requests to this session.
     binding: Option<SessionBinding>,
     /// Where the device was reached (to reconnect after a restart).
@@ -367,6 +378,7 @@ impl Device {
             bytes_out: 0,
             bytes_in: 0,
             console: false,
+            console_credit: None,
             binding: None,
             link: None,
             capabilities: Capabilities::STREAM,

@@ -497,7 +497,12 @@ impl Device {
         progress: &mut (dyn FnMut(&PushEvent) + Send),
     ) -> Result<Tally> {
         let max_frame = self.hello().map(|h| h.max_frame).unwrap_or(4096);
-        let compress = opts.compress && self.hello().is_some_and(|h| h.has_cap("deflate"));
+        // Over a console with flow control of its own (native USB, a
+        // pseudo-terminal) the link carries bytes faster than the board
+        // inflates them: send them as they are there.
+        let fast_console = self.console && self.capabilities.flow_control;
+        let compress =
+            opts.compress && !fast_console && self.hello().is_some_and(|h| h.has_cap("deflate"));
         let mut plan = PushPlan::new(
             manifest,
             PlanSettings {

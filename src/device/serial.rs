@@ -5,17 +5,46 @@
 //! `uota.transports.serial_stdio.serve()` and then talks frames to it. `bye`
 //! ends the session and hands the console back to the REPL
 //! (docs/protocol.md, "Serial sessions").
+//!
+//! The device paces the host with credit (one grant byte per
+//! [`CreditWindow::credit`] bytes it took in), so that a UART's receive buffer
+//! never overflows: the host asks for it when it arms the session, and a
+//! runtime that predates it arms a session without (docs/protocol.md, "Flow
+//! control").
 
 use super::{ConnectOptions, Device, ProtocolChoice};
 use crate::error::{Error, Result};
+use crate::protocol::credit::CreditWindow;
 use crate::protocol::Request;
 use crate::repl::Repl;
+use crate::transport::credit::CreditTransport;
+use crate::transport::link::Capabilities;
 use crate::transport::prefixed::PrefixedTransport;
 use crate::transport::{BoxTransport, Transport};
 
 /// What the host runs in the raw REPL to arm a serial session: the next
-/// boot serves the OTA protocol on the console instead of starting the app.
-const ARM_CODE: &str = "try:\n import uota.transports.serial_stdio as _uota_s\nexcept ImportError:\n _uota_s = None\nprint('uota-serial:missing' if _uota_s is None else _uota_s.arm())\n";
+/// boot serves the OTA protocol on the console instead of starting the app,
+/// granting credit `C` at a time. A runtime without flow control has an
+/// `arm()` without arguments, and arms a session without credit.
+fn arm_code(credit: usize) -> String {
+    format!(
+        "C = {credit}\n\
+         try:\n import uota.transports.serial_stdio as _uota_s\nexcept ImportError:\n _uota_s = None\n\
+         if _uota_s is None:\n print('uota-serial:missing')\n\
+         else:\n try:\n  print(_uota_s.arm(C))\n except TypeError:\n  print(_uota_s.arm())\n"
+    )
+}
+
+/// What an armed board answers: `uota-serial:armed`, then ` credit=N` when
+/// the session will grant credit N at a time.
+fn parse_armed(answer: &str) -> Option<Option<usize>> {
+    let rest = answer.strip_prefix("uota-serial:armed")?;
+    if rest.is_empty() {
+        return Some(None);
+    }
+    let n = rest.strip_prefix(" credit=")?.parse().ok()?;
+    Some(Some(n))
+}
 
 /// The line the armed boot prints before it serves.
 const READY_LINE: &str = "uota-serial:ready";
@@ -31,17 +60,35 @@ impl Device {
     ///
     /// [`Error::Device`] with code `no_runtime` when the board has no uota
     /// runtime (install it with `uota bootstrap`), REPL and handshake errors.
-    pub async fn connect_repl<T: Transport>(
+    pub async fn connect_repl<T: Transport>(repl: Repl<T>, opts: ConnectOptions) -> Result<Device> {
+        let capabilities = crate::transport::link::serial_capabilities(repl.peer());
+        Device::connect_console(repl, opts, capabilities).await
+    }
+
+    /// [`Device::connect_repl`] on a link with these capabilities (they
+    /// choose the credit window unless `opts` says).
+    pub(crate) async fn connect_console<T: Transport>(
         mut repl: Repl<T>,
         opts: ConnectOptions,
+        capabilities: Capabilities,
     ) -> Result<Device> {
+        let window = match opts.console_credit {
+            Some(w) => Some(w),
+            None if capabilities.flow_control => None,
+            None => Some(CreditWindow::UART),
+        };
+        if let Some(w) = window {
+            w.check()
+                .map_err(|e| Error::InvalidArgument(format!("console_credit: {e}")))?;
+        }
+        let arm = arm_code(window.map_or(0, |w| w.credit));
         let boot = opts.timeout.max(std::time::Duration::from_secs(10));
         // A board that was still booting may take the raw REPL and then
         // miss the exec (its boot was interrupted under it): reach it again.
         let mut attempts = 0;
         let armed = loop {
             repl.ensure_raw_within(boot).await?;
-            match repl.exec(ARM_CODE).await {
+            match repl.exec(&arm).await {
                 Ok(out) => break out,
                 Err(e) if attempts < 2 && e.kind() == crate::ErrorKind::Timeout => {
                     tracing::debug!(error = %e, "arming the serial session; again");
@@ -51,8 +98,8 @@ impl Device {
                 Err(e) => return Err(e),
             }
         };
-        match armed.stdout_text().trim() {
-            "uota-serial:armed" => {}
+        let answer = armed.stdout_text();
+        let granted = match answer.trim() {
             "uota-serial:missing" => {
                 return Err(Error::Device {
                     op: "serial".into(),
@@ -61,31 +108,71 @@ impl Device {
                         .into(),
                 })
             }
-            other => {
-                return Err(Error::Protocol(format!(
-                    "the board did not arm a serial session (it printed {other:?})"
-                )))
-            }
-        }
+            other => match parse_armed(other) {
+                Some(granted) => granted,
+                None => {
+                    return Err(Error::Protocol(format!(
+                        "the board did not arm a serial session (it printed {other:?})"
+                    )))
+                }
+            },
+        };
         // Soft reset: the board boots into the serial session (no app, no
         // threads), prints READY_LINE and serves.
         repl.write_raw(b"\x04").await?;
         let boot_wait = opts.timeout.max(std::time::Duration::from_secs(10));
         wait_for_line(&mut repl, READY_LINE, boot_wait).await?;
         let (io, rest) = repl.into_parts();
-        let io: BoxTransport = Box::new(PrefixedTransport::new(rest, io));
+        let io = PrefixedTransport::new(rest, io);
+        let mut flow = None;
+        let io: BoxTransport = match (granted, window) {
+            (Some(credit), Some(asked)) => {
+                // The device grants what it said; the window holds two grants at least.
+                let window = CreditWindow {
+                    credit,
+                    window: asked.window.max(2 * credit),
+                };
+                tracing::debug!(?window, "serial session: credit flow control");
+                flow = Some(window);
+                Box::new(CreditTransport::new(io, window))
+            }
+            (Some(_), None) => {
+                return Err(Error::Protocol(
+                    "the board armed a serial session with credit the host did not ask for".into(),
+                ))
+            }
+            (None, _) => {
+                if window.is_some() {
+                    tracing::warn!(
+                        "the board's uota runtime predates flow control on the console: on a \
+                         UART bytes may be lost while it writes flash (a push then fails its \
+                         checks; nothing is committed). Update it with `uota bootstrap`"
+                    );
+                }
+                Box::new(io)
+            }
+        };
         let opts = ConnectOptions {
             protocol: ProtocolChoice::Uota,
             ..opts
         };
         let mut dev = Device::handshake(io, opts).await?;
         dev.console = true;
+        dev.console_credit = flow;
+        dev.capabilities = capabilities;
         Ok(dev)
     }
 
     /// Whether this session runs on a REPL console (a serial port).
     pub fn is_console(&self) -> bool {
         self.console
+    }
+
+    /// The flow control of this console session: the device's credit and
+    /// the host's window, or `None` when the device grants no credit (a
+    /// link with flow control of its own, a runtime that predates it, TCP).
+    pub fn console_credit(&self) -> Option<CreditWindow> {
+        self.console_credit
     }
 
     /// End a session: `bye`, after which a serial board resets into a normal
@@ -96,6 +183,8 @@ impl Device {
             self.request(&Request::Bye).await?;
             self.closed = true;
         }
+        // The console goes back to the REPL: no more credit.
+        self.io.passthrough();
         Ok(std::mem::replace(&mut self.io, Box::new(super::Aborted)))
     }
 

@@ -4,6 +4,7 @@
 //! [`StreamDecoder`], pull decoded [`Event`]s out of it, and send the bytes the
 //! encoding functions return. The exchange is described in `docs/protocol.md`.
 //!
+//! - [`credit`]: credit-based flow control for links without their own (a UART).
 //! - [`frame`]: the binary frames of frame mode (type, length, payload), with a size limit.
 //! - [`line`]: `\n`-terminated lines of line mode (micro-ota compatible).
 //! - [`message`]: the typed requests and replies carried in frames.
@@ -11,6 +12,7 @@
 //! - [`push_plan`]: the decisions of a push (delta, resume, commit repair) as a state machine.
 //! - [`session`]: sealing state-changing requests to an authenticated session.
 
+pub mod credit;
 pub mod frame;
 pub mod line;
 pub mod message;

@@ -54,6 +54,8 @@ use sha2::{Digest, Sha256};
 use super::Repl;
 use crate::error::{DeviceErrorCode, Error, Result};
 use crate::manifest::FileSource;
+// GRANT: the agent's grant of `FsOptions::credit` more bytes.
+use crate::protocol::credit::{Credit, CreditWindow, GRANT};
 use crate::transport::Transport;
 
 /// The agent's source, as kept in the repository (comments included).
@@ -61,8 +63,6 @@ pub const AGENT_SOURCE: &str = include_str!("fs_agent.py");
 
 /// The protocol version in the agent's hello line (`uota-fs:1 …`).
 const HELLO: &[u8] = b"uota-fs:1 ";
-/// A grant of [`FsOptions::credit`] more bytes, from the agent.
-const GRANT: u8 = 0x06;
 /// What the raw REPL prints when a program ends (the agent exited).
 const PROGRAM_END: u8 = 0x04;
 /// The suffix of the temporary file a put writes before the rename.
@@ -144,8 +144,8 @@ pub struct FsOptions {
 impl Default for FsOptions {
     fn default() -> Self {
         Self {
-            credit: 128,
-            window: 256,
+            credit: CreditWindow::UART.credit,
+            window: CreditWindow::UART.window,
             deflate: DeflateMode::Auto,
             wbits: None,
             segment: 16 * 1024,
@@ -162,8 +162,8 @@ impl FsOptions {
     /// 2 KB and 8 KB in flight, so that round trips stop mattering.
     pub fn fast_link() -> Self {
         Self {
-            credit: 2048,
-            window: 8192,
+            credit: CreditWindow::FAST_LINK.credit,
+            window: CreditWindow::FAST_LINK.window,
             ..Self::default()
         }
     }
@@ -178,17 +178,17 @@ impl FsOptions {
         }
     }
 
+    /// The flow-control settings.
+    pub fn credit_window(&self) -> CreditWindow {
+        CreditWindow {
+            credit: self.credit,
+            window: self.window,
+        }
+    }
+
     fn check(&self) -> Result<()> {
         let bad = |what: String| Err(Error::InvalidArgument(format!("FsOptions: {what}")));
-        if !(64..=16_384).contains(&self.credit) {
-            return bad(format!("credit must be 64..=16384, not {}", self.credit));
-        }
-        if self.window < 2 * self.credit {
-            return bad(format!(
-                "window ({}) must be at least twice the credit ({})",
-                self.window, self.credit
-            ));
-        }
+        self.credit_window().check().or_else(bad)?;
         if let Some(w) = self.wbits {
             if !(9..=15).contains(&w) {
                 return bad(format!("wbits must be 9..=15, not {w}"));
@@ -341,7 +341,7 @@ pub struct ReplFs<'r, T: Transport> {
     /// Bytes queued for the device.
     tx: Vec<u8>,
     /// Bytes the host may still send.
-    credit: usize,
+    credit: Credit,
     replies: VecDeque<Reply>,
     /// Bytes sent to the device in this session.
     sent: u64,
@@ -373,7 +373,7 @@ impl<'r, T: Transport> ReplFs<'r, T> {
             },
             rx: Vec::new(),
             tx: Vec::new(),
-            credit: opts.window,
+            credit: Credit::new(opts.credit_window()),
             replies: VecDeque::new(),
             sent: 0,
             last_io: Instant::now(),
@@ -985,16 +985,15 @@ impl<'r, T: Transport> ReplFs<'r, T> {
 
     /// Send as much as the credit allows, waiting for a grant when there is none.
     async fn send_credit(&mut self) -> Result<()> {
-        if self.credit == 0 {
+        let n = self.credit.take(self.tx.len());
+        if n == 0 {
             return self.receive().await;
         }
-        let n = self.credit.min(self.tx.len());
         let result = self.repl.write_raw(&self.tx[..n]).await;
         if let Err(e) = result {
             return Err(self.fail(e));
         }
         self.tx.drain(..n);
-        self.credit -= n;
         self.sent += n as u64;
         self.last_io = Instant::now();
         Ok(())
@@ -1057,7 +1056,7 @@ impl<'r, T: Transport> ReplFs<'r, T> {
             };
             match first {
                 GRANT => {
-                    self.credit += self.opts.credit;
+                    self.credit.grant();
                     at += 1;
                 }
                 tag::OK | tag::ERR | tag::ENTRY | tag::SIZE | tag::DATA | tag::DIGEST => {
@@ -1166,7 +1165,7 @@ impl<'r, T: Transport> ReplFs<'r, T> {
             return Err(self.fail(e));
         }
         self.closed = false;
-        self.credit = self.opts.window;
+        self.credit.reset();
         self.replies.clear();
         self.read_hello().await
     }

@@ -11,7 +11,9 @@
 //! `/main.py` like a board, then serves its REPL (friendly, raw, raw-paste)
 //! on pty A. A relay task copies bytes between the two pty masters, at the
 //! line rate of a UART when a baud rate is set, so that the host's path stays
-//! the same across restarts.
+//! the same across restarts. With [`SerialSimOptions::rx_buffer`] it also
+//! drops what a UART's receive buffer of that size would: bytes that arrive
+//! while the device has that many unread ([`VirtualSerialDevice::dropped_bytes`]).
 //!
 //! Where the unix port differs from a board, the supervisor makes it behave
 //! like one:
@@ -39,7 +41,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,6 +82,17 @@ pub struct SerialSimOptions {
     pub env: Vec<(String, String)>,
     /// Append every byte relayed, both directions, with timestamps, to this file.
     pub trace: Option<PathBuf>,
+    /// Emulate a UART's receive buffer of this many bytes (e.g. 256): a byte
+    /// from the host that arrives while the device has this many bytes
+    /// unread is dropped, as a UART whose FIFO overruns drops it, and
+    /// counted ([`VirtualSerialDevice::dropped_bytes`]). Use it with
+    /// [`baud`](Self::baud), so that bytes arrive at a line's pace. `None`:
+    /// nothing is dropped (a pseudo-terminal blocks the writer instead).
+    /// The fill is what the device's tty has ready to read, so it shows
+    /// while that tty is raw (the raw REPL, a serial session, the file
+    /// agent); while the unix port runs code from the friendly REPL its tty
+    /// is in line mode, and an unfinished line does not count.
+    pub rx_buffer: Option<usize>,
 }
 
 impl SerialSimOptions {
@@ -127,6 +140,7 @@ impl SerialSimOptions {
             interpreter: None,
             env: Vec::new(),
             trace: None,
+            rx_buffer: None,
         }
     }
 }
@@ -146,6 +160,8 @@ struct Shared {
     raw: AtomicBool,
     /// How many times an interpreter was started.
     boots: AtomicU32,
+    /// Bytes from the host dropped by the emulated receive buffer.
+    dropped: AtomicU64,
 }
 
 impl Shared {
@@ -329,12 +345,20 @@ impl VirtualSerialDevice {
         };
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         let rate = opts.baud.map(|b| f64::from(b.max(1)) / 10.0);
+        let rx_buffer = match opts.rx_buffer {
+            Some(size) => Some(RxBuffer {
+                size: size.max(1),
+                device: device_slave.try_clone().map_err(pty_err)?,
+            }),
+            None => None,
+        };
         let relays = vec![
             tokio::spawn(relay_up(
                 host_master.clone(),
                 device_master.clone(),
                 shared.clone(),
                 Pacer::new(rate),
+                rx_buffer,
                 trace.clone(),
             )),
             tokio::spawn(relay_down(
@@ -395,6 +419,12 @@ impl VirtualSerialDevice {
     /// How many times the interpreter has started (1 after start; each reset adds one).
     pub fn boots(&self) -> u32 {
         self.shared.boots.load(Ordering::SeqCst)
+    }
+
+    /// Bytes from the host that the emulated receive buffer dropped
+    /// ([`SerialSimOptions::rx_buffer`]); always 0 without one.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.shared.dropped.load(Ordering::SeqCst)
     }
 
     /// Wait until the interpreter runs and takes Ctrl-C (e.g. after a reset).
@@ -636,12 +666,50 @@ async fn drain_wait(master: &AsyncFd<OwnedFd>) {
     // The relay may hold one read chunk still being paced; it goes before any note.
 }
 
+/// A UART's receive buffer, emulated on the device's pty.
+struct RxBuffer {
+    size: usize,
+    /// The device's end of the pty: its unread input is the buffer's fill.
+    device: OwnedFd,
+}
+
+impl RxBuffer {
+    /// How many of `n` arriving bytes fit (the rest overrun the buffer).
+    fn room(&self, n: usize) -> usize {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD (TIOCINQ) writes one int: the bytes waiting to be read.
+        let rc = unsafe { libc::ioctl(self.device.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        let queued = if rc == 0 { queued.max(0) as usize } else { 0 };
+        n.min(self.size.saturating_sub(queued))
+    }
+}
+
+/// Write `data` to the device, less what its receive buffer drops.
+async fn deliver(
+    to: &AsyncFd<OwnedFd>,
+    data: &[u8],
+    rx: Option<&RxBuffer>,
+    shared: &Shared,
+) -> io::Result<()> {
+    let Some(rx) = rx else {
+        return write_all(to, data).await;
+    };
+    let fits = rx.room(data.len());
+    if fits < data.len() {
+        let lost = (data.len() - fits) as u64;
+        shared.dropped.fetch_add(lost, Ordering::SeqCst);
+        tracing::debug!(lost, "serial virtual device: receive buffer overrun");
+    }
+    write_all(to, &data[..fits]).await
+}
+
 /// Host → device: paced copy; a Ctrl-C becomes SIGINT when the device takes it as one.
 async fn relay_up(
     from: Arc<AsyncFd<OwnedFd>>,
     to: Arc<AsyncFd<OwnedFd>>,
     shared: Arc<Shared>,
     mut pacer: Pacer,
+    rx: Option<RxBuffer>,
     trace: Option<Arc<Trace>>,
 ) {
     let mut buf = vec![0u8; pacer.chunk()];
@@ -664,7 +732,10 @@ async fn relay_up(
                 continue;
             }
             // Bytes before the Ctrl-C reach the device first.
-            if write_all(&to, &data[start..i]).await.is_err() {
+            if deliver(&to, &data[start..i], rx.as_ref(), &shared)
+                .await
+                .is_err()
+            {
                 return;
             }
             start = i;
@@ -673,7 +744,10 @@ async fn relay_up(
                 start = i + 1;
             }
         }
-        if write_all(&to, &data[start..]).await.is_err() {
+        if deliver(&to, &data[start..], rx.as_ref(), &shared)
+            .await
+            .is_err()
+        {
             return;
         }
     }

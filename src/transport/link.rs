@@ -177,7 +177,7 @@ impl Link {
 
 /// Whether the serial port at `path` cannot overrun a board: a
 /// pseudo-terminal, or a native USB console among the attached ports.
-fn serial_capabilities(path: &str) -> Capabilities {
+pub(crate) fn serial_capabilities(path: &str) -> Capabilities {
     let native = path.starts_with("/dev/pts/")
         || serial::list_ports()
             .into_iter()

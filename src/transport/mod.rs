@@ -3,6 +3,7 @@
 //! A transport only moves bytes; it never parses commands. Each one implements
 //! [`Transport`], so the [`crate::device::Device`] client works over any of them.
 
+pub mod credit;
 pub mod link;
 #[cfg(unix)]
 pub mod prefixed;
@@ -22,6 +23,12 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// push is cancelled, so that a request already queued (a commit, say)
     /// never reaches the device. The default does nothing.
     fn abort(&mut self) {}
+
+    /// From now on move bytes as they are: a layer that only served the
+    /// session that just ended (the credit of an OTA session on a serial
+    /// console) steps aside, e.g. before the console goes back to the REPL.
+    /// The default does nothing.
+    fn passthrough(&mut self) {}
 }
 
 /// A boxed transport.
@@ -34,5 +41,9 @@ impl Transport for BoxTransport {
 
     fn abort(&mut self) {
         (**self).abort()
+    }
+
+    fn passthrough(&mut self) {
+        (**self).passthrough()
     }
 }

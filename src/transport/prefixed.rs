@@ -40,6 +40,14 @@ impl<T: Transport> Transport for PrefixedTransport<T> {
     fn peer(&self) -> String {
         self.inner.peer()
     }
+
+    fn abort(&mut self) {
+        self.inner.abort()
+    }
+
+    fn passthrough(&mut self) {
+        self.inner.passthrough()
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for PrefixedTransport<T> {
