@@ -64,7 +64,11 @@ def write_config(project, port):
 
 
 def run(project, *args, timeout=120):
-    return subprocess.run([UOTA, *args], cwd=project, capture_output=True, text=True, timeout=timeout)
+    """The uota command; a hung one (a device thrashing its heap) counts as failed."""
+    try:
+        return subprocess.run([UOTA, *args], cwd=project, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(args, 124, "", "timed out")
 
 
 class Trial:
@@ -86,7 +90,7 @@ class Trial:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            if run(self.project, "ping", timeout=10).returncode == 0:
+            if run(self.project, "ping", "--timeout", "5", timeout=30).returncode == 0:
                 return True
             time.sleep(0.3)
         return False
@@ -160,7 +164,7 @@ def provision(work, project, code):
                           "--port", str(port), "--heap", "1024k", "--" + code], cwd=project, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
-        while run(project, "ping", timeout=10).returncode != 0:
+        while run(project, "ping", "--timeout", "5", timeout=30).returncode != 0:
             if time.monotonic() > deadline or p.poll() is not None:
                 sys.exit("provisioning a %s device failed; see %s" % (code, log.name))
             time.sleep(0.3)
