@@ -152,3 +152,30 @@ async fn a_dropped_push_resumes_with_only_the_remainder() {
     let mut dev = t.wait_version("2.0.0").await;
     assert_eq!(dev.get("app/blob.bin").await.unwrap(), big);
 }
+
+/// A file that zlib's header and checksum would make bigger goes as it is,
+/// in a push that compresses the rest.
+#[tokio::test]
+async fn tiny_files_go_uncompressed_when_that_is_smaller() {
+    let t = start(Setup::default()).await;
+    push(&t, "1.0.0").await;
+    for i in 0..20 {
+        std::fs::write(
+            t.project.join(format!("app/t{i:02}.py")),
+            format!("X={i}\n"),
+        )
+        .unwrap();
+    }
+    let report = push(&t, "1.0.1").await;
+    assert_eq!(report.files_sent, 20, "{report:?}");
+    assert!(report.compressed);
+    assert_eq!(
+        report.payload_bytes, report.file_bytes,
+        "each tiny file goes raw: {report:?}"
+    );
+    let mut dev = t.connect().await;
+    for i in 0..20 {
+        let got = dev.get(&format!("app/t{i:02}.py")).await.unwrap();
+        assert_eq!(got, format!("X={i}\n").into_bytes());
+    }
+}

@@ -789,19 +789,47 @@ impl FileSender {
             path: entry.path.clone(),
             size: entry.size,
         });
-        let req = Request::File {
+        let mut req = Request::File {
             path: entry.path.clone(),
             size: entry.size,
             sha256: entry.sha256_hex(),
             offset,
             enc: self.compressor.as_ref().map(|_| "deflate".to_string()),
         };
+        let small = entry.size.saturating_sub(offset) <= self.buf.len() as u64;
         let result = async {
-            dev.send_request(&req).await?;
             let mut file = SourceReader::open(src).await?;
             if offset > 0 {
                 file.seek(offset).await?;
             }
+            if small && self.compressor.is_some() {
+                // A file of one chunk goes compressed only when that makes it
+                // smaller (tiny files grow by zlib's header and checksum).
+                let n = file.read_full(&mut self.buf).await?;
+                self.deflate(n)?;
+                let packed = self.out.len() < n;
+                if let (false, Request::File { enc, .. }) = (packed, &mut req) {
+                    *enc = None;
+                }
+                dev.send_request(&req).await?;
+                if n > 0 {
+                    let data = if packed {
+                        &self.out[..]
+                    } else {
+                        &self.buf[..n]
+                    };
+                    dev.send_frame(FrameType::Data, data).await?;
+                    tally.payload_bytes += data.len() as u64;
+                }
+                tally.file_bytes += n as u64;
+                self.sent += n as u64;
+                progress(&PushEvent::Progress {
+                    sent: self.sent,
+                    total: self.total,
+                });
+                return dev.send_frame(FrameType::Data, &[]).await;
+            }
+            dev.send_request(&req).await?;
             loop {
                 let n = file.read_full(&mut self.buf).await?;
                 if n == 0 {
