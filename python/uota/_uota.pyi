@@ -809,6 +809,8 @@ class VirtualDevice:
         log: Optional[_StrPath] = None,
         heap_size: Optional[str] = None,
         interpreter: Optional[_StrPath] = None,
+        runtime: Literal["py", "mpy", "auto"] = "py",
+        flash_size: Optional[int] = ...,
     ) -> VirtualDevice:
         """Describe a virtual device; ``start()`` boots it.
 
@@ -826,6 +828,14 @@ class VirtualDevice:
             heap_size: MicroPython heap size, e.g. ``"256k"`` for a board-sized heap.
             interpreter: The ``micropython`` executable (default:
                 ``$UOTA_MICROPYTHON``, else ``micropython`` on ``PATH``).
+            runtime: How a new device gets the runtime's modules: ``"py"``
+                source, ``"mpy"`` compiled by ``mpy-cross`` for the
+                interpreter (far less RAM; an error without a matching
+                ``mpy-cross``), ``"auto"`` compiled when it can be.
+            flash_size: With ``root``: the flash size the device reports (its
+                free space is this less what the folder holds; default
+                1441792, a 4 MB ESP32's filesystem); ``None`` reports the
+                host disk's.
 
         Raises:
             InvalidArgument: Both ``root`` and ``image`` given.

@@ -98,7 +98,7 @@ pub(crate) struct PyVirtualDevice {
 impl PyVirtualDevice {
     /// Describe a virtual device; `start()` provisions and boots it.
     #[new]
-    #[pyo3(signature = (root = None, *, image = None, image_size = 1_441_792, host = "127.0.0.1", port = 2018, password = None, signing_key = None, legacy = false, log = None, heap_size = None, interpreter = None))]
+    #[pyo3(signature = (root = None, *, image = None, image_size = 1_441_792, host = "127.0.0.1", port = 2018, password = None, signing_key = None, legacy = false, log = None, heap_size = None, interpreter = None, runtime = "py", flash_size = Some(1_441_792)))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         root: Option<PathBuf>,
@@ -112,6 +112,8 @@ impl PyVirtualDevice {
         log: Option<PathBuf>,
         heap_size: Option<String>,
         interpreter: Option<PathBuf>,
+        runtime: &str,
+        flash_size: Option<u64>,
     ) -> PyResult<Self> {
         let (storage, tmp) = match (root, image) {
             (Some(_), Some(_)) => {
@@ -144,6 +146,8 @@ impl PyVirtualDevice {
         opts.log = log;
         opts.heap_size = heap_size;
         opts.interpreter = interpreter;
+        opts.runtime_code = runtime.parse()?;
+        opts.flash_size = flash_size;
         Ok(Self {
             opts,
             running: Arc::new(Mutex::new(None)),

@@ -239,6 +239,22 @@ pub enum RuntimeCode {
     Auto,
 }
 
+impl std::str::FromStr for RuntimeCode {
+    type Err = Error;
+
+    /// `"py"`, `"mpy"` or `"auto"`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "py" => Ok(RuntimeCode::Source),
+            "mpy" => Ok(RuntimeCode::Bytecode),
+            "auto" => Ok(RuntimeCode::Auto),
+            other => Err(Error::InvalidArgument(format!(
+                "runtime code must be \"py\", \"mpy\" or \"auto\", not {other:?}"
+            ))),
+        }
+    }
+}
+
 /// The interpreter's `.mpy` version word (`sys.implementation._mpy`), as a
 /// board reports it.
 fn interpreter_board(opts: &SimOptions) -> Result<BoardInfo> {

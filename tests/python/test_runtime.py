@@ -7,6 +7,7 @@ import asyncio
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,22 @@ def test_virtual_device_arguments() -> None:
 
 def test_version() -> None:
     assert uota.__version__.count(".") == 2
+
+
+def test_a_virtual_device_with_a_compiled_runtime_on_a_small_heap(tmp_path: Path) -> None:
+    root = tmp_path / "device"
+    vd = uota.VirtualDevice(
+        root, host=next_address(), port=2018, runtime="mpy", heap_size="160k", flash_size=4 << 20
+    )
+    vd.start()
+    try:
+        with uota.Device(vd.host, vd.port) as dev:
+            info = dev.info()
+        assert info["mem_idle"] > 0
+        assert (root / "lib/uota/server.mpy").is_file()
+        assert not (root / "lib/uota/server.py").exists()
+        assert info["fs_free"] > 3 << 20  # the flash size it was given
+    finally:
+        vd.stop()
+    with pytest.raises(uota.InvalidArgument, match="py"):
+        uota.VirtualDevice(host=next_address(), runtime="bytecode")  # type: ignore[arg-type]
