@@ -18,6 +18,37 @@ pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Where the runtime's modules live on a device (`lib/uota/server.py`).
 pub const RUNTIME_DIR: &str = "lib/uota";
 
+/// How the runtime's modules are installed on a device (a board by
+/// `uota bootstrap`, a virtual device by `uota sim`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuntimeCode {
+    /// `.py` files, compiled by the device at import.
+    #[default]
+    Source,
+    /// `.mpy` files compiled by `mpy-cross` for the device's bytecode
+    /// version; an error when there is no such `mpy-cross`.
+    Bytecode,
+    /// `.mpy` when a matching `mpy-cross` is found, else `.py` (what
+    /// `uota sim` and `uota bootstrap` do).
+    Auto,
+}
+
+impl std::str::FromStr for RuntimeCode {
+    type Err = Error;
+
+    /// `"py"`, `"mpy"` or `"auto"`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "py" => Ok(RuntimeCode::Source),
+            "mpy" => Ok(RuntimeCode::Bytecode),
+            "auto" => Ok(RuntimeCode::Auto),
+            other => Err(Error::InvalidArgument(format!(
+                "runtime code must be \"py\", \"mpy\" or \"auto\", not {other:?}"
+            ))),
+        }
+    }
+}
+
 /// Settings baked into a rendered runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeSettings {

