@@ -412,7 +412,8 @@ def reset():
 def forget(name):
     """Unload one module (a full name) if it is loaded; see unload()."""
     if name in sys.modules:
-        unload(tuple(n for n in sys.modules if n != name))
+        _drop(name)
+        gc.collect()
 
 
 def unload(keep=()):
@@ -423,12 +424,17 @@ def unload(keep=()):
     n = 0
     for name in list(sys.modules):
         if name.startswith("uota.") and name not in keep:
-            del sys.modules[name]
-            parent, _, short = name.rpartition(".")
-            try:
-                delattr(sys.modules[parent], short)
-            except (KeyError, AttributeError):
-                pass
+            _drop(name)
             n += 1
     gc.collect()
     return n
+
+
+def _drop(name):
+    """Remove a module from sys.modules and from its parent package."""
+    del sys.modules[name]
+    parent, _, short = name.rpartition(".")
+    try:
+        delattr(sys.modules[parent], short)
+    except (KeyError, AttributeError):
+        pass

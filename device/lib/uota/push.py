@@ -286,7 +286,8 @@ async def commit(srv, conn, req):
     do_reset = req.get("reset", True) is not False
     # Short of heap, a commit that resets stops at the commit point and the
     # next boot rolls the release forward (nothing else is loaded then).
-    at_boot = do_reset and (hal.mem_free() or LOW_RAM) < LOW_RAM
+    free = hal.mem_free()
+    at_boot = do_reset and free is not None and free < LOW_RAM
     try:
         push.commit(at_boot=at_boot)
     except PushError as e:
