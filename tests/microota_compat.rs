@@ -29,6 +29,12 @@ async fn legacy_push(t: &TestDevice, method: MicroOtaMethod, version: &str) {
     dev.push_bundle(&bundle, &opts, &mut |_| {})
         .await
         .expect("legacy push");
+    assert_installed(t, &bundle, version).await;
+}
+
+/// The device runs `version` and holds the bundle's files, byte for byte
+/// (its config/ota.json aside: a push to micro-ota rewrites it).
+async fn assert_installed(t: &TestDevice, bundle: &Bundle, version: &str) {
     let mut dev = t.wait_version(version).await;
     for f in bundle
         .manifest()
@@ -253,15 +259,9 @@ async fn a_micro_ota_template_app_runs_beside_the_ota_server() {
             format!("import time\n\nVERSION = '{version}'\n\ndef run():\n    print('=== micro-ota app ===')\n    count = 0\n    while True:\n        print('uptime:', count, 's  (version', VERSION + ')')\n        time.sleep(0.2)\n        count += 1\n"),
         )
         .unwrap();
-        let (project, bundle) = common::project_bundle(&t.project, PushMode::Full, version);
-        let mut dev = t.connect().await;
-        dev.push_bundle(
-            &bundle,
-            &PushOptions::for_project(&project, PushMode::Full),
-            &mut |_| {},
-        )
-        .await
-        .unwrap_or_else(|e| panic!("push of {version}: {e}\nlog:\n{}", t.log()));
+        t.push_project(version)
+            .await
+            .unwrap_or_else(|e| panic!("push of {version}: {e}\nlog:\n{}", t.log()));
         let info = wait_info(&t, &format!("{version} confirmed"), |i| {
             i["version"] == version && i["release"]["state"] == "confirmed"
         })
@@ -328,20 +328,7 @@ async fn a_micro_ota_push_sends_only_the_files_that_changed() {
         .expect("delta push");
     assert_eq!(report.files_sent, 1, "{report:?}");
     assert_eq!(report.files_skipped, bundle.manifest().files.len() - 1);
-    let mut dev = t.wait_version("1.0.1").await;
-    for f in bundle
-        .manifest()
-        .files
-        .iter()
-        .filter(|f| f.path != "config/ota.json")
-    {
-        assert_eq!(
-            sha256_hex(&dev.get(&f.path).await.unwrap()),
-            f.sha256_hex(),
-            "{}",
-            f.path
-        );
-    }
+    assert_installed(&t, &bundle, "1.0.1").await;
     assert_eq!(
         std::fs::read_to_string(t.root.join("main.py")).unwrap(),
         text

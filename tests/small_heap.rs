@@ -8,7 +8,6 @@ mod common;
 use std::path::Path;
 
 use common::{sha256_hex, start, Setup, TestDevice};
-use uota::device::{PushOptions, PushReport};
 use uota::sim::RuntimeCode;
 use uota::{Error, PushMode};
 
@@ -32,17 +31,6 @@ fn make_200_files(project: &Path) {
         }
         std::fs::write(app.join(format!("m{i:03}.py")), text).unwrap();
     }
-}
-
-async fn push(t: &TestDevice, version: &str) -> uota::Result<PushReport> {
-    let (project, bundle) = common::project_bundle(&t.project, PushMode::Full, version);
-    let mut dev = t.connect().await;
-    dev.push_bundle(
-        &bundle,
-        &PushOptions::for_project(&project, PushMode::Full),
-        &mut |_| {},
-    )
-    .await
 }
 
 /// The files (path, sha256) a full push of the project sends now.
@@ -80,13 +68,13 @@ async fn a_compiled_runtime_on_littlefs_takes_full_and_delta_pushes_of_200_files
     })
     .await;
     make_200_files(&t.project);
-    push(&t, "1.0.1").await.expect("full push at 192k");
+    t.push_project("1.0.1").await.expect("full push at 192k");
     assert_installed(&t, "1.0.1").await;
     let one = t.project.join("app/m000.py");
     let mut text = std::fs::read_to_string(&one).unwrap();
     text.push_str("# changed\n");
     std::fs::write(&one, text).unwrap();
-    let report = push(&t, "1.0.2").await.expect("delta push at 192k");
+    let report = t.push_project("1.0.2").await.expect("delta push at 192k");
     assert_eq!(report.files_sent, 1, "{report:?}");
     assert_installed(&t, "1.0.2").await;
     let info = t.connect().await.info().await.unwrap();
@@ -107,7 +95,7 @@ async fn armed_device(point: &str) -> (TestDevice, Vec<(String, String)>) {
         ..Setup::default()
     })
     .await;
-    push(&t, "1.0.0").await.expect("first push");
+    t.push_project("1.0.0").await.expect("first push");
     let first = release_files(&t);
     assert_release(&t, "1.0.0", &first).await;
     std::fs::write(t.project.join("app/extra.py"), "X = 1\n").unwrap();
@@ -117,7 +105,7 @@ async fn armed_device(point: &str) -> (TestDevice, Vec<(String, String)>) {
 
 async fn no_memory_keeps_the_previous_release(point: &str) {
     let (t, first) = armed_device(point).await;
-    let err = push(&t, "1.0.1").await.expect_err("out of memory");
+    let err = t.push_project("1.0.1").await.expect_err("out of memory");
     assert!(
         matches!(&err, Error::Device { code, .. } if code == "no_memory"),
         "{point}: {err:?}"
@@ -128,7 +116,7 @@ async fn no_memory_keeps_the_previous_release(point: &str) {
     assert!(!t.root.join("ota_stage").exists(), "staging area dropped");
     // Once the heap is there again, the same push goes through.
     std::fs::remove_file(t.root.join(".sim_fault")).unwrap();
-    push(&t, "1.0.1").await.expect("push after the fault");
+    t.push_project("1.0.1").await.expect("push after the fault");
     assert_installed(&t, "1.0.1").await;
 }
 
@@ -152,7 +140,7 @@ async fn out_of_memory_after_the_commit_point_finishes_the_release_at_boot() {
     let (t, _) = armed_device("roll_forward").await;
     // Past the commit point the release is installed whatever happens: the
     // device replies no_memory, resets, and its boot finishes the install.
-    let _ = push(&t, "1.0.1").await;
+    let _ = t.push_project("1.0.1").await;
     std::fs::remove_file(t.root.join(".sim_fault")).unwrap();
     assert_installed(&t, "1.0.1").await;
     assert!(t.root.join("app/extra.py").exists());

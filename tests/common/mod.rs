@@ -225,6 +225,17 @@ impl TestDevice {
         }
     }
 
+    /// A full push of the project, as the release `version`, with the
+    /// project's own push options.
+    pub async fn push_project(&self, version: &str) -> uota::Result<uota::device::PushReport> {
+        let (project, bundle) = project_bundle(&self.project, uota::PushMode::Full, version);
+        let opts = uota::device::PushOptions::for_project(&project, uota::PushMode::Full);
+        self.connect()
+            .await
+            .push_bundle(&bundle, &opts, &mut |_| {})
+            .await
+    }
+
     /// Wait until the device reports `version` (it reboots after a push).
     pub async fn wait_version(&self, version: &str) -> Device {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
