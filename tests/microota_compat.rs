@@ -203,36 +203,6 @@ async fn a_micro_ota_push_does_not_switch_legacy_off() {
     legacy_push(&t, MicroOtaMethod::Session, "1.0.2").await;
 }
 
-/// Poll `info` until `check` accepts it (the device may be rebooting meanwhile).
-async fn wait_info(
-    t: &TestDevice,
-    what: &str,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut last = serde_json::Value::Null;
-    while tokio::time::Instant::now() < deadline {
-        let opts = ConnectOptions {
-            timeout: std::time::Duration::from_secs(2),
-            ..t.options()
-        };
-        if let Ok(mut dev) = t.connect_with(opts).await {
-            if let Ok(info) = dev.info().await {
-                let v = serde_json::to_value(&info).unwrap();
-                if check(&v) {
-                    return v;
-                }
-                last = v;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    panic!(
-        "device never reached: {what}; last info: {last}\nlog:\n{}",
-        t.log()
-    );
-}
-
 /// micro-ota's project template: `/main.py` imports `/app/app.py` and calls
 /// its `run()` at import, which loops forever. On a uota device the app
 /// thread imports it, so the OTA server keeps answering, the boot is good
@@ -262,10 +232,11 @@ async fn a_micro_ota_template_app_runs_beside_the_ota_server() {
         t.push_project(version)
             .await
             .unwrap_or_else(|e| panic!("push of {version}: {e}\nlog:\n{}", t.log()));
-        let info = wait_info(&t, &format!("{version} confirmed"), |i| {
-            i["version"] == version && i["release"]["state"] == "confirmed"
-        })
-        .await;
+        let info = t
+            .wait_info(&format!("{version} confirmed"), |i| {
+                i["version"] == version && i["release"]["state"] == "confirmed"
+            })
+            .await;
         assert!(info["release"]["last_rollback"].is_null(), "{info}");
         // The app runs, and the server answers beside it.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -617,7 +617,7 @@ async fn hello_legacy(t: &TestDevice) -> bool {
 }
 
 async fn confirmed(t: &TestDevice, version: &str) {
-    wait_info(t, &format!("{version} confirmed"), |i| {
+    t.wait_info(&format!("{version} confirmed"), |i| {
         i["version"] == version && i["release"]["state"] == "confirmed"
     })
     .await;
@@ -711,43 +711,15 @@ async fn guarded_config_keys_change_only_with_runtime_releases_and_roll_back_wit
         matches!(&err, uota::Error::ReleaseRefused { reason, .. } if reason == "rolled_back"),
         "{err}"
     );
-    let info = wait_info(&t, "rollback to 4.0.0", |i| {
-        i["version"] == "4.0.0" && !i["release"]["last_rollback"].is_null()
-    })
-    .await;
+    let info = t
+        .wait_info("rollback to 4.0.0", |i| {
+            i["version"] == "4.0.0" && !i["release"]["last_rollback"].is_null()
+        })
+        .await;
     assert_eq!(info["release"]["last_rollback"]["from"], "5.0.0", "{info}");
     assert!(
         !hello_legacy(&t).await,
         "the failed release's guarded keys outlived it"
-    );
-}
-
-async fn wait_info(
-    t: &TestDevice,
-    what: &str,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = serde_json::Value::Null;
-    while Instant::now() < deadline {
-        let opts = uota::device::ConnectOptions {
-            timeout: Duration::from_secs(2),
-            ..t.options()
-        };
-        if let Ok(mut dev) = t.connect_with(opts).await {
-            if let Ok(info) = dev.info().await {
-                let v = serde_json::to_value(&info).unwrap();
-                if check(&v) {
-                    return v;
-                }
-                last = v;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "device never reached: {what}; last info: {last}\nlog:\n{}",
-        t.log()
     );
 }
 

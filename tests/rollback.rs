@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
 
 use common::{start, Setup, TestDevice};
 use uota::device::PushOptions;
@@ -30,6 +29,14 @@ async fn try_push(t: &TestDevice, version: &str) -> uota::Result<uota::device::P
 /// Push a release that fails on the device: the push waits for the device
 /// to answer again, which it does either on the new release (before the
 /// failure shows) or already rolled back, which the push then reports.
+/// Wait until the device runs `version` again after a rollback; its info.
+async fn wait_rolled_back_to(t: &TestDevice, version: &str) -> serde_json::Value {
+    t.wait_info(&format!("rollback to {version}"), |i| {
+        i["version"] == version && !i["release"]["last_rollback"].is_null()
+    })
+    .await
+}
+
 async fn push_broken(t: &TestDevice, version: &str) {
     match try_push(t, version).await {
         Ok(r) => assert_eq!(r.version, version),
@@ -41,42 +48,12 @@ async fn push_broken(t: &TestDevice, version: &str) {
     }
 }
 
-/// Poll `info` until `check` accepts it (the device may be rebooting meanwhile).
-async fn wait_info(
-    t: &TestDevice,
-    what: &str,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut last = serde_json::Value::Null;
-    while tokio::time::Instant::now() < deadline {
-        let opts = uota::device::ConnectOptions {
-            timeout: Duration::from_secs(2),
-            ..t.options()
-        };
-        if let Ok(mut dev) = t.connect_with(opts).await {
-            if let Ok(info) = dev.info().await {
-                let v = serde_json::to_value(&info).unwrap();
-                if check(&v) {
-                    return v;
-                }
-                last = v;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "device never reached: {what}; last info: {last}\nlog:\n{}",
-        t.log()
-    );
-}
-
 async fn confirmed_release(t: &TestDevice, version: &str) {
     // Confirm quickly: a release that survives one second is healthy.
     set_config(t, "confirmAfter", 1.into());
     set_config(t, "watchdog", 3.into());
     push(t, version).await;
-    wait_info(t, &format!("{version} confirmed"), |i| {
+    t.wait_info(&format!("{version} confirmed"), |i| {
         i["version"] == version && i["release"]["state"] == "confirmed"
     })
     .await;
@@ -94,10 +71,7 @@ async fn an_app_that_crashes_at_start_is_rolled_back() {
     )
     .unwrap();
     push_broken(&t, "2.0.0").await;
-    let info = wait_info(&t, "rollback to 1.0.0", |i| {
-        i["version"] == "1.0.0" && !i["release"]["last_rollback"].is_null()
-    })
-    .await;
+    let info = wait_rolled_back_to(&t, "1.0.0").await;
     let rb = &info["release"]["last_rollback"];
     assert_eq!(rb["from"], "2.0.0", "{info}");
     assert_eq!(rb["to"], "1.0.0", "{info}");
@@ -121,10 +95,7 @@ async fn an_app_that_hangs_the_device_is_rolled_back_by_the_watchdog() {
     )
     .unwrap();
     push_broken(&t, "3.0.0").await;
-    let info = wait_info(&t, "rollback to 1.0.0", |i| {
-        i["version"] == "1.0.0" && !i["release"]["last_rollback"].is_null()
-    })
-    .await;
+    let info = wait_rolled_back_to(&t, "1.0.0").await;
     assert_eq!(info["release"]["last_rollback"]["from"], "3.0.0", "{info}");
 }
 
@@ -136,10 +107,11 @@ async fn a_healthy_release_is_confirmed_and_kept() {
     let text = std::fs::read_to_string(&app).unwrap();
     std::fs::write(&app, format!("{text}\n# 1.1.0\n")).unwrap();
     push(&t, "1.1.0").await;
-    let info = wait_info(&t, "1.1.0 confirmed", |i| {
-        i["version"] == "1.1.0" && i["release"]["state"] == "confirmed"
-    })
-    .await;
+    let info = t
+        .wait_info("1.1.0 confirmed", |i| {
+            i["version"] == "1.1.0" && i["release"]["state"] == "confirmed"
+        })
+        .await;
     assert!(info["release"]["last_rollback"].is_null(), "{info}");
 }
 
@@ -160,7 +132,9 @@ async fn a_release_that_fails_right_after_a_pending_one_rolls_back_to_it() {
     set_config(&t, "confirmAfter", 600.into());
     set_config(&t, "watchdog", 3.into());
     push(&t, "1.0.0").await;
-    let info = wait_info(&t, "1.0.0 running", |i| i["version"] == "1.0.0").await;
+    let info = t
+        .wait_info("1.0.0 running", |i| i["version"] == "1.0.0")
+        .await;
     assert_eq!(info["release"]["state"], "pending", "{info}");
     let a_files = common::wire_snapshot(&t, not_app).await;
     assert!(a_files.contains_key("app/counter.py"), "{a_files:?}");
@@ -173,10 +147,7 @@ async fn a_release_that_fails_right_after_a_pending_one_rolls_back_to_it() {
     .unwrap();
     std::fs::write(t.project.join("app/extra.py"), "X = 1\n").unwrap();
     push_broken(&t, "2.0.0").await;
-    let info = wait_info(&t, "rollback to 1.0.0", |i| {
-        i["version"] == "1.0.0" && !i["release"]["last_rollback"].is_null()
-    })
-    .await;
+    let info = wait_rolled_back_to(&t, "1.0.0").await;
     let rb = &info["release"]["last_rollback"];
     assert_eq!(rb["from"], "2.0.0", "{info}");
     assert_eq!(rb["to"], "1.0.0", "{info}");

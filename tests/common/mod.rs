@@ -236,6 +236,38 @@ impl TestDevice {
             .await
     }
 
+    /// Poll `info` until `check` accepts it (the device may be rebooting
+    /// meanwhile); its info as JSON. Panics with the last info and the
+    /// device's log after 60 s.
+    pub async fn wait_info(
+        &self,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut last = serde_json::Value::Null;
+        while tokio::time::Instant::now() < deadline {
+            let opts = ConnectOptions {
+                timeout: Duration::from_secs(2),
+                ..self.options()
+            };
+            if let Ok(mut dev) = self.connect_with(opts).await {
+                if let Ok(info) = dev.info().await {
+                    let v = serde_json::to_value(&info).unwrap();
+                    if check(&v) {
+                        return v;
+                    }
+                    last = v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "device never reached: {what}; last info: {last}\nlog:\n{}",
+            self.log()
+        );
+    }
+
     /// Wait until the device reports `version` (it reboots after a push).
     pub async fn wait_version(&self, version: &str) -> Device {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
