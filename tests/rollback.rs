@@ -2,7 +2,6 @@
 
 mod common;
 
-
 use common::{start, Setup, TestDevice};
 use uota::device::PushOptions;
 use uota::PushMode;
