@@ -123,7 +123,7 @@ def links_table(work, port, runs):
 
     methods = {
         "micro-ota stream": lambda via: push(project, port, version(), "micro-ota", via=via)[0],
-        "uota, every file": lambda via: push(project, port, version(), "uota", "--all", via=via)[0],
+        "uota, every file": lambda via: push(project, port, version(), "uota", "--resend", via=via)[0],
         "uota, one changed": lambda via: (edit(), push(project, port, version(), "uota", via=via))[1][0],
         "uota, none changed": lambda via: push(project, port, version(), "uota", via=via)[0],
     }
@@ -173,7 +173,7 @@ def main():
             payload = make_project(project, files, size, port, seed=files)
             results = {}
             for method, protocol in (("uota", "uota"), ("micro-ota stream", "micro-ota")):
-                extra = ("--all",) if protocol == "uota" else ()
+                extra = ("--resend",) if protocol == "uota" else ()
                 walls = []
                 wire = 0
                 for run in range(args.runs + 1):  # the first run warms up
@@ -195,8 +195,8 @@ def main():
         target = os.path.join(project, "app", "m000.py")
         rows = {}
         for label, extra, edit in (
-            ("full, raw", ("--all", "--no-compress"), False),
-            ("full, deflate", ("--all",), False),
+            ("full, raw", ("--resend", "--no-compress"), False),
+            ("full, deflate", ("--resend",), False),
             ("delta: 1 file changed", (), True),
             ("same files, new version", (), False),
         ):

@@ -396,7 +396,7 @@ impl Project {
             });
             let mut bytes = serde_json::to_vec_pretty(&fresh).expect("json");
             bytes.push(b'\n');
-            write_private_file(&secrets, &bytes)?;
+            write_atomic(&secrets, &bytes, true)?;
             written.push(secrets);
         }
         for entry in GITIGNORED {
@@ -437,7 +437,7 @@ impl Project {
         }
         let mut bytes = serde_json::to_vec_pretty(&Value::Object(secrets)).expect("json");
         bytes.push(b'\n');
-        write_private_file(&path, &bytes)
+        write_atomic(&path, &bytes, true)
     }
 
     /// Path of `config/ota.json` in this project.
@@ -528,15 +528,15 @@ fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
     std::fs::write(path, contents).map_err(|e| Error::io(path, e))
 }
 
-/// Write a secrets file atomically (a temporary sibling renamed over it),
-/// readable by its owner only on Unix.
-fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+/// Write a file atomically (a temporary sibling synced, then renamed over
+/// it); with `private`, readable by its owner only on Unix (secrets).
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<()> {
     use std::io::Write;
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| Error::io(parent, e))?;
     #[cfg(unix)]
-    {
+    if private {
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o600))

@@ -115,6 +115,19 @@ pub enum Error {
     /// state the device was left in.
     #[error("{0}")]
     Cancelled(String),
+    /// The device at an address is not the one expected there: its hello
+    /// reports another id than the fleet inventory gives for the entry.
+    #[error("{target} is device {found:?}, not {expected:?} as the inventory expects for {name:?}: the address now holds another device (fix the entry's host or id in config/fleet.json, or refresh it with `uota list --scan CIDR --save`)")]
+    WrongDevice {
+        /// The inventory entry.
+        name: String,
+        /// Where the device was reached.
+        target: String,
+        /// The id the inventory expects.
+        expected: String,
+        /// The id the device reported.
+        found: String,
+    },
     /// Serial port autodetection found no known USB-serial bridge.
     #[error("{}", no_serial_port(.seen))]
     NoSerialPort {
@@ -184,6 +197,8 @@ pub enum ErrorKind {
     InvalidArgument,
     /// Cancelled by the user.
     Cancelled,
+    /// Another device than the expected one answered at an address.
+    WrongDevice,
 }
 
 impl Error {
@@ -206,6 +221,7 @@ impl Error {
             Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::NoSerialPort { .. } => ErrorKind::Transport,
             Error::AmbiguousSerialPort { .. } => ErrorKind::InvalidArgument,
+            Error::WrongDevice { .. } => ErrorKind::WrongDevice,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod compat;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod fleet;
 pub mod manifest;
 pub mod protocol;
 pub mod release;

@@ -149,6 +149,7 @@ __all__ = [
     "UotaError",
     "UotaTimeoutError",
     "VirtualDevice",
+    "WrongDevice",
     "__version__",
     "derive_device_key",
     "run_cli",
@@ -273,6 +274,18 @@ class InvalidArgument(UotaError, builtins.ValueError):
 
 class Cancelled(UotaError):
     """The operation was cancelled; the message says what state the device was left in."""
+
+class WrongDevice(UotaError):
+    """Another device than the inventory expects answered at an address; see `name`, `target`, `expected` and `found`."""
+
+    name: str
+    """The inventory entry."""
+    target: str
+    """Where the device was reached."""
+    expected: str
+    """The id the inventory expects."""
+    found: str
+    """The id the device reported."""
 
 # ----- devices -----
 

@@ -4,6 +4,7 @@
 //! (the Python package's console script calls [`run`] through the extension).
 
 mod board;
+mod fleet;
 mod key;
 mod output;
 mod terminal;
@@ -51,10 +52,18 @@ enum Command {
     },
     /// Run a virtual device: the MicroPython unix port running the uota runtime.
     Sim(SimArgs),
-    /// Push the fast set (fastOtaFiles) without removing other files.
+    /// Push the fast set (fastOtaFiles) without removing other files
+    /// (`--all`: to every device of the fleet, in waves).
     Fast(PushArgs),
-    /// Push the full release (fastOtaFiles + fullOtaFiles) and remove files that left it.
+    /// Push the full release (fastOtaFiles + fullOtaFiles) and remove files
+    /// that left it (`--all`: to every device of the fleet, in waves).
     Full(PushArgs),
+    /// List the fleet's devices with what each says in its hello, or find
+    /// devices with a scan of an address range.
+    List(fleet::ListArgs),
+    /// A device's release state (version, pending or confirmed, last
+    /// rollback, boots); `--all`: every device of the fleet.
+    Status(fleet::StatusArgs),
     /// Show the version of the device's active release.
     Version(Target),
     /// Show what the device reports about itself.
@@ -172,7 +181,7 @@ struct PushArgs {
     micro_ota_session: bool,
     /// Send every file, even those the device already has.
     #[arg(long)]
-    all: bool,
+    resend: bool,
     /// Send file bytes uncompressed.
     #[arg(long)]
     no_compress: bool,
@@ -194,6 +203,8 @@ struct PushArgs {
     /// an error (a warning otherwise).
     #[arg(long)]
     strict: bool,
+    #[command(flatten)]
+    fleet: fleet::FleetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -294,7 +305,7 @@ where
         }
     };
     match rt.block_on(execute(cli.command, &out)) {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             out.error(&e);
             exit_code(&e)
@@ -373,12 +384,17 @@ pub(crate) async fn connect(target: &Target) -> Result<(Device, Option<Project>)
 /// and the project when the folder has one.
 fn connect_setup(target: &Target) -> Result<(ConnectOptions, Link, Option<Project>)> {
     let project = try_project(&project_root(&target.project))?;
+    let opts = connect_options(target, project.as_ref())?;
+    let link = link(target, &project)?;
+    Ok((opts, link, project))
+}
+
+/// How to talk to the target (secrets from the project, when there is one).
+fn connect_options(target: &Target, project: Option<&Project>) -> Result<ConnectOptions> {
     let password = match &target.password {
         Some(p) if !p.is_empty() => Some(Password::new(p.clone())),
         Some(_) => None,
-        None => project
-            .as_ref()
-            .and_then(|p| p.secrets.ota_password.clone()),
+        None => project.and_then(|p| p.secrets.ota_password.clone()),
     };
     if !(target.timeout > 0.0 && target.timeout.is_finite()) {
         return Err(Error::InvalidArgument(
@@ -389,7 +405,6 @@ fn connect_setup(target: &Target) -> Result<(ConnectOptions, Link, Option<Projec
     // never sends a plaintext password).
     let protocol = match target.protocol.as_str() {
         "auto" => project
-            .as_ref()
             .and_then(|p| p.config.protocol.clone())
             .unwrap_or_else(|| "auto".into()),
         other => other.to_string(),
@@ -407,16 +422,27 @@ fn connect_setup(target: &Target) -> Result<(ConnectOptions, Link, Option<Projec
                 )))
             }
         },
-        signing_key: project.as_ref().and_then(|p| p.secrets.signing_key.clone()),
-        fleet_key: project.as_ref().and_then(|p| p.secrets.fleet_key.clone()),
+        signing_key: project.and_then(|p| p.secrets.signing_key.clone()),
+        fleet_key: project.and_then(|p| p.secrets.fleet_key.clone()),
         ..ConnectOptions::default()
     };
-    let link = link(target, &project)?;
-    Ok((opts, link, project))
+    Ok(opts)
 }
 
-async fn execute(command: Command, out: &Output) -> Result<()> {
+/// Run a command; its exit code (fleet commands say more than success).
+async fn execute(command: Command, out: &Output) -> Result<i32> {
     match command {
+        Command::List(args) => fleet::list(args, out).await,
+        Command::Status(args) => fleet::status(args, out).await,
+        Command::Fast(args) if args.fleet.all => fleet::rollout(&args, PushMode::Fast, out).await,
+        Command::Full(args) if args.fleet.all => fleet::rollout(&args, PushMode::Full, out).await,
+        other => execute_one(other, out).await.map(|()| 0),
+    }
+}
+
+async fn execute_one(command: Command, out: &Output) -> Result<()> {
+    match command {
+        Command::List(_) | Command::Status(_) => unreachable!("execute runs fleet commands"),
         Command::Init { project, force } => {
             let root = project_root(&project);
             let written = Project::init(&root, force)?;
@@ -586,22 +612,7 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
     let (mut copts, link, _) = connect_setup(&args.target)?;
     let mut dev = Device::open(&link, copts.clone()).await?;
     let device_id = dev.device_id().to_string();
-    let project_opts = PushOptions::for_project(&project, mode);
-    let mut opts = PushOptions {
-        reset: !args.no_reset,
-        runtime: args.runtime,
-        release: args.release.or(project_opts.release),
-        rollback: args.rollback,
-        micro_ota_method: if args.micro_ota_session {
-            MicroOtaMethod::Session
-        } else {
-            MicroOtaMethod::Stream
-        },
-        delta: !args.all,
-        compress: !args.no_compress,
-        wait: (!args.no_wait).then(|| Duration::from_secs_f64(args.wait_timeout.max(0.0))),
-        ..project_opts
-    };
+    let mut opts = push_options(&args, &project, mode);
     let report = match push_cancellable(&mut dev, &bundle, &opts, &args.target, out).await {
         // Between `uota key rotate` and `uota key promote`, a rotated device
         // holds the next key: sign with it.
@@ -638,6 +649,26 @@ async fn push(args: PushArgs, mode: PushMode, out: &Output) -> Result<()> {
     dev.close().await?;
     out.push_report(&report);
     Ok(())
+}
+
+/// The push options the command line and the project give.
+fn push_options(args: &PushArgs, project: &Project, mode: PushMode) -> PushOptions {
+    let project_opts = PushOptions::for_project(project, mode);
+    PushOptions {
+        reset: !args.no_reset,
+        runtime: args.runtime,
+        release: args.release.or(project_opts.release),
+        rollback: args.rollback,
+        micro_ota_method: if args.micro_ota_session {
+            MicroOtaMethod::Session
+        } else {
+            MicroOtaMethod::Stream
+        },
+        delta: !args.resend,
+        compress: !args.no_compress,
+        wait: (!args.no_wait).then(|| Duration::from_secs_f64(args.wait_timeout.max(0.0))),
+        ..project_opts
+    }
 }
 
 /// Run a push with its progress bar; Ctrl-C cancels it: the connection is

@@ -38,6 +38,21 @@ impl Output {
         outln!("{v}");
     }
 
+    /// Whether results are printed as JSON.
+    pub(crate) fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// A JSON document as it is (for commands that build their own).
+    pub(crate) fn document(&self, v: &serde_json::Value) {
+        self.print_json(v);
+    }
+
+    /// A line of text for people (control characters escaped).
+    pub(crate) fn line(&self, text: &str) {
+        outln!("{}", esc(text));
+    }
+
     pub(crate) fn error(&self, e: &Error) {
         if self.json {
             self.print_json(&json!({"ok": false, "error": {"kind": format!("{:?}", e.kind()), "message": e.to_string()}}));

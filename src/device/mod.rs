@@ -122,7 +122,7 @@ impl ConnectOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
     /// A uota device; its hello.
-    Uota(Hello),
+    Uota(Box<Hello>),
     /// A device running micro-ota's runtime.
     MicroOta,
 }
@@ -364,10 +364,10 @@ impl Device {
         PushGuard(self.interrupted.clone(), false)
     }
 
-    /// Perform the handshake over an already open transport.
-    pub async fn handshake(io: BoxTransport, opts: ConnectOptions) -> Result<Device> {
+    /// A device on `io` before any handshake.
+    fn unopened(io: BoxTransport, opts: ConnectOptions) -> Device {
         let target = io.peer();
-        let mut dev = Device {
+        Device {
             io,
             decoder: StreamDecoder::new(),
             peer: Peer::MicroOta,
@@ -383,7 +383,43 @@ impl Device {
             link: None,
             capabilities: Capabilities::STREAM,
             interrupted: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Say hello on an open transport and read the reply, without
+    /// authenticating: what a device tells anyone (discovery). A device that
+    /// answers as micro-ota's runtime does (`unknown`, or `denied` with a
+    /// password) is [`Peer::MicroOta`].
+    ///
+    /// # Errors
+    ///
+    /// Transport errors, [`Error::Timeout`] after `wait`, and
+    /// [`Error::Protocol`] for a peer that answers anything else (not a
+    /// device).
+    pub async fn probe(io: BoxTransport, wait: Duration) -> Result<Peer> {
+        let opts = ConnectOptions {
+            timeout: wait,
+            ..ConnectOptions::default()
         };
+        let mut dev = Device::unopened(io, opts);
+        dev.send(&line::encode(protocol::HELLO_LINE)).await?;
+        dev.flush().await?;
+        let reply = dev.read_line("hello").await?;
+        dev.mark_closed();
+        match Hello::parse(&reply)? {
+            Some(hello) => Ok(Peer::Uota(Box::new(hello))),
+            None if reply == "unknown" || reply == "denied" => Ok(Peer::MicroOta),
+            None => Err(Error::Protocol(format!(
+                "{} is not a uota or micro-ota device (it answered the hello with {:?})",
+                dev.target,
+                crate::text::escape_controls(&reply.chars().take(40).collect::<String>())
+            ))),
+        }
+    }
+
+    /// Perform the handshake over an already open transport.
+    pub async fn handshake(io: BoxTransport, opts: ConnectOptions) -> Result<Device> {
+        let mut dev = Device::unopened(io, opts);
         if dev.opts.protocol == ProtocolChoice::MicroOta {
             micro_ota::login(&mut dev).await?;
             return Ok(dev);
@@ -402,7 +438,7 @@ impl Device {
         match Hello::parse(&reply)? {
             Some(hello) => {
                 dev.decoder.set_mode(Mode::Frames);
-                dev.peer = Peer::Uota(hello);
+                dev.peer = Peer::Uota(Box::new(hello));
                 dev.authenticate().await?;
                 Ok(dev)
             }

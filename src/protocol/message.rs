@@ -40,6 +40,13 @@ pub struct Hello {
     /// for a device with neither.
     #[serde(default)]
     pub auth_with: Vec<String>,
+    /// Version of the device's active release (an older runtime omits it).
+    #[serde(default)]
+    pub version: String,
+    /// `confirmed`, or `pending` while the active release waits for its
+    /// confirmation (an older runtime omits it).
+    #[serde(default)]
+    pub state: String,
     /// How the device derived its password verifier
     /// ([`crate::auth::PasswordKdf::parse`]); empty for SHA-256.
     #[serde(default)]

@@ -110,6 +110,12 @@ const SPECS: &[Spec] = &[
         builtin: None,
         doc: "The operation was cancelled; the message says what state the device was left in.",
     },
+    Spec {
+        name: "WrongDevice",
+        kind: ErrorKind::WrongDevice,
+        builtin: None,
+        doc: "Another device than the inventory expects answered at an address; see `name`, `target`, `expected` and `found`.",
+    },
 ];
 
 struct Classes {
@@ -218,6 +224,17 @@ fn build<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
         Error::Io { path, source } => {
             exc.setattr("path", path.display().to_string())?;
             exc.setattr("errno", source.raw_os_error())?;
+        }
+        Error::WrongDevice {
+            name,
+            target,
+            expected,
+            found,
+        } => {
+            exc.setattr("name", name)?;
+            exc.setattr("target", target)?;
+            exc.setattr("expected", expected)?;
+            exc.setattr("found", found)?;
         }
         // Variants whose message says it all.
         _ => {}

@@ -222,6 +222,12 @@ class Server:
             "id": hal.unique_id(),
             "release": floor.highest(),
         }
+        # What `uota list` shows without a password: the active release and
+        # whether it is still pending (loaded here, unloaded when idle).
+        from uota import boot_state, release
+
+        info["version"] = release.read_version()
+        info["state"] = boot_state.current()["state"]
         await conn.send_line("uota 1 " + json.dumps(info))
 
     # --- frame mode ---------------------------------------------------------
