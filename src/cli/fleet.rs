@@ -462,8 +462,8 @@ pub(crate) async fn rollout(args: &PushArgs, mode: PushMode, out: &Output) -> Re
     if let Some(v) = &args.release_version {
         bundle.set_version(v.clone());
     }
-    let connect = super::connect_options(&args.target, Some(&project))?;
-    let state_dir = root.join(fleet::ROLLOUTS_DIR);
+    let base = RolloutOptions::for_project(&project, mode)?;
+    let state_dir = base.state_dir.clone().unwrap_or_default();
     let opts = RolloutOptions {
         groups,
         concurrency: f.concurrency,
@@ -473,9 +473,9 @@ pub(crate) async fn rollout(args: &PushArgs, mode: PushMode, out: &Output) -> Re
         retry_backoff,
         device_timeout,
         pause_between,
-        connect,
+        connect: super::connect_options(&args.target, Some(&project))?,
         push: super::push_options(args, &project, mode),
-        state_dir: Some(state_dir.clone()),
+        ..base
     };
     let rollout = match &f.resume {
         Some(id) => {

@@ -391,41 +391,26 @@ fn connect_setup(target: &Target) -> Result<(ConnectOptions, Link, Option<Projec
 
 /// How to talk to the target (secrets from the project, when there is one).
 fn connect_options(target: &Target, project: Option<&Project>) -> Result<ConnectOptions> {
-    let password = match &target.password {
-        Some(p) if !p.is_empty() => Some(Password::new(p.clone())),
-        Some(_) => None,
-        None => project.and_then(|p| p.secrets.ota_password.clone()),
-    };
     if !(target.timeout > 0.0 && target.timeout.is_finite()) {
         return Err(Error::InvalidArgument(
             "--timeout must be a positive number of seconds".into(),
         ));
     }
-    // --protocol wins; else the project's "protocol" key; else auto (which
-    // never sends a plaintext password).
-    let protocol = match target.protocol.as_str() {
-        "auto" => project
-            .and_then(|p| p.config.protocol.clone())
-            .unwrap_or_else(|| "auto".into()),
-        other => other.to_string(),
+    let mut opts = match project {
+        Some(p) => ConnectOptions::for_project(p)?,
+        None => ConnectOptions::default(),
     };
-    let opts = ConnectOptions {
-        timeout: Duration::from_secs_f64(target.timeout),
-        password,
-        protocol: match protocol.as_str() {
-            "uota" => ProtocolChoice::Uota,
-            "micro-ota" => ProtocolChoice::MicroOta,
-            "auto" | "" => ProtocolChoice::Auto,
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "\"protocol\": {other:?} in config/ota.json: use auto, uota or micro-ota"
-                )))
-            }
-        },
-        signing_key: project.and_then(|p| p.secrets.signing_key.clone()),
-        fleet_key: project.and_then(|p| p.secrets.fleet_key.clone()),
-        ..ConnectOptions::default()
-    };
+    opts.timeout = Duration::from_secs_f64(target.timeout);
+    match &target.password {
+        Some(p) if !p.is_empty() => opts.password = Some(Password::new(p.clone())),
+        Some(_) => opts.password = None,
+        None => {}
+    }
+    // --protocol wins over the project's "protocol" key; auto never sends a
+    // plaintext password.
+    if target.protocol != "auto" {
+        opts.protocol = ProtocolChoice::parse(&target.protocol)?;
+    }
     Ok(opts)
 }
 

@@ -53,6 +53,24 @@ pub enum ProtocolChoice {
     MicroOta,
 }
 
+impl ProtocolChoice {
+    /// `auto` (or empty), `uota` or `micro-ota`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for anything else.
+    pub fn parse(name: &str) -> Result<ProtocolChoice> {
+        match name {
+            "uota" => Ok(ProtocolChoice::Uota),
+            "micro-ota" => Ok(ProtocolChoice::MicroOta),
+            "auto" | "" => Ok(ProtocolChoice::Auto),
+            other => Err(Error::InvalidArgument(format!(
+                "protocol {other:?} (\"protocol\" in config/ota.json or --protocol): use auto, uota or micro-ota"
+            ))),
+        }
+    }
+}
+
 /// The largest file [`Device::get`] accepts (no board has a bigger flash).
 pub const MAX_GET_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -107,6 +125,23 @@ impl Default for ConnectOptions {
 }
 
 impl ConnectOptions {
+    /// The options a project gives: its password, signing or fleet key,
+    /// and its `protocol` (default timeouts).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a `protocol` other than `auto`,
+    /// `uota` or `micro-ota`.
+    pub fn for_project(project: &crate::config::Project) -> Result<ConnectOptions> {
+        Ok(ConnectOptions {
+            password: project.secrets.ota_password.clone(),
+            protocol: ProtocolChoice::parse(project.config.protocol.as_deref().unwrap_or("auto"))?,
+            signing_key: project.secrets.signing_key.clone(),
+            fleet_key: project.secrets.fleet_key.clone(),
+            ..ConnectOptions::default()
+        })
+    }
+
     /// The signing key of the device with id `device_id`: the configured key,
     /// else the one derived from the fleet key.
     pub fn key_for(&self, device_id: &str) -> Option<SigningKey> {

@@ -58,6 +58,25 @@ pub struct RolloutOptions {
     pub state_dir: Option<PathBuf>,
 }
 
+impl RolloutOptions {
+    /// The options a project gives: its secrets and protocol
+    /// ([`ConnectOptions::for_project`]), its push settings
+    /// ([`PushOptions::for_project`]), and its rollouts' state folder
+    /// (`.uota/rollouts`); the other settings at their defaults.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`ConnectOptions::for_project`].
+    pub fn for_project(project: &crate::config::Project, mode: crate::PushMode) -> Result<Self> {
+        Ok(RolloutOptions {
+            connect: ConnectOptions::for_project(project)?,
+            push: PushOptions::for_project(project, mode),
+            state_dir: Some(project.root.join(state::ROLLOUTS_DIR)),
+            ..RolloutOptions::default()
+        })
+    }
+}
+
 impl Default for RolloutOptions {
     fn default() -> Self {
         Self {
