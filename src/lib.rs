@@ -41,3 +41,8 @@ pub use protocol::PushMode;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeExamples;
+
+/// The Rust examples of docs/fleet.md, compiled by `cargo test` as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/fleet.md")]
+pub struct FleetDocExamples;

@@ -670,7 +670,12 @@ impl Job {
         let pushed = dev
             .push_bundle(&self.bundle, &self.opts.push, &mut |_| {})
             .await;
-        seen.bytes += dev.bytes_sent() + dev.bytes_received();
+        // A push that waited for the restart counted its bytes before the
+        // reconnection replaced the connection.
+        seen.bytes += match &pushed {
+            Ok(r) => r.wire_bytes + r.received_bytes,
+            Err(_) => dev.bytes_sent() + dev.bytes_received(),
+        };
         let report = pushed?;
         let _ = dev.close().await;
         if let Some(wait) = self.opts.health_wait {
