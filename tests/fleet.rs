@@ -675,3 +675,47 @@ async fn the_health_wait_catches_a_late_failure_and_a_release_never_confirmed() 
         "{d}"
     );
 }
+
+/// Forward every connection to `listen` on to `to` (a second address for one device).
+async fn forwarder(listen: (String, u16), to: (String, u16)) {
+    let l = tokio::net::TcpListener::bind((listen.0.as_str(), listen.1))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut a, _)) = l.accept().await {
+            let to = to.clone();
+            tokio::spawn(async move {
+                if let Ok(mut b) = tokio::net::TcpStream::connect((to.0.as_str(), to.1)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_entries_that_reach_one_device_push_it_once() {
+    let f = fleet(9, 1, &[]).await;
+    let before = f.hellos().await;
+    forwarder(
+        (format!("{}.5", f.base), f.port),
+        (format!("{}.1", f.base), f.port),
+    )
+    .await;
+    write_inventory(
+        &f.project,
+        &[
+            json!({"name": "d01", "host": format!("{}.1", f.base), "port": f.port}),
+            json!({"name": "alias", "host": format!("{}.5", f.base), "port": f.port}),
+        ],
+    );
+    let out = f
+        .uota(&["--json", "full", "--all", "--version", "8.0.0", "--concurrency", "1"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = report_of(&out);
+    assert_eq!(statuses(&r), ["updated", "skipped"], "{r}");
+    let alias = device(&r, "alias");
+    assert!(alias["error"]["message"].as_str().unwrap().contains("\"d01\""), "{alias}");
+    assert_eq!(f.hellos().await[0].1, before[0].1 + 1, "one release, not two");
+}
