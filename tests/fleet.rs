@@ -710,12 +710,73 @@ async fn two_entries_that_reach_one_device_push_it_once() {
         ],
     );
     let out = f
-        .uota(&["--json", "full", "--all", "--version", "8.0.0", "--concurrency", "1"])
+        .uota(&[
+            "--json",
+            "full",
+            "--all",
+            "--version",
+            "8.0.0",
+            "--concurrency",
+            "1",
+        ])
         .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let r = report_of(&out);
     assert_eq!(statuses(&r), ["updated", "skipped"], "{r}");
     let alias = device(&r, "alias");
-    assert!(alias["error"]["message"].as_str().unwrap().contains("\"d01\""), "{alias}");
-    assert_eq!(f.hellos().await[0].1, before[0].1 + 1, "one release, not two");
+    assert!(
+        alias["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"d01\""),
+        "{alias}"
+    );
+    assert_eq!(
+        f.hellos().await[0].1,
+        before[0].1 + 1,
+        "one release, not two"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_on_usb_serial_is_rolled_out_to_beside_wifi_devices() {
+    let f = fleet(10, 2, &[]).await;
+    // A board on a serial port (a pseudo-terminal), provisioned with its own key.
+    let root = f.project.parent().unwrap().join("serial-board");
+    let (host, port) = common::unique_addr();
+    let mut sim = SimOptions::folder(&root, &host, port);
+    sim.signing_key = Some(FleetKey::new(FLEET_KEY).derive("board-usb"));
+    sim.env.push(("UOTA_SIM_ID".into(), "board-usb".into()));
+    uota::sim::provision(&sim).await.unwrap();
+    let board = uota::sim::VirtualSerialDevice::start(uota::sim::SerialSimOptions::booting(&sim))
+        .await
+        .unwrap();
+    let mut inventory: Vec<Value> = (1..=2)
+        .map(|i| json!({"name": format!("d{i:02}"), "host": format!("{}.{i}", f.base), "port": f.port, "id": format!("dev{i:02}")}))
+        .collect();
+    inventory.push(
+        json!({"name": "usb", "serial": board.path().display().to_string(), "id": "board-usb"}),
+    );
+    write_inventory(&f.project, &inventory);
+    let out = f
+        .uota(&["--json", "full", "--all", "--version", "9.0.0"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = report_of(&out);
+    assert_eq!(statuses(&r), ["updated", "updated", "updated"], "{r}");
+    assert_eq!(device(&r, "usb")["id"], "board-usb");
+    // The board runs the release: its version file says so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = std::fs::read_to_string(root.join("ota_version.json")).unwrap_or_default();
+        if v.contains("9.0.0") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the board never installed 9.0.0: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    board.stop().await.unwrap();
 }
