@@ -334,6 +334,10 @@ device_error_codes! {
     NoRuntime = "no_runtime": "The board has no uota runtime (install it with `uota bootstrap`).",
     Inflate = "inflate": "Compressed bytes the device could not inflate.",
     Exception = "exception": "An uncaught exception on the device.",
+    UnknownHandler = "unknown_handler": "A RemoteIO call of a handler the device's app did not register.",
+    CallFailed = "call_failed": "A RemoteIO handler raised; the message says the exception's type and text.",
+    CallTimeout = "call_timeout": "A RemoteIO handler did not return in time.",
+    BadResult = "bad_result": "A RemoteIO handler returned something JSON cannot hold.",
     Error = "error": "micro-ota's generic error reply.",
     Unknown = "unknown": "micro-ota's reply to a command it does not know.",
 }

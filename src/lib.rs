@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod manifest;
 pub mod protocol;
 pub mod release;
+pub mod remoteio;
 pub mod repl;
 pub mod sim;
 pub mod templates;

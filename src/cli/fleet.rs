@@ -377,7 +377,7 @@ fn print_table(rows: &[(Option<String>, Discovered, Option<String>)], out: &Outp
 }
 
 /// The devices a fleet command takes: the inventory's (or a scan's), selected.
-async fn fleet_devices(
+pub(crate) async fn fleet_devices(
     root: &Path,
     inventory: &Option<PathBuf>,
     scan_range: Option<(&str, u16, bool)>,

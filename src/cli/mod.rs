@@ -7,6 +7,7 @@ mod board;
 mod fleet;
 mod key;
 mod output;
+mod remoteio;
 mod terminal;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,9 @@ enum Command {
     /// A device's release state (version, pending or confirmed, last
     /// rollback, boots); `--all`: every device of the fleet.
     Status(fleet::StatusArgs),
+    /// RemoteIO: stream the device's output, call its app's handlers.
+    #[command(subcommand)]
+    Remoteio(remoteio::RemoteioCommand),
     /// Show the version of the device's active release.
     Version(Target),
     /// Show what the device reports about itself.
@@ -419,6 +423,7 @@ async fn execute(command: Command, out: &Output) -> Result<i32> {
     match command {
         Command::List(args) => fleet::list(args, out).await,
         Command::Status(args) => fleet::status(args, out).await,
+        Command::Remoteio(cmd) => remoteio::run(cmd, out).await,
         Command::Fast(args) if args.fleet.all => fleet::rollout(&args, PushMode::Fast, out).await,
         Command::Full(args) if args.fleet.all => fleet::rollout(&args, PushMode::Full, out).await,
         other => execute_one(other, out).await.map(|()| 0),
@@ -427,7 +432,9 @@ async fn execute(command: Command, out: &Output) -> Result<i32> {
 
 async fn execute_one(command: Command, out: &Output) -> Result<()> {
     match command {
-        Command::List(_) | Command::Status(_) => unreachable!("execute runs fleet commands"),
+        Command::List(_) | Command::Status(_) | Command::Remoteio(_) => {
+            unreachable!("execute runs these")
+        }
         Command::Init { project, force } => {
             let root = project_root(&project);
             let written = Project::init(&root, force)?;

@@ -11,6 +11,7 @@ mod commands;
 mod link;
 mod micro_ota;
 mod push;
+mod remoteio;
 mod serial;
 mod uota;
 
@@ -18,6 +19,7 @@ pub use crate::transport::link::Capabilities;
 pub use blocking::BlockingDevice;
 pub use link::{Link, LinkChoice, LinkKind};
 pub use push::{MicroOtaMethod, PushEvent, PushOptions, PushReport};
+pub use remoteio::CallReply;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -151,7 +151,8 @@ impl std::str::FromStr for PushMode {
 /// The `op` names of the requests that change the device
 /// ([`Request::changes_state`]): sealed in an authenticated session.
 pub const STATE_OPS: &[&str] = &[
-    "rm", "reset", "wipe", "passwd", "floor", "begin", "file", "rekey", "commit", "abort",
+    "rm", "reset", "wipe", "passwd", "floor", "begin", "file", "rekey", "commit", "abort", "call",
+    "listen",
 ];
 
 /// A request (REQ frame).
@@ -271,6 +272,28 @@ pub enum Request {
     Abort,
     /// End the connection (a serial session hands the console back to the REPL).
     Bye,
+    /// Run a RemoteIO handler of the device's app (docs/remoteio.md). A
+    /// call resent with the same id runs once.
+    Call {
+        /// The call's id, unique per call (at most 64 characters).
+        id: String,
+        /// The handler's name.
+        name: String,
+        /// Its keyword arguments.
+        args: serde_json::Map<String, Value>,
+    },
+    /// Stream the device's output from sequence number `from` (the reply,
+    /// then DATA frames until the link drops; docs/remoteio.md).
+    Listen {
+        /// The first sequence number wanted.
+        from: u64,
+        /// The boot `from` counts in (a device in another boot starts
+        /// from its buffer's beginning); `None` for a first listen.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        boot: Option<u64>,
+        /// How often the device sends a keepalive while it has nothing to send.
+        keepalive_ms: u64,
+    },
 }
 
 impl Request {
@@ -296,10 +319,13 @@ impl Request {
             Request::Abort => "abort",
             Request::Bye => "bye",
             Request::Floor { .. } => "floor",
+            Request::Call { .. } => "call",
+            Request::Listen { .. } => "listen",
         }
     }
 
-    /// Whether the request changes the device. In an authenticated session
+    /// Whether the request changes the device (or, for `listen`, reads
+    /// what only an authenticated host may read). In an authenticated session
     /// these are sealed ([`crate::protocol::session`]); a device with a
     /// password or a signing key serves them only to an authenticated host.
     pub fn changes_state(&self) -> bool {
@@ -315,6 +341,8 @@ impl Request {
                 | Request::Rekey { .. }
                 | Request::Commit { .. }
                 | Request::Abort
+                | Request::Call { .. }
+                | Request::Listen { .. }
         );
         debug_assert_eq!(changes, STATE_OPS.contains(&self.op()));
         changes

@@ -5,9 +5,10 @@
 # server.py loads this module for such a request; it is unloaded again
 # when the device is idle (Server.idle()).
 import asyncio
+import json
 import os
 
-from uota import boot_state, config, floor, fs, hal, log, paths, release, session, settings
+from uota import boot_state, config, floor, fs, hal, log, paths, release, session, settings, wire
 from uota import manifest as mf
 from uota.errors import PushError, non_negative_int
 
@@ -261,3 +262,62 @@ async def op_abort(srv, conn, req):
     else:
         session.discard()
     await conn.send_ok()
+
+
+# --- RemoteIO (remoteio.py, docs/remoteio.md) ----------------------------------
+
+
+async def op_call(srv, conn, req):
+    from uota import remoteio
+
+    cid, name, args = req.get("id"), req.get("name"), req.get("args", {})
+    if not isinstance(cid, str) or not 0 < len(cid) <= 64 or not isinstance(name, str) or not isinstance(args, dict):
+        await conn.send_err("bad_request", "a call has an id (a string of at most 64 characters), a name and args (an object)")
+        return
+    ok, value, dup = await remoteio.call(cid, name, args)
+    boots = boot_state.current()["boots"]
+    if ok:
+        try:
+            await conn.send_ok(r=value, boot=boots, dup=dup)
+        except (TypeError, ValueError):
+            await conn.send_res({"ok": False, "err": "bad_result", "msg": "%s returned something JSON cannot hold" % name, "boot": boots, "dup": dup})
+    else:
+        code, msg, kind = value
+        await conn.send_res({"ok": False, "err": code, "msg": msg, "type": kind, "boot": boots, "dup": dup})
+
+
+async def op_listen(srv, conn, req):
+    """Stream the output ring from sequence number `from` as DATA frames
+    ({"s": first, "d": [texts]}; {"gap": n, "s": seq} for entries the ring
+    dropped before this listener read them; {"ka": 1, "s": next} every
+    keepalive_ms while there is nothing to send) until the link drops."""
+    from uota import remoteio
+
+    seq = req.get("from", 0)
+    boots = boot_state.current()["boots"]
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or req.get("boot", boots) != boots:
+        seq = 0  # a position in another boot's output: from this boot's start
+    ka = req.get("keepalive_ms", 2500)
+    ka = min(max(ka, 100), 60000) if isinstance(ka, int) and not isinstance(ka, bool) else 2500
+    await conn.send_ok(boot=boots, next=remoteio.next_seq(), capture=remoteio._limit)
+    budget = max(conn.max_frame // 2 - 64, 64)
+    last = hal.ticks_ms()
+    while True:
+        missed, start, texts = remoteio.since(seq, budget)
+        if missed:
+            await conn.send_frame(wire.DATA, json.dumps({"gap": missed, "s": start}).encode())
+        if texts:
+            payload = json.dumps({"s": start, "d": texts}).encode()
+            if len(payload) > conn.max_frame:  # escapes made it grow: one at a time
+                payload = json.dumps({"s": start, "d": [texts[0][:budget // 6]]}).encode()
+                texts = texts[:1]
+            await conn.send_frame(wire.DATA, payload)
+            seq = start + len(texts)
+        elif missed or hal.ticks_diff(hal.ticks_ms(), last) >= ka:
+            seq = start
+            await conn.send_frame(wire.DATA, json.dumps({"ka": 1, "s": seq}).encode())
+        else:
+            await asyncio.sleep_ms(20)
+            continue
+        last = hal.ticks_ms()
+        conn.progress()

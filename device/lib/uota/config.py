@@ -176,6 +176,13 @@ class Config:
         self.app = raw.get("app") or "main"
         self.max_frame = int(settings.MAX_FRAME)
         self.max_conns = int(raw.get("maxConnections", 4))
+        # RemoteIO (remoteio.py): a second port for the same protocol (0:
+        # none; a virtual device takes it from its supervisor), and the
+        # bytes of output kept for listeners (0: output not captured).
+        self.remoteio_port = int(_num(raw.get("remoteioPort"), 2019))
+        if hal.port_override() is not None:
+            self.remoteio_port = hal.remoteio_port_override()
+        self.remoteio_buffer = int(_num(raw.get("remoteioBuffer"), 4096))
         self.max_files = int(_num(raw.get("maxFiles"), 1000))
         self.sync_app_delay = int(raw.get("syncAppDelay", 15))
         self.ssid = raw.get("ssid") or ""

@@ -176,6 +176,16 @@ def port_override():
     return None
 
 
+def remoteio_port_override():
+    """A virtual device's RemoteIO port: UOTA_SIM_REMOTEIO_PORT, else none
+    (0), so that devices sharing an address do not fight over 2019."""
+    p = env("UOTA_SIM_REMOTEIO_PORT")
+    try:
+        return int(p) if p else 0
+    except ValueError:
+        return 0
+
+
 # Exit code of a virtual device whose listen address is taken (EADDRINUSE):
 # its supervisor stops with that error instead of restarting it.
 ADDR_IN_USE_EXIT_CODE = 98

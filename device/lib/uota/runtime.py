@@ -78,7 +78,13 @@ def _record_fail(reason):
 
 async def _main(cfg, resident):
     srv = server.Server(cfg)
-    srv.resident = resident
+    # RemoteIO's handlers and output ring live in uota.remoteio: it is
+    # never unloaded (an app imports it to register handlers).
+    srv.resident = resident + ("uota.remoteio",)
+    if cfg.remoteio_buffer:
+        from uota import remoteio
+
+        remoteio.start(cfg.remoteio_buffer)
     srv.start()
     while not await transports.start_all(cfg, srv):
         log.error("no transport started; retrying in 5 s")

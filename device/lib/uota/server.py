@@ -29,7 +29,7 @@ MIN_FRAME = 1024  # the smallest frame size a low heap falls back to
 # carries "seq" (one more than the last) and ends with ',"seal":"<hex>"}', an
 # HMAC under the session key of the request with that tail cut off
 # (docs/security.md, src/protocol/session.rs).
-STATE_OPS = ("rm", "reset", "wipe", "passwd", "floor", "begin", "file", "commit", "abort", "rekey")
+STATE_OPS = ("rm", "reset", "wipe", "passwd", "floor", "begin", "file", "commit", "abort", "rekey", "call", "listen")
 _MAC_TAIL = 75  # len(',"seal":"') + 64 + len('"}')
 # An unauthenticated connection to a device with secrets must authenticate
 # within this many ms, so floods of idle handshakes cannot fill the slots.

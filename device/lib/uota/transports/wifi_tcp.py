@@ -40,4 +40,11 @@ async def start(cfg, server):
         raise
     server.listeners.append(listener)
     log.info("listening on %s:%d (%s)" % (host, cfg.port, hal.wifi_address()))
+    # RemoteIO's port serves the same protocol (docs/remoteio.md).
+    rport = cfg.remoteio_port
+    if rport and rport != cfg.port:
+        try:
+            server.listeners.append(await asyncio.start_server(server.handle, host, rport, 4))
+        except OSError as e:
+            log.warn("RemoteIO port %d: %s" % (rport, e))
     return True

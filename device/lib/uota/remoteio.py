@@ -1,0 +1,209 @@
+# RemoteIO: the app's output for listeners, and calls to handlers the app
+# registers (docs/remoteio.md).
+#
+#   from uota import remoteio
+#
+#   @remoteio.on("set_led")
+#   def set_led(state=False):
+#       led.value(state)
+#       return {"led": state}
+#
+# Output: while RemoteIO is on (config remoteioBuffer > 0), print() also puts
+# what it prints into a ring buffer of remoteioBuffer bytes, each print one
+# entry with a sequence number (from 0 at every boot). Listeners (the OTA
+# server's `listen` request) get what the ring holds, then live entries; the
+# app never waits for them: when the ring is full the oldest entries go, and
+# a listener that had not read them is told how many it missed.
+#
+# Calls: the server's `call` request runs a handler with the JSON arguments
+# as keyword arguments; the reply carries its JSON result, or the exception's
+# type and message. The results of the last RESULTS call ids are kept, so a
+# call resent after a link drop (same id) gets its first reply and does not
+# run twice — within one boot: the replies carry the boot count, so the host
+# can tell when a device restarted between a call and its answer.
+import asyncio
+import builtins
+import sys
+
+from uota import hal
+
+RESULTS = 64
+CALL_TIMEOUT_MS = 10000  # an async handler that never returns
+
+_handlers = {}
+_limit = 0  # ring size in bytes; 0: output is not captured
+_ring = []  # texts; _first is the sequence number of _ring[0]
+_first = 0
+_size = 0
+_print = builtins.print
+_results = {}  # call id -> (ok, value) or None while it runs
+_order = []  # call ids, oldest first
+
+try:
+    import _thread
+
+    _lock = _thread.allocate_lock()
+except ImportError:
+    _lock = None
+
+
+def on(name):
+    """Register the decorated function (sync or async) as the handler of
+    calls named name; it gets the call's arguments as keyword arguments."""
+
+    def register(fn):
+        _handlers[name] = fn
+        return fn
+
+    return register
+
+
+def handler(name):
+    """The handler registered for name (built-ins included), or None."""
+    return _handlers.get(name) or _BUILTINS.get(name)
+
+
+# --- output -------------------------------------------------------------------
+
+
+def start(limit):
+    """Capture print() into a ring of limit bytes (0: not at all)."""
+    global _limit
+    _limit = int(limit)
+    if _limit > 0:
+        builtins.print = _captured
+
+
+def _captured(*args, sep=" ", end="\n", file=None):
+    if file is not None and file is not sys.stdout:
+        _print(*args, sep=sep, end=end, file=file)
+        return
+    text = sep.join([a if isinstance(a, str) else str(a) for a in args]) + end
+    _print(text, end="")
+    write(text)
+
+
+def write(text):
+    """Put text into the ring as one entry (print() does it for the app)."""
+    global _first, _size
+    if _limit <= 0:
+        return
+    if len(text) > _limit:
+        text = text[: _limit - 4] + "...\n"
+    if _lock:
+        _lock.acquire()
+    try:
+        _ring.append(text)
+        _size += len(text)
+        while _size > _limit:
+            _size -= len(_ring.pop(0))
+            _first += 1
+    finally:
+        if _lock:
+            _lock.release()
+
+
+def next_seq():
+    """The sequence number the next entry will get."""
+    return _first + len(_ring)
+
+
+def since(seq, budget):
+    """(missed, first_seq, texts): the entries from seq on, up to about
+    budget bytes; missed counts those before seq that the ring dropped."""
+    if _lock:
+        _lock.acquire()
+    try:
+        missed = _first - seq if seq < _first else 0
+        start = seq + missed
+        out = []
+        n = 0
+        i = start - _first
+        while i < len(_ring) and (n < budget or not out):
+            out.append(_ring[i])
+            n += len(_ring[i])
+            i += 1
+        return missed, start, out
+    finally:
+        if _lock:
+            _lock.release()
+
+
+# --- calls ----------------------------------------------------------------------
+
+
+def _remember(cid, result):
+    if cid not in _results:
+        _order.append(cid)
+        while len(_order) > RESULTS:
+            _results.pop(_order.pop(0), None)
+    _results[cid] = result
+
+
+async def call(cid, name, args):
+    """Run the call cid once: (ok, value, duplicate). ok False: value is
+    (error code, message, exception type)."""
+    if cid in _results:
+        while _results.get(cid, 1) is None:  # the first one still runs
+            await asyncio.sleep_ms(20)
+        done = _results.get(cid)
+        if done is not None:
+            return done[0], done[1], True
+    fn = handler(name)
+    if fn is None:
+        return False, ("unknown_handler", "no handler named %s" % name, ""), False
+    _remember(cid, None)
+    try:
+        r = fn(**args)
+        if hasattr(r, "send"):  # a coroutine: an async handler
+            r = await asyncio.wait_for_ms(r, CALL_TIMEOUT_MS)
+        if _plain(r):
+            result = (True, r)
+        else:
+            result = (False, ("bad_result", "%s returned a %s, which JSON cannot hold" % (name, type(r).__name__), "TypeError"))
+    except asyncio.TimeoutError:
+        result = (False, ("call_timeout", "%s did not return within %d ms" % (name, CALL_TIMEOUT_MS), "TimeoutError"))
+    except Exception as e:
+        result = (False, ("call_failed", "%s: %s" % (type(e).__name__, e), type(e).__name__))
+    _remember(cid, result)
+    return result[0], result[1], False
+
+
+def _plain(v, depth=0):
+    """Whether JSON holds v as it is (MicroPython's json.dumps writes the
+    repr of anything else, which no host can parse)."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return True
+    if depth > 20:
+        return False
+    if isinstance(v, (list, tuple)):
+        return all(_plain(x, depth + 1) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain(x, depth + 1) for k, x in v.items())
+    return False
+
+
+def _version():
+    from uota import release
+
+    return release.read_version()
+
+
+def _info():
+    return {
+        "version": _version(),
+        "platform": hal.platform(),
+        "id": hal.unique_id(),
+        "mem_free": hal.mem_free(),
+        "uptime_ms": hal.uptime_ms(),
+        "handlers": sorted(_handlers),
+    }
+
+
+_BUILTINS = {
+    "ping": lambda: "pong",
+    "uptime_ms": hal.uptime_ms,
+    "free_mem": hal.mem_free,
+    "version": _version,
+    "info": _info,
+}

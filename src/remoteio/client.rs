@@ -1,0 +1,221 @@
+//! RemoteIO across link drops: calls resent with their id until answered,
+//! and a listener that reconnects with backoff and resumes the output where
+//! it left off.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use crate::device::{CallReply, ConnectOptions, Device, Link};
+use crate::error::{Error, ErrorKind, Result};
+
+use super::stream::{OutputEvent, OutputStream};
+
+/// How calls and listeners behave.
+#[derive(Debug, Clone)]
+pub struct RemoteIoOptions {
+    /// A listener declares the link dead after this long without a frame
+    /// (the device sends a keepalive every quarter of it); default 10 s.
+    pub outage_after: Duration,
+    /// The time a call has, resends included (default 30 s).
+    pub call_timeout: Duration,
+    /// The first wait before reconnecting; it doubles up to 5 s.
+    pub backoff: Duration,
+}
+
+impl Default for RemoteIoOptions {
+    fn default() -> Self {
+        Self {
+            outage_after: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(30),
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+fn is_link_failure(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Transport | ErrorKind::Timeout)
+}
+
+fn next_backoff(d: Duration) -> Duration {
+    (d * 2).min(Duration::from_secs(5))
+}
+
+/// A new call id: random, so that no two hosts or runs share one.
+pub fn new_call_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Calls to one device over one connection, reopened when the link drops.
+pub struct Caller {
+    link: Link,
+    connect: ConnectOptions,
+    opts: RemoteIoOptions,
+    dev: Option<Device>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Caller {
+    /// Calls to the device at `link`.
+    pub fn new(link: Link, connect: ConnectOptions, opts: RemoteIoOptions) -> Self {
+        Self {
+            link,
+            connect,
+            opts,
+            dev: None,
+        }
+    }
+
+    /// Call handler `name` with `args`. When the link fails, the call is
+    /// sent again with the same id over a new connection (with backoff) until
+    /// [`RemoteIoOptions::call_timeout`]: the device runs it once.
+    ///
+    /// # Errors
+    ///
+    /// What [`Device::call`] returns, and [`Error::Timeout`] when no answer
+    /// came in time.
+    pub async fn call(&mut self, name: &str, args: Map<String, Value>) -> Result<CallReply> {
+        let id = new_call_id();
+        let deadline = Instant::now() + self.opts.call_timeout;
+        let mut wait = self.opts.backoff;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let tried = tokio::time::timeout_at(deadline, async {
+                if self.dev.is_none() {
+                    let opts = ConnectOptions {
+                        connect_retry: Duration::ZERO,
+                        ..self.connect.clone()
+                    };
+                    self.dev = Some(Device::open(&self.link, opts).await?);
+                }
+                let dev = self.dev.as_mut().expect("connected");
+                dev.call(&id, name, args.clone()).await
+            })
+            .await;
+            match tried {
+                Ok(Ok(mut reply)) => {
+                    reply.attempts = attempts;
+                    return Ok(reply);
+                }
+                Ok(Err(e)) if is_link_failure(&e) && Instant::now() + wait < deadline => {
+                    tracing::debug!(error = %e, attempts, "call: link failed; sending it again");
+                    self.dev = None;
+                    tokio::time::sleep(wait).await;
+                    wait = next_backoff(wait);
+                }
+                Ok(Err(e)) => {
+                    if is_link_failure(&e) {
+                        self.dev = None;
+                    }
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.dev = None;
+                    return Err(Error::Timeout {
+                        what: format!("the call {name} (sent {attempts} times)"),
+                        after: self.opts.call_timeout,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Close the connection.
+    pub async fn close(mut self) {
+        if let Some(dev) = self.dev.take() {
+            let _ = dev.close().await;
+        }
+    }
+}
+
+/// Stream the device's output to `on_event` until `stop` completes: after
+/// a link drop or an outage (no frame for
+/// [`RemoteIoOptions::outage_after`]) it reconnects with backoff and
+/// resumes from the first entry it has not seen, reporting gaps and restarts.
+///
+/// # Errors
+///
+/// Errors that reconnecting cannot mend (authentication, a runtime without
+/// RemoteIO); link failures are retried.
+pub async fn listen(
+    link: &Link,
+    connect: &ConnectOptions,
+    opts: &RemoteIoOptions,
+    on_event: &mut (dyn FnMut(&OutputEvent) + Send),
+    stop: impl Future<Output = ()>,
+) -> Result<()> {
+    let mut stream = OutputStream::new(opts.outage_after);
+    tokio::pin!(stop);
+    let mut wait = opts.backoff;
+    loop {
+        let session = listen_once(link, connect, &mut stream, on_event, &mut wait, opts);
+        let res = tokio::select! {
+            r = session => r,
+            () = &mut stop => return Ok(()),
+        };
+        let e = match res {
+            Ok(()) => continue,
+            Err(e) if is_link_failure(&e) || matches!(e.kind(), ErrorKind::Protocol) => e,
+            Err(e) => return Err(e),
+        };
+        on_event(&OutputEvent::LinkDown {
+            reason: e.to_string(),
+        });
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = &mut stop => return Ok(()),
+        }
+        wait = next_backoff(wait);
+    }
+}
+
+async fn listen_once(
+    link: &Link,
+    connect: &ConnectOptions,
+    stream: &mut OutputStream,
+    on_event: &mut (dyn FnMut(&OutputEvent) + Send),
+    wait: &mut Duration,
+    opts: &RemoteIoOptions,
+) -> Result<()> {
+    let copts = ConnectOptions {
+        connect_retry: Duration::ZERO,
+        ..connect.clone()
+    };
+    let mut dev = Device::open(link, copts).await?;
+    let boot = dev
+        .listen(stream.resume_from(), stream.boot(), stream.keepalive())
+        .await?;
+    *wait = opts.backoff;
+    for ev in stream.on_listen_reply(boot, std::time::Instant::now()) {
+        on_event(&ev);
+    }
+    loop {
+        let now = std::time::Instant::now();
+        let left = stream.deadline(now).saturating_duration_since(now);
+        match dev.next_output(left).await {
+            Ok(payload) => {
+                for ev in stream.on_data(&payload, std::time::Instant::now())? {
+                    on_event(&ev);
+                }
+            }
+            Err(Error::Timeout { .. }) => {
+                dev.cancel();
+                return Err(Error::Timeout {
+                    what: "the device's output (no frame, not even a keepalive)".into(),
+                    after: opts.outage_after,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

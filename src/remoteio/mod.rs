@@ -1,0 +1,17 @@
+//! RemoteIO: the device's output streamed to listeners, and calls to
+//! handlers its app registered (`@remoteio.on("name")`), over the OTA
+//! protocol's authenticated sessions (docs/remoteio.md).
+//!
+//! - [`OutputStream`] (sans-IO): the listener's position in the output,
+//!   duplicates dropped, gaps and restarts reported, outages detected.
+//! - [`listen`]: streams the output across link drops, reconnecting with
+//!   backoff and resuming where it left off.
+//! - [`Caller`]: calls that survive link drops: resent with their id, run
+//!   once by the device.
+
+mod client;
+mod stream;
+
+pub use crate::device::CallReply;
+pub use client::{listen, new_call_id, Caller, RemoteIoOptions};
+pub use stream::{OutputEvent, OutputStream};

@@ -1,0 +1,426 @@
+//! RemoteIO against real virtual devices: calls (run once across link
+//! drops), errors, authentication, and the output stream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{start, Setup, TestDevice};
+use serde_json::{json, Map, Value};
+use uota::device::Link;
+use uota::remoteio::{Caller, OutputEvent, RemoteIoOptions};
+
+/// An app with handlers that prints `tick N` every `period_ms`.
+fn app(period_ms: u32) -> String {
+    format!(
+        r#"import asyncio
+import os
+from uota import remoteio
+
+remoteio.CALL_TIMEOUT_MS = 500
+try:
+    os.mkdir("/data")
+except OSError:
+    pass
+
+
+@remoteio.on("append")
+def append(n=0):
+    with open("/data/calls.txt", "a") as f:
+        f.write("%d\n" % n)
+    return n
+
+
+@remoteio.on("add")
+async def add(a=0, b=0):
+    await asyncio.sleep_ms(1)
+    return a + b
+
+
+@remoteio.on("boom")
+def boom():
+    raise ValueError("boom")
+
+
+@remoteio.on("hang")
+async def hang():
+    await asyncio.sleep(3600)
+
+
+@remoteio.on("unjsonable")
+def unjsonable():
+    return object()
+
+
+async def run():
+    n = 0
+    while True:
+        print("tick", n)
+        n += 1
+        await asyncio.sleep_ms({period_ms})
+"#
+    )
+}
+
+async fn device_with_app(setup: Setup, period_ms: u32) -> TestDevice {
+    let t = start(setup).await;
+    std::fs::write(t.project.join("main.py"), app(period_ms)).unwrap();
+    t.push_project("1.0.0").await.expect("push the app");
+    t
+}
+
+fn caller(t: &TestDevice, link: Link) -> Caller {
+    Caller::new(link, t.options(), RemoteIoOptions::default())
+}
+
+fn args(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn code_of(e: &uota::Error) -> String {
+    match e {
+        uota::Error::Device { code, .. } => code.as_str().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_return_results_and_errors_and_the_device_keeps_serving() {
+    let t = device_with_app(
+        Setup {
+            key: Some("remoteio-key"),
+            ..Setup::default()
+        },
+        1000,
+    )
+    .await;
+    let mut c = caller(&t, Link::tcp(t.host(), t.port()));
+    assert_eq!(c.call("ping", Map::new()).await.unwrap().value, "pong");
+    assert_eq!(c.call("version", Map::new()).await.unwrap().value, "1.0.0");
+    assert!(c
+        .call("uptime_ms", Map::new())
+        .await
+        .unwrap()
+        .value
+        .as_u64()
+        .is_some());
+    assert!(
+        c.call("free_mem", Map::new())
+            .await
+            .unwrap()
+            .value
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let info = c.call("info", Map::new()).await.unwrap().value;
+    assert!(
+        info["handlers"].as_array().unwrap().contains(&json!("add")),
+        "{info}"
+    );
+    let r = c.call("add", args(json!({"a": 2, "b": 40}))).await.unwrap();
+    assert_eq!(r.value, 42);
+    assert!(!r.duplicate);
+    for (name, a, code, says) in [
+        ("nope", json!({}), "unknown_handler", "nope"),
+        ("boom", json!({}), "call_failed", "ValueError: boom"),
+        ("hang", json!({}), "call_timeout", "500 ms"),
+        ("add", json!({"c": 1}), "call_failed", "TypeError"),
+        ("unjsonable", json!({}), "bad_result", "JSON"),
+    ] {
+        let e = c.call(name, args(a)).await.unwrap_err();
+        assert_eq!(code_of(&e), code, "{name}: {e}");
+        assert!(e.to_string().contains(says), "{name}: {e}");
+    }
+    // A burst of 1,000 calls on one connection: every one answered, in order.
+    for i in 0..1000 {
+        let r = c.call("add", args(json!({"a": i, "b": 1}))).await.unwrap();
+        assert_eq!(r.value, i + 1);
+    }
+    c.close().await;
+    // OTA still works.
+    t.push_project("1.0.1")
+        .await
+        .expect("a push after the calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_need_the_key_and_a_captured_call_cannot_be_replayed() {
+    let t = device_with_app(
+        Setup {
+            password: Some("pw-remoteio"),
+            key: Some("remoteio-key"),
+            ..Setup::default()
+        },
+        1000,
+    )
+    .await;
+    // No password: refused.
+    let mut anon = Caller::new(
+        Link::tcp(t.host(), t.port()),
+        uota::device::ConnectOptions::default(),
+        RemoteIoOptions::default(),
+    );
+    let e = anon
+        .call("append", args(json!({"n": 1})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), uota::ErrorKind::Auth, "{e}");
+    // A wrong password: refused.
+    let mut wrong = Caller::new(
+        Link::tcp(t.host(), t.port()),
+        uota::device::ConnectOptions {
+            password: Some(uota::auth::Password::new("nope")),
+            ..uota::device::ConnectOptions::default()
+        },
+        RemoteIoOptions::default(),
+    );
+    let e = wrong
+        .call("append", args(json!({"n": 1})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), uota::ErrorKind::Auth, "{e}");
+    // A call request without the session's seal (as a replay would be): refused.
+    let mut raw = common::RawClient::connect(&t, true).await;
+    raw.authenticate(uota::auth::AuthMethod::Key, b"remoteio-key")
+        .await;
+    raw.req_raw(json!({"op": "call", "id": "x1", "name": "append", "args": {"n": 7}}))
+        .await;
+    let r = raw.response().await.unwrap_or(Value::Null);
+    assert_eq!(r["err"], "unbound", "{r}");
+    assert!(!t.root.join("data/calls.txt").exists(), "nothing ran");
+}
+
+/// A relay to the device that cuts every connection after a random number
+/// of bytes in either direction.
+async fn cutting_relay(to: (String, u16)) -> (String, u16) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (host, port) = common::unique_addr();
+    let l = tokio::net::TcpListener::bind((host.as_str(), port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        while let Ok((client, _)) = l.accept().await {
+            let Ok(device) = tokio::net::TcpStream::connect((to.0.as_str(), to.1)).await else {
+                continue;
+            };
+            let (up_cut, down_cut) = (200 + next() % 3000, 300 + next() % 3000);
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut dr, mut dw) = device.into_split();
+                async fn pipe(
+                    r: &mut (impl AsyncReadExt + Unpin),
+                    w: &mut (impl AsyncWriteExt + Unpin),
+                    cut: u64,
+                ) {
+                    let mut buf = vec![0u8; 1024];
+                    let mut total = 0u64;
+                    loop {
+                        let n = match r.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let allowed = (cut - total).min(n as u64) as usize;
+                        if w.write_all(&buf[..allowed]).await.is_err() {
+                            return;
+                        }
+                        total += allowed as u64;
+                        if total >= cut {
+                            return;
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = pipe(&mut cr, &mut dw, up_cut) => {}
+                    _ = pipe(&mut dr, &mut cw, down_cut) => {}
+                }
+            });
+        }
+    });
+    (host, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_calls_through_a_cutting_link_each_run_once() {
+    let t = device_with_app(
+        Setup {
+            key: Some("remoteio-key"),
+            ..Setup::default()
+        },
+        1000,
+    )
+    .await;
+    let (host, port) = cutting_relay((t.host().to_string(), t.port())).await;
+    let mut c = Caller::new(
+        Link::tcp(&host, port),
+        t.options(),
+        RemoteIoOptions {
+            backoff: Duration::from_millis(20),
+            call_timeout: Duration::from_secs(60),
+            ..RemoteIoOptions::default()
+        },
+    );
+    let mut resent = 0;
+    let mut duplicates = 0;
+    for n in 0..200 {
+        let r = c
+            .call("append", args(json!({"n": n})))
+            .await
+            .unwrap_or_else(|e| panic!("call {n}: {e}\n{}", t.log()));
+        assert_eq!(r.value, n, "call {n} returned its own result");
+        resent += (r.attempts > 1) as u32;
+        duplicates += r.duplicate as u32;
+    }
+    c.close().await;
+    let text = std::fs::read_to_string(t.root.join("data/calls.txt")).unwrap();
+    let got: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
+    let want: Vec<u64> = (0..200).collect();
+    assert_eq!(got, want, "every call ran exactly once, in order");
+    eprintln!("{resent} calls were sent more than once; {duplicates} answered as duplicates");
+    assert!(resent > 0, "the relay cut some calls");
+}
+
+/// Collect output events until `done` says so (or 60 s pass).
+async fn listen_until(
+    t: &TestDevice,
+    done: impl Fn(&[OutputEvent]) -> bool + Send,
+) -> Vec<OutputEvent> {
+    let link = Link::tcp(t.host(), t.port());
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut tx = Some(tx);
+    let mut on_event = move |ev: &OutputEvent| {
+        let mut v = seen.lock().unwrap();
+        v.push(ev.clone());
+        if done(&v) {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(());
+            }
+        }
+    };
+    let stop = async {
+        let _ = tokio::time::timeout(Duration::from_secs(60), rx).await;
+    };
+    let opts = RemoteIoOptions {
+        outage_after: Duration::from_secs(2),
+        backoff: Duration::from_millis(50),
+        ..RemoteIoOptions::default()
+    };
+    uota::remoteio::listen(&link, &t.options(), &opts, &mut on_event, stop)
+        .await
+        .unwrap();
+    let v = events.lock().unwrap().clone();
+    v
+}
+
+fn ticks(evs: &[OutputEvent]) -> Vec<(u64, u64)> {
+    evs.iter()
+        .filter_map(|e| match e {
+            OutputEvent::Line { seq, text } => text
+                .strip_prefix("tick ")
+                .and_then(|n| n.trim().parse().ok())
+                .map(|n| (*seq, n)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_see_every_line_once_while_a_push_restarts_the_device() {
+    let t = std::sync::Arc::new(device_with_app(Setup::default(), 5).await);
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        let t = t.clone();
+        listeners.push(tokio::spawn(async move {
+            listen_until(&t, |evs| {
+                evs.iter()
+                    .any(|e| matches!(e, OutputEvent::Restarted { .. }))
+                    && ticks(evs).last().is_some_and(|(_, n)| *n >= 20)
+                    && evs
+                        .iter()
+                        .rev()
+                        .take_while(|e| !matches!(e, OutputEvent::Restarted { .. }))
+                        .count()
+                        > 20
+            })
+            .await
+        }));
+    }
+    // Wait until the listeners hear ticks, then push (the device restarts).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.push_project("2.0.0")
+        .await
+        .expect("a push while three listen");
+    for l in listeners {
+        let evs = l.await.unwrap();
+        let restart = evs
+            .iter()
+            .position(|e| matches!(e, OutputEvent::Restarted { .. }))
+            .expect("the listener saw the restart");
+        for part in [&evs[..restart], &evs[restart + 1..]] {
+            let lines: Vec<u64> = part
+                .iter()
+                .filter_map(|e| match e {
+                    OutputEvent::Line { seq, .. } => Some(*seq),
+                    _ => None,
+                })
+                .collect();
+            assert!(!lines.is_empty());
+            let contiguous: Vec<u64> = (lines[0]..lines[0] + lines.len() as u64).collect();
+            assert_eq!(lines, contiguous, "no line twice, none missing");
+            assert!(
+                !part.iter().any(|e| matches!(e, OutputEvent::Gap { .. })),
+                "a fast listener misses nothing: {part:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_away_longer_than_the_buffer_resumes_and_is_told_what_it_missed() {
+    let t = device_with_app(Setup::default(), 5).await;
+    let mut dev = t.connect().await;
+    let boot = dev.listen(0, None, Duration::from_secs(1)).await.unwrap();
+    let mut stream = uota::remoteio::OutputStream::new(Duration::from_secs(4));
+    stream.on_listen_reply(boot, std::time::Instant::now());
+    while stream.resume_from() < 10 {
+        let p = dev.next_output(Duration::from_secs(5)).await.unwrap();
+        stream.on_data(&p, std::time::Instant::now()).unwrap();
+    }
+    dev.cancel();
+    let resume = stream.resume_from();
+    // Away for 5 s: the app prints some 1,000 lines; the buffer holds fewer.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut dev = t.connect().await;
+    let again = dev
+        .listen(resume, Some(boot), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        stream
+            .on_listen_reply(again, std::time::Instant::now())
+            .is_empty(),
+        "same boot"
+    );
+    let mut evs = Vec::new();
+    while !evs.iter().any(|e| matches!(e, OutputEvent::Line { .. })) {
+        let p = dev.next_output(Duration::from_secs(5)).await.unwrap();
+        evs.extend(stream.on_data(&p, std::time::Instant::now()).unwrap());
+    }
+    let OutputEvent::Gap { missed } = evs[0] else {
+        panic!("a gap first: {evs:?}");
+    };
+    let OutputEvent::Line { seq, .. } = evs[1] else {
+        panic!("then lines: {evs:?}");
+    };
+    assert_eq!(seq, resume + missed, "resumes right after what it missed");
+    assert!(missed > 0, "{missed}");
+}
