@@ -824,6 +824,7 @@ class VirtualDevice:
         interpreter: Optional[_StrPath] = None,
         runtime: Literal["py", "mpy", "auto"] = "py",
         flash_size: Optional[int] = ...,
+        device_id: Optional[str] = None,
     ) -> VirtualDevice:
         """Describe a virtual device; ``start()`` boots it.
 
@@ -849,6 +850,10 @@ class VirtualDevice:
                 free space is this less what the folder holds; default
                 1441792, a 4 MB ESP32's filesystem); ``None`` reports the
                 host disk's.
+            device_id: The id the device reports (``Device.info()["id"]``, its
+                hello, ``Discovered.id``), as a board reports its unique id;
+                per-device keys derive from it (``derive_device_key``).
+                Default: ``"sim-<host>-<port>"``.
 
         Raises:
             InvalidArgument: Both ``root`` and ``image`` given.
