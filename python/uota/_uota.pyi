@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, Optional, Union, final
 
-from typing_extensions import Self, TypeAlias, TypedDict, Unpack
+from typing_extensions import Required, Self, TypeAlias, TypedDict, Unpack
 
 _StrPath: TypeAlias = Union[str, os.PathLike[str]]
 """A file system path."""
@@ -133,7 +133,11 @@ __all__ = [
     "ConfigError",
     "Device",
     "DeviceError",
+    "DeviceState",
     "DirEntry",
+    "Discovered",
+    "Fleet",
+    "FleetDevice",
     "HashMismatch",
     "ReleaseRefused",
     "Repl",
@@ -144,6 +148,7 @@ __all__ = [
     "Manifest",
     "ProtocolError",
     "PushReport",
+    "RolloutReport",
     "SignatureMismatch",
     "TransportError",
     "UotaError",
@@ -152,6 +157,8 @@ __all__ = [
     "WrongDevice",
     "__version__",
     "derive_device_key",
+    "rollout",
+    "rollout_async",
     "run_cli",
 ]
 
@@ -824,6 +831,7 @@ class VirtualDevice:
         interpreter: Optional[_StrPath] = None,
         runtime: Literal["py", "mpy", "auto"] = "py",
         flash_size: Optional[int] = ...,
+        device_id: Optional[str] = None,
     ) -> VirtualDevice:
         """Describe a virtual device; ``start()`` boots it.
 
@@ -849,6 +857,10 @@ class VirtualDevice:
                 free space is this less what the folder holds; default
                 1441792, a 4 MB ESP32's filesystem); ``None`` reports the
                 host disk's.
+            device_id: The id the device reports (``Device.info()["id"]``, its
+                hello, ``Discovered.id``), as a board reports its unique id;
+                per-device keys derive from it (``derive_device_key``).
+                Default: ``"sim-<host>-<port>"``.
 
         Raises:
             InvalidArgument: Both ``root`` and ``image`` given.
@@ -907,3 +919,555 @@ class VirtualDevice:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> Awaitable[None]: ...
+
+# ----- fleets -----
+
+_DeviceStatus: TypeAlias = Literal["updated", "unchanged", "failed", "rolled_back", "not_reached", "skipped"]
+"""How a device ended in a rollout: ``"updated"`` (it committed the release,
+and confirmed it with a health wait), ``"unchanged"`` (it already ran it:
+nothing was sent), ``"failed"`` (the push failed or the release was refused;
+it keeps the release it had), ``"rolled_back"`` (it took the release, then
+went back to the one before), ``"not_reached"`` (the rollout stopped before
+starting it), ``"skipped"`` (another entry of the rollout reached the same
+device)."""
+
+_Outcome: TypeAlias = Literal["success", "devices_failed", "stopped", "cancelled"]
+"""How a rollout ended: ``"success"`` (every device updated or unchanged, or
+skipped as a duplicate), ``"devices_failed"`` (some failed; the rollout went
+on), ``"stopped"`` (``max_failures`` was crossed: no further device was
+started), ``"cancelled"``."""
+
+_Threshold: TypeAlias = Union[int, str]
+"""Failures a rollout tolerates: a number of devices (``0``, ``3``, or
+``"3"``) or a percentage of them (``"10%"``)."""
+
+class _FleetDeviceSpec(TypedDict, total=False):
+    """An inventory entry as a dict (``Fleet(devices=[...])``), with the keys
+    of ``config/fleet.json``. ``name`` is required, and exactly one of
+    ``host`` and ``serial``; another key is an ``InvalidArgument``.
+
+    Attributes:
+        name: A name unique within the inventory.
+        host: The device's network address.
+        port: Its OTA port (default 2018); only with ``host``.
+        serial: A serial port instead (``"/dev/ttyUSB0"``, ``"COM3"``, ``"auto"``).
+        baud: The serial baud rate (default 115200).
+        tags: Labels to select it by (``"tag:canary"``).
+        id: The id the device must report at that address (per-device keys
+            are derived from it); another device answering there is refused.
+    """
+
+    name: Required[str]
+    host: Optional[str]
+    port: Optional[int]
+    serial: Optional[str]
+    baud: Optional[int]
+    tags: Sequence[str]
+    id: Optional[str]
+
+class _DeviceFailure(TypedDict):
+    """Why a device failed, was skipped or was not reached.
+
+    Attributes:
+        kind: The error's kind: the name of the exception class that a push
+            to that device alone would have raised, without its suffix
+            (``"SignatureMismatch"``, ``"Transport"``, ``"Timeout"``,
+            ``"WrongDevice"``, ...), or ``"RolledBack"``, ``"Skipped"``,
+            ``"NotReached"``.
+        message: What happened.
+    """
+
+    kind: str
+    message: str
+
+_DeviceResult = TypedDict(
+    "_DeviceResult",
+    {
+        "name": str,
+        "id": Optional[str],
+        "address": str,
+        "group": int,
+        "from": Optional[str],
+        "to": str,
+        "status": _DeviceStatus,
+        "error": Optional[_DeviceFailure],
+        "attempts": int,
+        "seconds": float,
+        "bytes": int,
+    },
+)
+"""One device's outcome in a rollout (``RolloutReport.devices``, the
+``"device"`` of a ``device_finished`` event), keyed as ``to_json()`` has it:
+``name`` (its inventory name), ``id`` (the id it reported, when reached),
+``address``, ``group`` (its wave, from 1), ``from`` (the version it ran
+before, when reached), ``to`` (the version rolled out), ``status``
+(``_DeviceStatus``), ``error`` (``_DeviceFailure`` or ``None``),
+``attempts`` (1 plus the retries used), ``seconds`` (time spent on it,
+health wait included), ``bytes`` (bytes that crossed the link, both ways)."""
+
+class _Counts(TypedDict):
+    """Devices per status (``RolloutReport.summary``, a wave's ``counts``).
+
+    Attributes:
+        updated: Devices ``"updated"``.
+        unchanged: Devices ``"unchanged"``.
+        failed: Devices ``"failed"``.
+        rolled_back: Devices ``"rolled_back"``.
+        not_reached: Devices ``"not_reached"``.
+        skipped: Devices ``"skipped"``.
+    """
+
+    updated: int
+    unchanged: int
+    failed: int
+    rolled_back: int
+    not_reached: int
+    skipped: int
+
+class _GroupSummary(TypedDict):
+    """One wave of a rollout (``RolloutReport.groups``).
+
+    Attributes:
+        group: The wave, from 1.
+        devices: Devices in it.
+        counts: Its devices per status.
+        seconds: Its wall time.
+    """
+
+    group: int
+    devices: int
+    counts: _Counts
+    seconds: float
+
+_FleetEvent: TypeAlias = dict[str, Any]
+"""A rollout event (``rollout(on_event=...)``), with an ``"event"`` key; plain
+JSON values, so ``json.dumps(ev)`` logs it:
+
+- ``{"event": "group_started", "group": int, "devices": int}``: a wave starts
+  with this many devices to do (those a resumed rollout finished excluded);
+- ``{"event": "device_started", "name": str, "group": int, "attempt": int}``:
+  work on a device starts (again, for a retry; ``attempt`` is 1 first);
+- ``{"event": "device_retrying", "name": str, "attempt": int, "error": str,
+  "after": float}``: the device's link failed; it is tried again after
+  ``after`` seconds;
+- ``{"event": "health_waiting", "name": str}``: the device committed; the
+  rollout waits for it to confirm the release (``health_wait``);
+- ``{"event": "device_finished", "device": _DeviceResult}``: a device is
+  done with;
+- ``{"event": "group_finished", "group": int, "devices": int, "counts":
+  _Counts, "seconds": float}``: a wave is done with;
+- ``{"event": "stopping", "reason": str}``: no further device will be started.
+"""
+
+@final
+class FleetDevice:
+    """One device of a fleet inventory: a name, an address (network or
+    serial), tags and the id it must report. Immutable; equal when every
+    field is.
+
+    Example:
+        ```python
+        d = uota.FleetDevice("hall-1", host="10.0.4.21", tags=["canary"], id="a4cf12")
+        ```
+    """
+
+    def __new__(
+        cls,
+        name: str,
+        *,
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        serial: Optional[str] = None,
+        baud: Optional[int] = None,
+        tags: Sequence[str] = ...,
+        id: Optional[str] = None,
+    ) -> FleetDevice:
+        """An inventory entry (the keys of ``config/fleet.json``).
+
+        Args:
+            name: A name unique within the inventory.
+            host: The device's network address.
+            port: Its OTA port (default 2018); only with ``host``.
+            serial: A serial port instead of ``host`` (``"/dev/ttyUSB0"``,
+                ``"COM3"``, or ``"auto"`` for the one board attached).
+            baud: The serial baud rate (default 115200).
+            tags: Labels to select it by (``Fleet.select("tag:canary")``).
+            id: The id the device must report at that address.
+
+        Raises:
+            InvalidArgument: No name, both or neither of ``host`` and
+                ``serial``, ``port`` with ``serial``, port 0, an empty tag or one
+                holding a comma, an empty ``id``.
+        """
+    @property
+    def name(self) -> str:
+        """Its name, unique within the inventory."""
+    @property
+    def host(self) -> Optional[str]:
+        """Its network address (``None`` for a serial device)."""
+    @property
+    def port(self) -> Optional[int]:
+        """Its OTA port as the inventory gives it (``None``: 2018)."""
+    @property
+    def serial(self) -> Optional[str]:
+        """Its serial port (``None`` for a network device)."""
+    @property
+    def baud(self) -> Optional[int]:
+        """Its serial baud rate as the inventory gives it (``None``: 115200)."""
+    @property
+    def tags(self) -> list[str]:
+        """Its tags."""
+    @property
+    def id(self) -> Optional[str]:
+        """The id the device must report at its address (``None``: any)."""
+    @property
+    def address(self) -> str:
+        """``"host:port"``, or the serial port."""
+    @property
+    def link(self) -> str:
+        """The link to it, as ``Device.open`` takes it (``"tcp://10.0.4.21:2018"``)."""
+    def __eq__(self, other: object, /) -> bool: ...
+
+@final
+class Discovered:
+    """A device that answered a scan (``Fleet.scan``): what its hello says.
+    A scan never authenticates."""
+
+    @property
+    def host(self) -> str:
+        """Its address."""
+    @property
+    def port(self) -> int:
+        """Its OTA port."""
+    @property
+    def protocol(self) -> Literal["uota", "micro-ota"]:
+        """``"uota"``, or ``"micro-ota"`` for a device running micro-ota's runtime."""
+    @property
+    def id(self) -> Optional[str]:
+        """Its id (uota devices)."""
+    @property
+    def runtime(self) -> Optional[str]:
+        """The version of its uota runtime."""
+    @property
+    def version(self) -> Optional[str]:
+        """The version of its active release."""
+    @property
+    def release(self) -> Optional[int]:
+        """The highest release number it has accepted."""
+    @property
+    def state(self) -> Optional[Literal["confirmed", "pending"]]:
+        """``"confirmed"``, or ``"pending"`` while its release waits for confirmation."""
+    @property
+    def auth(self) -> bool:
+        """Whether it requires a password or key for everything."""
+
+@final
+class DeviceState:
+    """What one device reported to ``Fleet.status``, or why it could not be asked."""
+
+    @property
+    def name(self) -> str:
+        """Its inventory name."""
+    @property
+    def address(self) -> str:
+        """Where it was asked."""
+    @property
+    def reachable(self) -> bool:
+        """Whether it answered."""
+    @property
+    def id(self) -> Optional[str]:
+        """The id it reported."""
+    @property
+    def version(self) -> Optional[str]:
+        """The version of its active release."""
+    @property
+    def release(self) -> Optional[int]:
+        """The highest release number it has accepted."""
+    @property
+    def state(self) -> Optional[str]:
+        """``"confirmed"``, or ``"pending"`` while its release waits for confirmation."""
+    @property
+    def last_rollback(self) -> Optional[dict[str, Any]]:
+        """Its last rollback (``from``, ``to``, ``reason``), if any."""
+    @property
+    def boot(self) -> Optional[dict[str, Any]]:
+        """Boots so far and crashes in a row (``boots``, ``crashes``, ``clean``)."""
+    @property
+    def runtime(self) -> Optional[str]:
+        """The version of its uota runtime."""
+    @property
+    def error(self) -> Optional[str]:
+        """Why it could not be asked, or that it reported another id than
+        the inventory expects (``None`` when all went well)."""
+
+@final
+class Fleet:
+    """A fleet inventory: devices with names, addresses, tags and expected
+    ids, in the order rollouts take them (canaries first). Immutable:
+    ``select`` returns a new ``Fleet``.
+
+    Example:
+        ```python
+        fleet = uota.Fleet.load("my-project/config/fleet.json").select("tag:hall")
+        for state in fleet.status("my-project"):
+            print(state.name, state.version, state.state, state.error)
+        ```
+    """
+
+    def __new__(cls, devices: Sequence[Union[FleetDevice, _FleetDeviceSpec]] = ...) -> Fleet:
+        """An inventory of ``devices``: ``FleetDevice``s, or dicts with the
+        keys of ``config/fleet.json`` (see ``_FleetDeviceSpec``).
+
+        Raises:
+            InvalidArgument: An entry is incomplete or has an unknown key, or
+                two have one name or one address.
+            TypeError: An element is neither a ``FleetDevice`` nor a dict.
+        """
+    @staticmethod
+    def load(path: _StrPath) -> Fleet:
+        """Read an inventory file (a project's ``config/fleet.json``).
+
+        Raises:
+            ConfigError: The file is missing, is not valid JSON, has unknown
+                keys, or an entry is incomplete or repeated.
+        """
+    @property
+    def devices(self) -> list[FleetDevice]:
+        """The devices, in inventory order."""
+    def select(self, selection: str) -> Fleet:
+        """The devices ``selection`` takes, as a new ``Fleet`` (in inventory order).
+
+        Args:
+            selection: Comma-separated terms, a device is taken when any
+                matches: ``tag:T`` (it has tag T), ``id:I`` (its expected id),
+                ``name:GLOB`` or a bare ``GLOB`` (its name; ``*`` and ``?``
+                are wildcards), e.g. ``"tag:canary,hall-*"``.
+
+        Raises:
+            InvalidArgument: A malformed selection, or one that matches no device.
+        """
+    @staticmethod
+    def scan(
+        cidr: str,
+        *,
+        port: int = 2018,
+        timeout: float = 1.0,
+        concurrency: int = 256,
+        force: bool = False,
+    ) -> list[Discovered]:
+        """Find the devices of an address range: every address is probed on
+        ``port`` (``concurrency`` at once) and each device that answers says
+        its hello (no password is sent). Addresses where nothing listens, or
+        something that is not a device answers, are left out.
+
+        With ``UOTA_LOOPBACK_ONLY`` set in the environment (tests, CI), an
+        address outside ``127.0.0.0/8`` is refused.
+
+        Args:
+            cidr: ``"a.b.c.d/n"``, one address, or ``"::1"``; for prefixes of
+                /30 and shorter the network and broadcast addresses are left out.
+            port: The OTA port probed.
+            timeout: Seconds allowed per address (connect and hello).
+            concurrency: Addresses probed at once.
+            force: Scan a range larger than a /16.
+
+        Returns:
+            The devices that answered, in address order.
+
+        Raises:
+            InvalidArgument: A malformed range, one larger than a /16 without
+                ``force``, or one outside loopback under ``UOTA_LOOPBACK_ONLY``
+                (nothing is sent then); a ``timeout`` that is not above 0.
+        """
+    @staticmethod
+    def scan_async(
+        cidr: str,
+        *,
+        port: int = 2018,
+        timeout: float = 1.0,
+        concurrency: int = 256,
+        force: bool = False,
+    ) -> Awaitable[list[Discovered]]:
+        """Async ``scan``."""
+    def status(
+        self,
+        project: Optional[_StrPath] = None,
+        *,
+        concurrency: int = 16,
+        timeout: float = 15.0,
+    ) -> list[DeviceState]:
+        """Ask every device for its release state, ``concurrency`` at once.
+
+        A device that cannot be reached, or reports another id than the
+        inventory expects, is in the list with ``error`` set; this never
+        raises for one device.
+
+        Args:
+            project: A project folder whose secrets (password, keys) and
+                ``protocol`` are used to connect (default: none).
+            concurrency: Devices asked at once.
+            timeout: Seconds allowed per device.
+
+        Returns:
+            One ``DeviceState`` per device, in inventory order.
+
+        Raises:
+            ConfigError: ``project``'s configuration is missing or malformed.
+            InvalidArgument: A ``timeout`` that is not above 0.
+        """
+    def status_async(
+        self,
+        project: Optional[_StrPath] = None,
+        *,
+        concurrency: int = 16,
+        timeout: float = 15.0,
+    ) -> Awaitable[list[DeviceState]]:
+        """Async ``status``."""
+    def __len__(self) -> int:
+        """The number of devices."""
+
+@final
+class RolloutReport:
+    """What a rollout did: per device, per wave, and in all."""
+
+    @property
+    def id(self) -> str:
+        """The rollout's id; its state is ``.uota/rollouts/<id>.json`` in the
+        project (``rollout(..., resume=id)`` continues it)."""
+    @property
+    def mode(self) -> Literal["full", "fast"]:
+        """The push mode."""
+    @property
+    def version(self) -> str:
+        """The version rolled out."""
+    @property
+    def outcome(self) -> _Outcome:
+        """How it ended (see ``_Outcome``)."""
+    @property
+    def stopped(self) -> Optional[str]:
+        """Why it stopped early, when it did (a threshold crossed, a cancel)."""
+    @property
+    def devices(self) -> list[_DeviceResult]:
+        """Per device, in rollout order (``_DeviceResult`` dicts, as ``to_json()`` has them)."""
+    @property
+    def groups(self) -> list[_GroupSummary]:
+        """Per wave."""
+    @property
+    def summary(self) -> _Counts:
+        """Devices per status, over every device."""
+    @property
+    def seconds(self) -> float:
+        """Wall time of this run (of the resumed part, for a resumed rollout)."""
+    @property
+    def ok(self) -> bool:
+        """Whether ``outcome`` is ``"success"``."""
+    def to_json(self) -> str:
+        """The report as JSON text, as ``uota --json full --all`` prints it
+        (without its ``ok``): ``id``, ``mode``, ``version``, ``outcome``,
+        ``stopped``, ``devices``, ``groups``, ``summary``, ``seconds``."""
+    def to_junit(self) -> str:
+        """The report as a JUnit XML document for CI systems: one test suite
+        per wave, one test case per device; failed and rolled-back devices
+        are failures, devices not reached or skipped are skipped test cases."""
+
+def rollout(
+    project: _StrPath,
+    *,
+    fleet: Optional[Fleet] = None,
+    select: Optional[str] = None,
+    mode: _PushMode = "full",
+    version: Optional[str] = None,
+    groups: str = "100%",
+    concurrency: int = 16,
+    max_failures: Optional[_Threshold] = None,
+    health_wait: Optional[float] = None,
+    retries: int = 2,
+    retry_backoff: float = 1.0,
+    device_timeout: float = 300.0,
+    pause_between: float = 0.0,
+    resume: Union[None, bool, str] = None,
+    on_event: Optional[Callable[[_FleetEvent], object]] = None,
+) -> RolloutReport:
+    """Roll the project's release out to a fleet, in waves (blocking), as
+    ``uota full --all`` / ``uota fast --all`` do.
+
+    The release is built once (``.mpy`` compiled as for ``Device.push``);
+    every device gets a session of its own, signed for it (``signingKey``,
+    or the key its id derives from ``fleetKey``, of the project's
+    ``config/.ota.secrets.json``). A device's failure is in the report, not
+    raised. The state is written to ``.uota/rollouts/<id>.json`` in the
+    project after every device, so that ``resume`` continues a rollout that
+    stopped, was interrupted (Ctrl-C: the devices in flight are cut off and
+    keep their previous release) or crashed.
+
+    Every argument is checked, and the project read and the release built,
+    before anything is sent to a device.
+
+    Args:
+        project: The project folder (holding ``config/ota.json``).
+        fleet: The devices (default: the project's ``config/fleet.json``).
+        select: Which of them (see ``Fleet.select``; default: all).
+        mode: ``"full"`` or ``"fast"`` (see ``_PushMode``).
+        version: The release version (default: ``version`` from the config).
+        groups: The waves, cumulative: ``"1,10%,100%"`` is one canary device,
+            then up to a tenth of the devices, then the rest; devices beyond
+            the last size form one more wave.
+        concurrency: Devices pushed at once within a wave.
+        max_failures: Failures tolerated per wave and over the whole rollout
+            (``_Threshold``); crossing it starts no further device (outcome
+            ``"stopped"``, the rest ``"not_reached"``). ``None``: never stop.
+        health_wait: After a device commits, wait up to this many seconds
+            for it to confirm the release; a rollback, a crash loop or the
+            time running out fail the device. ``None``: the commit is enough.
+        retries: Attempts after the first, for link failures only (a
+            refused release or a wrong key is never retried).
+        retry_backoff: Seconds before the first retry, doubling for each further one.
+        device_timeout: Seconds allowed per device, retries and health wait included.
+        pause_between: Seconds to pause between waves.
+        resume: ``None`` or ``False``: a new rollout; ``True``: continue the
+            project's newest unfinished rollout; a rollout id: continue that
+            one. Devices it finished are left alone; the release must be the
+            same.
+        on_event: Called with each ``_FleetEvent`` dict, with the GIL held,
+            from the calling thread (for ``rollout_async``, from a runtime
+            thread, not the event loop's). If it raises, it is not called
+            again, no further device is started, and the exception is raised
+            once the devices in flight are done (the state file says what
+            was done; ``resume=True`` continues).
+
+    Returns:
+        A ``RolloutReport``.
+
+    Raises:
+        ConfigError: The project's configuration or the inventory is missing
+            or malformed, or ``resume=True`` finds no unfinished rollout.
+        InvalidArgument: A bad ``select`` (or one that matches no device),
+            ``mode``, ``groups``, ``max_failures``, number of seconds,
+            ``concurrency`` of 0, a ``resume`` id that is not one, or a
+            resumed rollout whose release is not the project's now.
+        TypeError: ``on_event`` is not callable.
+    """
+
+def rollout_async(
+    project: _StrPath,
+    *,
+    fleet: Optional[Fleet] = None,
+    select: Optional[str] = None,
+    mode: _PushMode = "full",
+    version: Optional[str] = None,
+    groups: str = "100%",
+    concurrency: int = 16,
+    max_failures: Optional[_Threshold] = None,
+    health_wait: Optional[float] = None,
+    retries: int = 2,
+    retry_backoff: float = 1.0,
+    device_timeout: float = 300.0,
+    pause_between: float = 0.0,
+    resume: Union[None, bool, str] = None,
+    on_event: Optional[Callable[[_FleetEvent], object]] = None,
+) -> Awaitable[RolloutReport]:
+    """Async ``rollout``; the awaitable resolves to the ``RolloutReport``.
+
+    Cancelling the task cuts off the devices in flight (they keep their
+    previous release); ``resume=True`` continues the rollout.
+    """

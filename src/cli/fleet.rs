@@ -8,12 +8,11 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::bundle::Bundle;
 use crate::config::Project;
 use crate::error::{Error, Result};
 use crate::fleet::{
-    self, Discovered, FleetDevice, FleetEvent, Groups, Inventory, Outcome, Rollout, RolloutOptions,
-    RolloutReport, RolloutState, ScanOptions, Selection, Threshold,
+    self, Discovered, FleetDevice, FleetEvent, Groups, Inventory, Outcome, Resume, RolloutOptions,
+    RolloutPlan, RolloutReport, ScanOptions, Selection, Threshold,
 };
 use crate::protocol::PushMode;
 use crate::text::escape_controls as esc;
@@ -136,11 +135,6 @@ fn seconds(name: &str, v: f64) -> Result<Duration> {
     }
 }
 
-/// Scans are held to loopback while `UOTA_LOOPBACK_ONLY` is set (tests, CI).
-fn loopback_only() -> bool {
-    std::env::var("UOTA_LOOPBACK_ONLY").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 fn inventory_path(root: &Path, given: &Option<PathBuf>) -> PathBuf {
     given.clone().unwrap_or_else(|| Inventory::path_in(root))
 }
@@ -166,7 +160,7 @@ async fn scan(
         timeout: seconds("--timeout", timeout)?.max(Duration::from_millis(10)),
         concurrency,
         force,
-        loopback_only: loopback_only(),
+        loopback_only: ScanOptions::loopback_only_from_env(),
     };
     fleet::discover::scan(cidr, &opts).await
 }
@@ -401,17 +395,7 @@ pub(crate) async fn fleet_devices(
             }
             inv.devices
         }
-        None => {
-            let path = inventory_path(root, inventory);
-            let inv = Inventory::load(&path)?;
-            if inv.devices.is_empty() {
-                return Err(Error::Config {
-                    path,
-                    message: "the inventory lists no device".into(),
-                });
-            }
-            inv.devices
-        }
+        None => Inventory::load_devices(&inventory_path(root, inventory))?,
     };
     match selection {
         Some(s) => s.apply(&devices),
@@ -425,6 +409,11 @@ pub(crate) async fn rollout(args: &PushArgs, mode: PushMode, out: &Output) -> Re
     let root = project_root(&args.target.project);
     let project = Project::load(&root)?;
     // Every option is checked before anything is scanned or pushed.
+    let select = f
+        .select
+        .as_deref()
+        .map(str::parse::<Selection>)
+        .transpose()?;
     let groups: Groups = f.groups.parse()?;
     let max_failures = f
         .max_failures
@@ -455,15 +444,9 @@ pub(crate) async fn rollout(args: &PushArgs, mode: PushMode, out: &Output) -> Re
         &root,
         &f.inventory,
         f.scan.as_deref().map(|c| (c, port, f.force)),
-        &f.select,
+        &None,
     )
     .await?;
-    let mut bundle = Bundle::for_push(&project, mode, args.strict)?;
-    if let Some(v) = &args.release_version {
-        bundle.set_version(v.clone());
-    }
-    let base = RolloutOptions::for_project(&project, mode)?;
-    let state_dir = base.state_dir.clone().unwrap_or_default();
     let opts = RolloutOptions {
         groups,
         concurrency: f.concurrency,
@@ -475,19 +458,20 @@ pub(crate) async fn rollout(args: &PushArgs, mode: PushMode, out: &Output) -> Re
         pause_between,
         connect: super::connect_options(&args.target, Some(&project))?,
         push: super::push_options(args, &project, mode),
-        ..base
+        ..RolloutOptions::for_project(&project, mode)?
     };
-    let rollout = match &f.resume {
-        Some(id) => {
-            let path = if id.is_empty() {
-                RolloutState::latest_unfinished(&state_dir)?
-            } else {
-                RolloutState::path(&state_dir, id)
-            };
-            Rollout::resume(&path, devices, bundle, opts)?
-        }
-        None => Rollout::new(devices, bundle, opts)?,
+    let plan = RolloutPlan {
+        devices: Some(devices),
+        select,
+        version: args.release_version.clone(),
+        strict: args.strict,
+        resume: match f.resume.as_deref() {
+            None => Resume::New,
+            Some("") => Resume::Latest,
+            Some(id) => Resume::Id(id.to_string()),
+        },
     };
+    let rollout = plan.prepare(&project, opts)?;
     let stop = rollout.stop_handle();
     let watcher = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -520,7 +504,7 @@ pub(crate) async fn rollout(args: &PushArgs, mode: PushMode, out: &Output) -> Re
 fn print_report(r: &RolloutReport, out: &Output) {
     if out.is_json() {
         let mut v = r.to_json();
-        v["ok"] = (r.outcome == Outcome::Success).into();
+        v["ok"] = r.ok().into();
         out.document(&v);
         return;
     }
@@ -532,7 +516,7 @@ fn print_report(r: &RolloutReport, out: &Output) {
     if let Some(why) = &r.stopped {
         out.line(&format!("stopped: {why}"));
     }
-    if r.outcome != Outcome::Success {
+    if !r.ok() {
         out.line(&format!(
             "state: {}/{}.json (`--resume` continues it)",
             fleet::ROLLOUTS_DIR,

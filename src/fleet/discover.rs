@@ -4,7 +4,7 @@
 //! The scan only connects to the OTA port and says hello; it never
 //! authenticates. Ranges larger than a /16 are refused unless forced, and a
 //! scan can be held to loopback addresses ([`ScanOptions::loopback_only`],
-//! the CLI's `UOTA_LOOPBACK_ONLY`).
+//! `UOTA_LOOPBACK_ONLY` for the CLI and Python's `Fleet.scan`).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::device::{Device, Peer};
 use crate::error::{Error, Result};
 use crate::transport::link::{Link, DEFAULT_OTA_PORT};
+
+/// The environment variable that holds scans to loopback addresses
+/// ([`ScanOptions::loopback_only_from_env`]).
+pub const LOOPBACK_ONLY_VAR: &str = "UOTA_LOOPBACK_ONLY";
 
 /// The largest range scanned without [`ScanOptions::force`]: a /16.
 pub const MAX_SCAN_ADDRESSES: u64 = 1 << 16;
@@ -32,6 +36,14 @@ pub struct ScanOptions {
     pub force: bool,
     /// Refuse any address outside 127.0.0.0/8 and ::1 (tests, CI).
     pub loopback_only: bool,
+}
+
+impl ScanOptions {
+    /// Whether the environment holds scans to loopback (tests, CI):
+    /// [`LOOPBACK_ONLY_VAR`] is set, and neither empty nor `0`.
+    pub fn loopback_only_from_env() -> bool {
+        std::env::var(LOOPBACK_ONLY_VAR).is_ok_and(|v| !v.is_empty() && v != "0")
+    }
 }
 
 impl Default for ScanOptions {

@@ -87,7 +87,14 @@ impl FleetDevice {
         }
     }
 
-    fn check(&self) -> std::result::Result<(), String> {
+    /// Check the entry alone: a name, exactly one of `host` and `serial`,
+    /// no `port` with `serial`, no port 0, no empty or comma-holding tag, no
+    /// empty `id`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the problem.
+    pub fn check(&self) -> std::result::Result<(), String> {
         if self.name.trim().is_empty() {
             return Err("a device without a name".into());
         }
@@ -144,6 +151,36 @@ impl Inventory {
     /// The inventory of the project in `root` (`config/fleet.json`).
     pub fn path_in(root: &Path) -> PathBuf {
         root.join(INVENTORY_FILE)
+    }
+
+    /// An inventory of `devices`, checked as [`Inventory::load`] checks a
+    /// file's entries.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] naming the first problem.
+    pub fn new(devices: Vec<FleetDevice>) -> Result<Inventory> {
+        let inv = Inventory { devices };
+        inv.validate().map_err(Error::InvalidArgument)?;
+        Ok(inv)
+    }
+
+    /// The devices of the inventory file at `path`, which must list one at
+    /// least (a fleet command of no device is a mistake).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Inventory::load`], and [`Error::Config`] when it lists no
+    /// device.
+    pub fn load_devices(path: &Path) -> Result<Vec<FleetDevice>> {
+        let inv = Self::load(path)?;
+        if inv.devices.is_empty() {
+            return Err(Error::Config {
+                path: path.to_path_buf(),
+                message: "the inventory lists no device".into(),
+            });
+        }
+        Ok(inv.devices)
     }
 
     /// Read and check an inventory file.

@@ -10,11 +10,14 @@
 //!   [`FleetEvent`]s as it goes and a [`RolloutReport`] (JSON, JUnit) at the
 //!   end.
 //! - [`status`]: every device's release state, gathered concurrently.
+//! - [`RolloutPlan`]: a project's rollout from what a front end is given
+//!   (the CLI's options, Python's arguments), checked and combined once.
 //!
 //! See `docs/fleet.md`.
 
 pub mod discover;
 mod inventory;
+mod plan;
 mod report;
 mod rollout;
 mod select;
@@ -23,6 +26,7 @@ pub mod status;
 
 pub use discover::{Discovered, ScanOptions};
 pub use inventory::{FleetDevice, Inventory, MergeSummary, INVENTORY_FILE};
+pub use plan::{Resume, RolloutPlan};
 pub use report::{
     Counts, DeviceError, DeviceResult, DeviceStatus, GroupSummary, Outcome, RolloutReport,
 };

@@ -174,6 +174,12 @@ pub struct RolloutReport {
 }
 
 impl RolloutReport {
+    /// Whether the rollout succeeded: every device updated or unchanged
+    /// (or skipped as a duplicate).
+    pub fn ok(&self) -> bool {
+        self.outcome == Outcome::Success
+    }
+
     /// The report as JSON.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("a report serializes")

@@ -353,9 +353,10 @@ impl Rollout {
             {
                 tokio::select! {
                     _ = tokio::time::sleep(self.opts.pause_between) => {}
-                    _ = stop_rx.wait_for(|s| *s != RUN) => { cancelled = true; }
+                    _ = stop_rx.wait_for(|s| *s != RUN) => {}
                 }
             }
+            notice_stop(&stop_rx, &mut cancelled, on_event);
             if stopped.is_none() && !cancelled && !queue.is_empty() {
                 on_event(&FleetEvent::GroupStarted {
                     group,
@@ -365,6 +366,9 @@ impl Rollout {
                 let mut tasks = tokio::task::JoinSet::new();
                 let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
                 loop {
+                    // A stop asked for since the last look (by `on_event`,
+                    // say) starts no further device.
+                    notice_stop(&stop_rx, &mut cancelled, on_event);
                     while stopped.is_none() && !cancelled && tasks.len() < self.opts.concurrency {
                         let Some(i) = queue.pop_front() else { break };
                         let (ctx, dev, tx) = (ctx.clone(), self.devices[i].clone(), tx.clone());
@@ -416,10 +420,7 @@ impl Rollout {
                         }
                         Ok(()) = stop_rx.changed() => {
                             let s = *stop_rx.borrow_and_update();
-                            if s >= STOP && !cancelled {
-                                cancelled = true;
-                                on_event(&FleetEvent::Stopping { reason: "cancelled: no further device is started; those in flight finish".into() });
-                            }
+                            notice_stop(&stop_rx, &mut cancelled, on_event);
                             if s == ABORT {
                                 tasks.abort_all();
                             }
@@ -471,6 +472,23 @@ impl Rollout {
             summary,
             seconds: started.elapsed().as_secs_f64(),
         })
+    }
+}
+
+/// Act on a stop asked for through the [`StopHandle`] (at any time: before
+/// the run, between waves, from `on_event`): set `cancelled` and say so,
+/// once.
+fn notice_stop(
+    stop_rx: &watch::Receiver<u8>,
+    cancelled: &mut bool,
+    on_event: &mut (dyn FnMut(&FleetEvent) + Send),
+) {
+    let asked = *stop_rx.borrow() >= STOP;
+    if asked && !*cancelled {
+        *cancelled = true;
+        on_event(&FleetEvent::Stopping {
+            reason: "cancelled: no further device is started; those in flight finish".into(),
+        });
     }
 }
 
@@ -757,5 +775,87 @@ impl Job {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rollout of a one-file release to `n` addresses where nothing
+    /// listens (each device fails at once), in waves of one.
+    fn unreachable_rollout(n: usize, dir: &Path) -> Rollout {
+        std::fs::write(dir.join("main.py"), "print(1)\n").unwrap();
+        let manifest = crate::manifest::Manifest::build(dir, &["**".into()], &[], "1.0.0").unwrap();
+        let devices = (1..=n)
+            .map(|i| FleetDevice::tcp(format!("d{i}"), "127.0.0.1", 1))
+            .collect();
+        let opts = RolloutOptions {
+            groups: "1,2,100%".parse().unwrap(),
+            retries: 0,
+            connect: ConnectOptions {
+                connect_retry: Duration::ZERO,
+                connect_timeout: Duration::from_secs(2),
+                ..ConnectOptions::default()
+            },
+            ..RolloutOptions::default()
+        };
+        Rollout::new(devices, Bundle::from_dir(dir, manifest), opts).unwrap()
+    }
+
+    fn names_started(events: &[FleetEvent]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                FleetEvent::DeviceStarted { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_stop_asked_for_from_on_event_or_before_the_run_starts_no_further_device() {
+        let dir = tempfile::tempdir().unwrap();
+        // Stopped from the event callback at the end of the first wave: the
+        // next wave does not start.
+        let rollout = unreachable_rollout(3, dir.path());
+        let stop = rollout.stop_handle();
+        let mut events = Vec::new();
+        let report = rollout
+            .run(&mut |ev| {
+                if matches!(ev, FleetEvent::GroupFinished(_)) {
+                    stop.stop();
+                }
+                events.push(ev.clone());
+            })
+            .await
+            .unwrap();
+        assert_eq!(names_started(&events), ["d1"]);
+        assert_eq!(report.outcome, Outcome::Cancelled);
+        let statuses: Vec<_> = report.devices.iter().map(|d| d.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                DeviceStatus::Failed,
+                DeviceStatus::NotReached,
+                DeviceStatus::NotReached
+            ]
+        );
+        let stopping = events
+            .iter()
+            .filter(|e| matches!(e, FleetEvent::Stopping { .. }))
+            .count();
+        assert_eq!(stopping, 1, "said once");
+        // Stopped before it runs: no device starts.
+        let rollout = unreachable_rollout(2, dir.path());
+        rollout.stop_handle().stop();
+        let mut events = Vec::new();
+        let report = rollout
+            .run(&mut |ev| events.push(ev.clone()))
+            .await
+            .unwrap();
+        assert!(names_started(&events).is_empty());
+        assert_eq!(report.summary.not_reached, 2);
+        assert_eq!(report.outcome, Outcome::Cancelled);
     }
 }

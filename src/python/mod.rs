@@ -10,6 +10,7 @@
 mod convert;
 mod device;
 mod errors;
+mod fleet;
 mod manifest;
 mod repl;
 mod runtime;
@@ -41,12 +42,19 @@ fn _uota(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(derive_device_key, m)?)?;
+    m.add_function(wrap_pyfunction!(fleet::rollout, m)?)?;
+    m.add_function(wrap_pyfunction!(fleet::rollout_async, m)?)?;
     m.add_class::<device::PyDevice>()?;
     m.add_class::<device::PyDirEntry>()?;
     m.add_class::<device::PyPushReport>()?;
     m.add_class::<manifest::PyManifest>()?;
     m.add_class::<sim::PyVirtualDevice>()?;
     m.add_class::<repl::PyRepl>()?;
+    m.add_class::<fleet::PyFleet>()?;
+    m.add_class::<fleet::PyFleetDevice>()?;
+    m.add_class::<fleet::PyDiscovered>()?;
+    m.add_class::<fleet::PyDeviceState>()?;
+    m.add_class::<fleet::PyRolloutReport>()?;
     errors::register(m)?;
     sim::register_atexit(m)?;
     Ok(())

@@ -98,7 +98,7 @@ pub(crate) struct PyVirtualDevice {
 impl PyVirtualDevice {
     /// Describe a virtual device; `start()` provisions and boots it.
     #[new]
-    #[pyo3(signature = (root = None, *, image = None, image_size = 1_441_792, host = "127.0.0.1", port = 2018, password = None, signing_key = None, legacy = false, log = None, heap_size = None, interpreter = None, runtime = "py", flash_size = Some(1_441_792)))]
+    #[pyo3(signature = (root = None, *, image = None, image_size = 1_441_792, host = "127.0.0.1", port = 2018, password = None, signing_key = None, legacy = false, log = None, heap_size = None, interpreter = None, runtime = "py", flash_size = Some(1_441_792), device_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         root: Option<PathBuf>,
@@ -114,6 +114,7 @@ impl PyVirtualDevice {
         interpreter: Option<PathBuf>,
         runtime: &str,
         flash_size: Option<u64>,
+        device_id: Option<String>,
     ) -> PyResult<Self> {
         let (storage, tmp) = match (root, image) {
             (Some(_), Some(_)) => {
@@ -148,6 +149,9 @@ impl PyVirtualDevice {
         opts.interpreter = interpreter;
         opts.runtime_code = runtime.parse()?;
         opts.flash_size = flash_size;
+        if let Some(id) = device_id {
+            opts.env.push(("UOTA_SIM_ID".into(), id));
+        }
         Ok(Self {
             opts,
             running: Arc::new(Mutex::new(None)),

@@ -45,6 +45,20 @@ def next_address() -> str:
     return f"127.{_OCTET}.{n // 250}.{n % 250 + 1}"
 
 
+# A fleet of devices gets a /24 of its own, 127.<X>.<Y>.0/24 with <Y> from
+# 200 up: next_address stays below that for its first 50 000 addresses, so
+# a scan of the block finds that fleet's devices and nothing else.
+_blocks = itertools.count(200)
+
+
+def next_block() -> str:
+    """A loopback /24 no other device of this run uses, as ``127.X.Y``
+    (devices at ``127.X.Y.1``, ``127.X.Y.2``, ...)."""
+    n = next(_blocks)
+    assert n < 255, "too many fleets in one run"
+    return f"127.{_OCTET}.{n}"
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
