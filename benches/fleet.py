@@ -70,6 +70,7 @@ FLEET_KEY = "bench-fleet-key-" + "5a" * 16
 PASSWORD = "bench-fleet-password"
 TICK = os.sysconf("SC_CLK_TCK")
 STARTING_AT_ONCE = 8  # devices booting at once while the fleet starts
+FLASH = "8M"  # each device's flash: room for the 200-file project and its previous release
 
 
 # ---------------------------------------------------------------- addresses
@@ -214,6 +215,7 @@ class Fleet:
         self.work, self.base, self.port, self.n, self.project = work, base, port, n, project
         self.procs = []
         self.logs = []
+        self.idle_rate = self.idle_busy = 0.0
 
     def host(self, i):
         return "%s.%d" % (self.base, i)
@@ -245,7 +247,7 @@ class Fleet:
                 # Run inside the project: a new device is provisioned with the
                 # project's password and the key its fleet key derives.
                 self.procs.append(subprocess.Popen(
-                    [UOTA, "sim", "--root", root, "--host", self.host(i), "--port", str(self.port)],
+                    [UOTA, "sim", "--root", root, "--flash-size", FLASH, "--host", self.host(i), "--port", str(self.port)],
                     cwd=self.project, env=ENV, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT))
             booting.append(i)
         while booting:
@@ -289,6 +291,14 @@ class Fleet:
                    for i in range(1, self.n + 1)]
         with open(os.path.join(project, "config", "fleet.json"), "w") as f:
             json.dump({"devices": devices}, f, indent=1)
+
+    def measure_idle(self, seconds=3):
+        """The CPUs the idle fleet uses (and the machine's busy share)."""
+        m0, d0 = machine_ticks(), self.cpu_ticks()
+        time.sleep(seconds)
+        m1, d1 = machine_ticks(), self.cpu_ticks()
+        self.idle_rate = (d1 - d0) / TICK / seconds
+        self.idle_busy = (m1[0] - m0[0]) / max(1, m1[1] - m0[1])
 
     def pids(self):
         return {p.pid for p in self.procs}
@@ -387,16 +397,18 @@ def rollout(fleet, project, version, concurrency, extra=()):
     return m
 
 
-HEADER = ("%-13s %-26s %8s %8s %7s %9s %8s %8s %7s %7s %5s"
-          % ("project", "push", "wall s", "s/dev", "ratio", "host peak", "host CPU", "dev CPU", "floor", "CPU/dev", "busy"))
+HEADER = ("%-13s %-27s %7s %7s %6s %8s %8s %8s %8s %7s %5s %5s"
+          % ("project", "push", "wall s", "s/dev", "ratio", "host MB", "host CPU", "dev CPU", "dev idle", "floor",
+             "ours", "busy"))
 
 
-def row(project, label, m, n, base):
-    ratio = "%7.2f" % (m.wall / base) if base else "%7s" % "1.00"
-    floor = (m.host_cpu + m.dev_cpu) / os.cpu_count()
-    print("%-13s %-26s %8.2f %8.3f %s %7.1f MB %8.2f %8.2f %7.2f %7.3f %4.0f%%"
-          % (project, label, m.wall, m.wall / n, ratio, m.peak_kib / 1024, m.host_cpu, m.dev_cpu, floor,
-             (m.host_cpu + m.dev_cpu) / n, 100 * m.busy), flush=True)
+def row(project, label, m, n, base, idle_rate):
+    ratio = "%6.2f" % (m.wall / base) if base else "%6s" % "1.00"
+    cpus = os.cpu_count()
+    print("%-13s %-27s %7.2f %7.3f %s %8.1f %8.2f %8.2f %8.2f %7.2f %4.0f%% %4.0f%%"
+          % (project, label, m.wall, m.wall / n, ratio, m.peak_kib / 1024, m.host_cpu, m.dev_cpu,
+             idle_rate * m.wall, (m.host_cpu + m.dev_cpu) / cpus, 100 * (m.host_cpu + m.dev_cpu) / (m.wall * cpus),
+             100 * m.busy), flush=True)
 
 
 def bench_project(fleet, name, project, args, counter, concurrencies):
@@ -413,28 +425,28 @@ def bench_project(fleet, name, project, args, counter, concurrencies):
     base = single.wall
     print("%-13s %d files, %d bytes; one device's push: median of %d: %s s" % (
         name, files, size, args.runs, ", ".join("%.2f" % m.wall for m in singles)), flush=True)
-    row(name, "one device", single, 1, None)
+    row(name, "one device", single, 1, None, fleet.idle_rate)
     results = {"one": single}
     for c in concurrencies:
         m = rollout(fleet, project, version(), c, ("--resend",))
-        row(name, "%d devices, --concurrency %d" % (n, c), m, n, base)
+        row(name, "%d devices, --concurrency %d" % (n, c), m, n, base, fleet.idle_rate)
         results[c] = m
         upd, med, mx, att = m.per_device
         print("%-13s %-26s each device: median %.2f s, max %.2f s, most attempts %d" % ("", "", med, mx, att), flush=True)
     if args.diagnose and name == "200-file":
         c = max(concurrencies)
         m = rollout(fleet, project, version(), c, ("--resend", "--no-compress"))
-        row(name, "  --no-compress (c %d)" % c, m, n, base)
+        row(name, "  --no-compress (c %d)" % c, m, n, base, fleet.idle_rate)
         v = version()
         t0 = time.perf_counter()
         m = rollout(fleet, project, v, c, ("--resend", "--no-wait"))
-        row(name, "  --no-wait (c %d)" % c, m, n, base)
+        row(name, "  --no-wait (c %d)" % c, m, n, base, fleet.idle_rate)
         fleet.wait_found(version=v, within=300)
         print("%-13s %-26s every device answers on %s %.2f s after the start" % ("", "", v, time.perf_counter() - t0))
         with open(os.path.join(project, "app", "m000.py"), "a") as f:
             f.write("# changed\n")
         m = rollout(fleet, project, version(), c)
-        row(name, "  delta, 1 file (c %d)" % c, m, n, base)
+        row(name, "  delta, 1 file (c %d)" % c, m, n, base, fleet.idle_rate)
     return results
 
 
@@ -445,6 +457,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="one-device pushes per project (the median counts)")
     ap.add_argument("--concurrency", default="16,32", help="rollout concurrencies (default 16,32)")
     ap.add_argument("--diagnose", action="store_true", help="also --no-compress, --no-wait and delta rollouts")
+    ap.add_argument("--watchdog", type=float, help="set the devices' watchdog (seconds, 0: none) by a first, "
+                    "untimed rollout (default: the runtime's, 60 s)")
     ap.add_argument("--keep", action="store_true", help="leave the temporary folder (projects, device folders, logs)")
     args = ap.parse_args()
     n = 10 if args.quick and args.devices == 100 else args.devices
@@ -477,19 +491,25 @@ def main():
         started = time.perf_counter() - t0
         fleet.wait_found()
         found = time.perf_counter() - t0
-        # The idle fleet: its CPU over 3 s, and its memory.
-        m0, d0 = machine_ticks(), fleet.cpu_ticks()
-        time.sleep(3)
-        m1, d1 = machine_ticks(), fleet.cpu_ticks()
+        if args.watchdog is not None:
+            # The devices run a config with this watchdog after a first,
+            # untimed rollout of the starter project.
+            for _, project in projects:
+                set_config(project, watchdog=args.watchdog)
+            fleet.write_inventory(starter)
+            rollout(fleet, starter, "0.0.1", max(concurrencies))
+        fleet.measure_idle()
         sims_kib, mpy_kib = fleet.rss_kib()
         print("uota fleet benchmark: %d virtual devices on %s port %d, %d CPUs (os.cpu_count), uota %s"
               % (n, fleet.cidr(), port, os.cpu_count(), UOTA))
-        print("fleet started in %.1f s, every device found by a scan after %.1f s; idle it uses %.2f CPUs "
-              "(the machine is %.0f%% busy); RSS of the %d `uota sim` processes %.0f MB, of their interpreters %.0f MB"
-              % (started, found, (d1 - d0) / TICK / 3, 100 * (m1[0] - m0[0]) / max(1, m1[1] - m0[1]), n,
-                 sims_kib / 1024, mpy_kib / 1024))
-        print("host peak = ru_maxrss of the `uota` process (os.wait4); CPU columns in CPU seconds; "
-              "floor = (host+dev CPU)/%d CPUs; ratio = wall / one device's push" % os.cpu_count())
+        print("fleet started in %.1f s, every device found by a scan after %.1f s; idle, the devices use %.2f CPUs "
+              "(the machine is %.0f%% busy); RSS of the %d `uota sim` processes %.0f MB, of their interpreters %.0f MB%s"
+              % (started, found, fleet.idle_rate, 100 * fleet.idle_busy, n, sims_kib / 1024, mpy_kib / 1024,
+                 "" if args.watchdog is None else "; device watchdog %s s" % args.watchdog))
+        print("ratio = wall / one device's push; host MB = peak RSS of the `uota` process (ru_maxrss from os.wait4); "
+              "CPU columns in CPU seconds: host = that process, dev = the virtual devices meanwhile, dev idle = "
+              "what the idle fleet would have used in that time; floor = (host + dev CPU) / %d CPUs; ours = our "
+              "share of the CPUs; busy = the machine's" % os.cpu_count())
         print()
         print(HEADER, flush=True)
         counter = [0]
@@ -505,6 +525,12 @@ def main():
                   "target <= 10x: %s; a sequential rollout would be about %.0fx (%.0f s)"
                   % (name, n, res[best].wall, best, ratio, res["one"].wall, "met" if ratio <= 10 else "MISSED",
                      n, n * res["one"].wall))
+            m = res[best]
+            work = (m.host_cpu + m.dev_cpu - fleet.idle_rate * m.wall) / n
+            print("%s  CPU per device update: %.3f s (host %.3f s; idle devices' share taken out), so %d devices "
+                  "need at least %.1f s of %d CPUs = %.1fx one device's push"
+                  % (" " * len(name), work, m.host_cpu / n, n, work * n / os.cpu_count(), os.cpu_count(),
+                     work * n / os.cpu_count() / res["one"].wall))
         peak = max(res[c].peak_kib for _, res in summary for c in concurrencies)
         print("host peak memory of a rollout (uota process, ru_maxrss): %.1f MB" % (peak / 1024))
     except KeyboardInterrupt:
