@@ -526,11 +526,11 @@ def main():
                   % (name, n, res[best].wall, best, ratio, res["one"].wall, "met" if ratio <= 10 else "MISSED",
                      n, n * res["one"].wall))
             m = res[best]
-            work = (m.host_cpu + m.dev_cpu - fleet.idle_rate * m.wall) / n
+            per_dev = (m.host_cpu + m.dev_cpu - fleet.idle_rate * m.wall) / n
             print("%s  CPU per device update: %.3f s (host %.3f s; idle devices' share taken out), so %d devices "
                   "need at least %.1f s of %d CPUs = %.1fx one device's push"
-                  % (" " * len(name), work, m.host_cpu / n, n, work * n / os.cpu_count(), os.cpu_count(),
-                     work * n / os.cpu_count() / res["one"].wall))
+                  % (" " * len(name), per_dev, m.host_cpu / n, n, per_dev * n / os.cpu_count(), os.cpu_count(),
+                     per_dev * n / os.cpu_count() / res["one"].wall))
         peak = max(res[c].peak_kib for _, res in summary for c in concurrencies)
         print("host peak memory of a rollout (uota process, ru_maxrss): %.1f MB" % (peak / 1024))
     except KeyboardInterrupt:
