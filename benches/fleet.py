@@ -151,17 +151,6 @@ def make_big(path, host, port, files=200, size=10 * 1024, seed=200):
             f.write("".join(lines))
 
 
-def project_bytes(path):
-    total = files = 0
-    for d, dirs, names in os.walk(path):
-        dirs[:] = [x for x in dirs if not x.startswith(".")]
-        for name in names:
-            if not name.startswith("."):
-                files += 1
-                total += os.path.getsize(os.path.join(d, name))
-    return files, total
-
-
 # ---------------------------------------------------------------- CPU, /proc
 
 def proc_stat(pid):
@@ -412,7 +401,6 @@ def row(project, label, m, n, base, idle_rate):
 
 
 def bench_project(fleet, name, project, args, counter, concurrencies):
-    files, size = project_bytes(project)
     fleet.write_inventory(project)
     n = fleet.n
 
@@ -423,8 +411,10 @@ def bench_project(fleet, name, project, args, counter, concurrencies):
     singles = [one_device_push(fleet, project, version()) for _ in range(args.runs)]
     single = sorted(singles, key=lambda m: m.wall)[len(singles) // 2]
     base = single.wall
-    print("%-13s %d files, %d bytes; one device's push: median of %d: %s s" % (
-        name, files, size, args.runs, ", ".join("%.2f" % m.wall for m in singles)), flush=True)
+    r = single.report
+    print("%-13s %d files, %d bytes (%d on the wire%s); one device's push: median of %d: %s s" % (
+        name, r.get("files_sent", 0), r.get("file_bytes", 0), r.get("wire_bytes", 0),
+        ", deflated" if r.get("compressed") else "", args.runs, ", ".join("%.2f" % m.wall for m in singles)), flush=True)
     row(name, "one device", single, 1, None, fleet.idle_rate)
     results = {"one": single}
     for c in concurrencies:
