@@ -393,6 +393,13 @@ pub(crate) async fn fleet_devices(
                     "the scan of {cidr} (port {port}) found no uota device"
                 )));
             }
+            // A device that did not answer the scan (restarting, say) is not
+            // in this rollout: say how many were found, so that a short count
+            // shows. An inventory names the devices that must be reached.
+            tracing::warn!(
+                "the scan of {cidr} found {} uota devices; only these are rolled out to (a device that did not answer within 1 s is left out: use config/fleet.json to name every device)",
+                inv.devices.len()
+            );
             inv.devices
         }
         None => Inventory::load_devices(&inventory_path(root, inventory))?,
