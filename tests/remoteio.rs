@@ -424,3 +424,42 @@ async fn a_listener_away_longer_than_the_buffer_resumes_and_is_told_what_it_miss
     assert_eq!(seq, resume + missed, "resumes right after what it missed");
     assert!(missed > 0, "{missed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_speaks_micro_otas_remoteio_is_called_with_its_json_lines() {
+    // A uota device in legacy mode answers micro-ota's JSON-line RemoteIO on
+    // its RemoteIO port, as micro-ota's runtime does on 2019.
+    let rio_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env: &'static str = Box::leak(rio_port.to_string().into_boxed_str());
+    let t = device_with_app(
+        Setup {
+            legacy: true,
+            env: vec![("UOTA_SIM_REMOTEIO_PORT", env)],
+            ..Setup::default()
+        },
+        1000,
+    )
+    .await;
+    let mut c = Caller::new(
+        Link::tcp(t.host(), t.port()),
+        uota::device::ConnectOptions {
+            protocol: uota::device::ProtocolChoice::MicroOta,
+            ..t.options()
+        },
+        RemoteIoOptions {
+            micro_ota_port: rio_port,
+            ..RemoteIoOptions::default()
+        },
+    );
+    let r = c.call("add", args(json!({"a": 1, "b": 2}))).await.unwrap();
+    assert_eq!(r.value, 3);
+    let e = c.call("nope", Map::new()).await.unwrap_err();
+    assert_eq!(code_of(&e), "unknown_handler", "{e}");
+    let e = c.call("boom", Map::new()).await.unwrap_err();
+    assert!(e.to_string().contains("ValueError: boom"), "{e}");
+    c.close().await;
+}

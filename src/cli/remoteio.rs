@@ -109,6 +109,7 @@ pub(crate) async fn run(cmd: RemoteioCommand, out: &Output) -> Result<i32> {
             let connect = connect_options(&target, project.as_ref())?;
             let opts = RemoteIoOptions {
                 call_timeout: secs("--call-timeout", call_timeout)?,
+                micro_ota_port: project.as_ref().map_or(2019, |p| p.config.remoteio_port),
                 ..RemoteIoOptions::default()
             };
             if !all {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use crate::device::{CallReply, ConnectOptions, Device, Link};
+use crate::device::{CallReply, ConnectOptions, Device, Link, Peer};
 use crate::error::{Error, ErrorKind, Result};
 
 use super::stream::{OutputEvent, OutputStream};
@@ -23,6 +23,10 @@ pub struct RemoteIoOptions {
     pub call_timeout: Duration,
     /// The first wait before reconnecting; it doubles up to 5 s.
     pub backoff: Duration,
+    /// The RemoteIO port of a device that runs micro-ota's runtime (its
+    /// `remoteioPort`, default 2019): calls to it go there as micro-ota's
+    /// JSON lines.
+    pub micro_ota_port: u16,
 }
 
 impl Default for RemoteIoOptions {
@@ -31,6 +35,7 @@ impl Default for RemoteIoOptions {
             outage_after: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
             backoff: Duration::from_millis(200),
+            micro_ota_port: 2019,
         }
     }
 }
@@ -99,6 +104,18 @@ impl Caller {
                     self.dev = Some(Device::open(&self.link, opts).await?);
                 }
                 let dev = self.dev.as_mut().expect("connected");
+                if let (Peer::MicroOta, Link::Tcp { host, .. }) = (dev.peer(), &self.link) {
+                    // micro-ota's RemoteIO: sent once (it cannot tell a resend).
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let port = self.opts.micro_ota_port;
+                    let value = super::micro_ota::call(host, port, name, &args, left).await;
+                    return value.map(|value| CallReply {
+                        value,
+                        boot: 0,
+                        duplicate: false,
+                        attempts: 1,
+                    });
+                }
                 dev.call(&id, name, args.clone()).await
             })
             .await;

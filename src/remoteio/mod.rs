@@ -7,9 +7,11 @@
 //! - [`listen`]: streams the output across link drops, reconnecting with
 //!   backoff and resuming where it left off.
 //! - [`Caller`]: calls that survive link drops: resent with their id, run
-//!   once by the device.
+//!   once by the device; a device that runs micro-ota's runtime is called
+//!   through its own RemoteIO ([`micro_ota`]).
 
 mod client;
+pub mod micro_ota;
 mod stream;
 
 pub use crate::device::CallReply;

@@ -22,7 +22,9 @@ def _line_error(e):
 
 async def line_command(srv, conn, cmd, arg):
     """Run one micro-ota line command; False closes the connection."""
-    if cmd == "version":
+    if cmd.startswith("{"):  # micro-ota's RemoteIO: a JSON line
+        await _micro_ota_call(srv, conn, cmd + " " + arg if arg else cmd)
+    elif cmd == "version":
         await conn.send_line(release.version_json())
     elif cmd == "ls":
         try:
@@ -321,3 +323,33 @@ async def op_listen(srv, conn, req):
             continue
         last = hal.ticks_ms()
         conn.progress()
+
+
+async def _micro_ota_call(srv, conn, text):
+    """A call in micro-ota's RemoteIO format ({"t": "call", "id", "name",
+    "args"}), answered {"t": "resp", "id", "r"} or {"t": "err", "id", "e"}.
+    Its ids are a host's counters, not unique: such calls are not deduplicated.
+    Lines that are not calls are ignored, as micro-ota does. A device with a
+    signing key serves them only in legacy mode or after the password line."""
+    from uota import remoteio
+
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return
+    if not isinstance(msg, dict) or msg.get("t") != "call":
+        return
+    cid, name, args = msg.get("id"), msg.get("name"), msg.get("args") or {}
+    if srv.cfg.signing_key and not (srv.cfg.legacy or conn.authed):
+        reply = {"t": "err", "id": cid, "e": "auth_required: this device takes calls from micro-ota's RemoteIO only in legacy mode"}
+    elif not isinstance(name, str) or not isinstance(args, dict):
+        reply = {"t": "err", "id": cid, "e": "a call has a name and args (an object)"}
+    else:
+        ok, value, _ = await remoteio.call(None, name, args)
+        if ok:
+            reply = {"t": "resp", "id": cid, "r": value}
+        elif value[0] == "unknown_handler":
+            reply = {"t": "err", "id": cid, "e": "unknown handler: " + name}
+        else:
+            reply = {"t": "err", "id": cid, "e": value[1]}
+    await conn.send_line(json.dumps(reply))

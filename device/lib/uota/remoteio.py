@@ -142,8 +142,9 @@ def _remember(cid, result):
 
 async def call(cid, name, args):
     """Run the call cid once: (ok, value, duplicate). ok False: value is
-    (error code, message, exception type)."""
-    if cid in _results:
+    (error code, message, exception type). cid None: run it, remember
+    nothing."""
+    if cid is not None and cid in _results:
         while _results.get(cid, 1) is None:  # the first one still runs
             await asyncio.sleep_ms(20)
         done = _results.get(cid)
@@ -152,7 +153,8 @@ async def call(cid, name, args):
     fn = handler(name)
     if fn is None:
         return False, ("unknown_handler", "no handler named %s" % name, ""), False
-    _remember(cid, None)
+    if cid is not None:
+        _remember(cid, None)
     try:
         r = fn(**args)
         if hasattr(r, "send"):  # a coroutine: an async handler
@@ -165,7 +167,8 @@ async def call(cid, name, args):
         result = (False, ("call_timeout", "%s did not return within %d ms" % (name, CALL_TIMEOUT_MS), "TimeoutError"))
     except Exception as e:
         result = (False, ("call_failed", "%s: %s" % (type(e).__name__, e), type(e).__name__))
-    _remember(cid, result)
+    if cid is not None:
+        _remember(cid, result)
     return result[0], result[1], False
 
 
