@@ -463,3 +463,55 @@ async fn a_device_that_speaks_micro_otas_remoteio_is_called_with_its_json_lines(
     assert!(e.to_string().contains("ValueError: boom"), "{e}");
     c.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_calls_get_clear_errors_and_the_device_keeps_its_release() {
+    let t = device_with_app(Setup::default(), 1000).await;
+    let mut raw = common::RawClient::connect(&t, true).await;
+    for (req, code) in [
+        (
+            json!({"op": "call", "id": "a", "name": "add", "args": "not an object"}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "call", "id": 5, "name": "add", "args": {}}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "call", "id": "x".repeat(65), "name": "add", "args": {}}),
+            "bad_request",
+        ),
+        (json!({"op": "call", "id": "b", "args": {}}), "bad_request"),
+    ] {
+        raw.req(req.clone()).await;
+        let r = raw.response().await.expect("a reply");
+        assert_eq!(r["err"], code, "{req}: {r}");
+    }
+    // Bytes that are not JSON, in a request frame.
+    raw.frame(
+        uota::protocol::FrameType::Request,
+        b"{\"op\": \"call\", \"args\": {nope",
+    )
+    .await
+    .unwrap();
+    let r = raw.response().await.expect("a reply");
+    assert_eq!(r["err"], "bad_request", "{r}");
+    // A request larger than the device's frames: refused, connection closed.
+    let huge = json!({"op": "call", "id": "c", "name": "add", "args": {"a": "y".repeat(20_000)}});
+    raw.req(huge).await;
+    let r = raw.response().await.expect("a reply");
+    assert_eq!(r["err"], "too_large", "{r}");
+    // The device still serves: a call, then a push.
+    let mut c = caller(&t, Link::tcp(t.host(), t.port()));
+    assert_eq!(
+        c.call("add", args(json!({"a": 1, "b": 1})))
+            .await
+            .unwrap()
+            .value,
+        2
+    );
+    c.close().await;
+    t.push_project("1.0.1")
+        .await
+        .expect("a push after bad calls");
+}
