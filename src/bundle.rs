@@ -39,7 +39,70 @@ pub struct Bundle {
     manifest: Manifest,
     /// The source of every file of `manifest`, by device path.
     sources: HashMap<String, FileSource>,
+    /// Compressed chunks, shared by every push of this bundle (and its clones).
+    deflated: DeflateCache,
 }
+
+/// A chunk of a file: its SHA-256, the chunk's offset and length.
+type ChunkKey = ([u8; 32], u64, usize);
+
+/// The compressed chunks of a bundle's files, kept across pushes: a rollout
+/// compresses each chunk once, not once per device. Chunks are cut to each
+/// device's frame size, so devices with other sizes add their own. At most
+/// [`DeflateCache::MAX_BYTES`] are kept.
+#[derive(Clone, Default)]
+pub struct DeflateCache(std::sync::Arc<std::sync::Mutex<Chunks>>);
+
+/// The kept chunks and their total size.
+type Chunks = (HashMap<ChunkKey, std::sync::Arc<[u8]>>, usize);
+
+impl DeflateCache {
+    /// The most compressed bytes kept.
+    pub const MAX_BYTES: usize = 64 * 1024 * 1024;
+
+    /// How many chunks are kept, and their compressed bytes.
+    pub fn stats(&self) -> (usize, usize) {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        (map.0.len(), map.1)
+    }
+
+    /// The compressed bytes of the chunk `len` bytes at `offset` of the
+    /// file with `sha256`, when kept.
+    pub(crate) fn get(
+        &self,
+        sha256: &[u8; 32],
+        offset: u64,
+        len: usize,
+    ) -> Option<std::sync::Arc<[u8]>> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.0.get(&(*sha256, offset, len)).cloned()
+    }
+
+    /// Keep the compressed bytes of a chunk (while there is room).
+    pub(crate) fn put(&self, sha256: &[u8; 32], offset: u64, len: usize, packed: &[u8]) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.1 + packed.len() <= Self::MAX_BYTES {
+            map.1 += packed.len();
+            map.0.insert((*sha256, offset, len), packed.into());
+        }
+    }
+}
+
+impl std::fmt::Debug for DeflateCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeflateCache")
+    }
+}
+
+/// A cache is not part of what a bundle is: two bundles with the same
+/// files are equal whatever they have compressed so far.
+impl PartialEq for DeflateCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DeflateCache {}
 
 impl Bundle {
     /// An empty bundle of the release `version`; add files with [`Bundle::add`].
@@ -51,6 +114,7 @@ impl Bundle {
                 sig: None,
             },
             sources: HashMap::new(),
+            deflated: DeflateCache::default(),
         }
     }
 
@@ -65,7 +129,11 @@ impl Bundle {
             .iter()
             .map(|e| (e.path.clone(), FileSource::Disk(root.join(&e.path))))
             .collect();
-        Bundle { manifest, sources }
+        Bundle {
+            manifest,
+            sources,
+            deflated: DeflateCache::default(),
+        }
     }
 
     /// The files of a push of `project` in `mode`, as they are on disk.
@@ -285,6 +353,11 @@ impl Bundle {
     pub fn set_version(&mut self, version: impl Into<String>) {
         self.manifest.version = version.into();
         self.manifest.sig = None;
+    }
+
+    /// The compressed chunks kept for pushes of this bundle.
+    pub fn deflate_cache(&self) -> &DeflateCache {
+        &self.deflated
     }
 
     /// The manifest of the release.

@@ -130,3 +130,42 @@ async fn push_to_a_littlefs_image_device() {
     t.wait_version("3.0.0").await;
     assert_files_match(&t, PushMode::Full).await;
 }
+
+/// One bundle pushed to two devices is compressed once: the second push
+/// takes every chunk from the bundle's cache, and installs the same files.
+#[tokio::test]
+async fn a_bundle_pushed_twice_is_compressed_once() {
+    let a = start(Setup::default()).await;
+    let b = start(Setup::default()).await;
+    // A file large enough for several chunks, compressible.
+    let big: String = (0..6000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(a.project.join("app/big.txt"), &big).unwrap();
+    let (_, bundle) = common::project_bundle(&a.project, PushMode::Full, "1.0.0");
+    let opts = PushOptions::default();
+    let first = a
+        .connect()
+        .await
+        .push_bundle(&bundle, &opts, &mut |_| {})
+        .await
+        .unwrap();
+    assert!(
+        first.compressed && first.payload_bytes < first.file_bytes,
+        "{first:?}"
+    );
+    let (chunks, bytes) = bundle.deflate_cache().stats();
+    assert!(chunks > 3 && bytes > 0, "{chunks} chunks, {bytes} bytes");
+    let second = b
+        .connect()
+        .await
+        .push_bundle(&bundle, &opts, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        bundle.deflate_cache().stats(),
+        (chunks, bytes),
+        "nothing compressed again"
+    );
+    assert_eq!(second.payload_bytes, first.payload_bytes);
+    let mut dev = b.connect().await;
+    assert_eq!(dev.get("app/big.txt").await.unwrap(), big.as_bytes());
+}

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{micro_ota, uota, Device, Peer};
 use crate::auth::{FleetKey, SigningKey};
-use crate::bundle::{Bundle, FileSource};
+use crate::bundle::{Bundle, DeflateCache, FileSource};
 use crate::compat::Compat;
 use crate::config::Project;
 use crate::error::{DeviceErrorCode, Error, Result};
@@ -575,8 +575,9 @@ impl Device {
                     }
                     for f in &files {
                         let src = bundle.source(&f.entry.path)?;
+                        let cache = bundle.deflate_cache();
                         sender
-                            .send(self, src, &f.entry, f.offset, &mut tally, progress)
+                            .send(self, (src, cache), &f.entry, f.offset, &mut tally, progress)
                             .await?;
                     }
                     plan.handle(Input::FilesSent)?;
@@ -760,8 +761,27 @@ impl FileSender {
         }
     }
 
-    /// One zlib stream holding `data`.
-    fn deflate(&mut self, n: usize) -> Result<()> {
+    /// One zlib stream holding the `n` bytes at `offset` of `entry` (in
+    /// `buf`), into `out`: from `cache` when a push compressed them before.
+    fn deflate(
+        &mut self,
+        n: usize,
+        entry: &FileEntry,
+        offset: u64,
+        cache: &DeflateCache,
+    ) -> Result<()> {
+        if let Some(packed) = cache.get(&entry.sha256, offset, n) {
+            self.out.clear();
+            self.out.extend_from_slice(&packed);
+            return Ok(());
+        }
+        self.compress(n)?;
+        cache.put(&entry.sha256, offset, n, &self.out);
+        Ok(())
+    }
+
+    /// One zlib stream holding the first `n` bytes of `buf`.
+    fn compress(&mut self, n: usize) -> Result<()> {
         let c = self.compressor.as_mut().expect("compressing");
         c.reset();
         self.out.clear();
@@ -779,7 +799,7 @@ impl FileSender {
     async fn send(
         &mut self,
         dev: &mut Device,
-        src: &FileSource,
+        (src, cache): (&FileSource, &DeflateCache),
         entry: &FileEntry,
         offset: u64,
         tally: &mut Tally,
@@ -806,7 +826,7 @@ impl FileSender {
                 // A file of one chunk goes compressed only when that makes it
                 // smaller (tiny files grow by zlib's header and checksum).
                 let n = file.read_full(&mut self.buf).await?;
-                self.deflate(n)?;
+                self.deflate(n, entry, offset, cache)?;
                 let packed = self.out.len() < n;
                 if let (false, Request::File { enc, .. }) = (packed, &mut req) {
                     *enc = None;
@@ -830,13 +850,14 @@ impl FileSender {
                 return dev.send_frame(FrameType::Data, &[]).await;
             }
             dev.send_request(&req).await?;
+            let mut at = offset;
             loop {
                 let n = file.read_full(&mut self.buf).await?;
                 if n == 0 {
                     break;
                 }
                 if self.compressor.is_some() {
-                    self.deflate(n)?;
+                    self.deflate(n, entry, at, cache)?;
                     dev.send_frame(FrameType::Data, &self.out).await?;
                     tally.payload_bytes += self.out.len() as u64;
                 } else {
@@ -845,6 +866,7 @@ impl FileSender {
                 }
                 tally.file_bytes += n as u64;
                 self.sent += n as u64;
+                at += n as u64;
                 progress(&PushEvent::Progress {
                     sent: self.sent,
                     total: self.total,
