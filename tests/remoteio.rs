@@ -515,3 +515,35 @@ async fn malformed_calls_get_clear_errors_and_the_device_keeps_its_release() {
         .await
         .expect("a push after bad calls");
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_calls_work_over_a_serial_console_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (host, port) = common::unique_addr();
+    let sim = uota::sim::SimOptions::folder(tmp.path().join("board"), &host, port);
+    uota::sim::provision(&sim).await.unwrap();
+    let board = uota::sim::VirtualSerialDevice::start(uota::sim::SerialSimOptions::booting(&sim))
+        .await
+        .unwrap();
+    let link = Link::Serial {
+        path: Some(board.path().display().to_string()),
+        baud: 115_200,
+    };
+    let mut c = Caller::new(
+        link,
+        uota::device::ConnectOptions::default(),
+        RemoteIoOptions::default(),
+    );
+    assert_eq!(c.call("ping", Map::new()).await.unwrap().value, "pong");
+    let info = c.call("info", Map::new()).await.unwrap().value;
+    assert_eq!(info["platform"], "linux", "{info}");
+    let e = c.call("set_led", Map::new()).await.unwrap_err();
+    assert_eq!(
+        code_of(&e),
+        "unknown_handler",
+        "the app does not run during a console session: {e}"
+    );
+    c.close().await;
+    board.stop().await.unwrap();
+}
