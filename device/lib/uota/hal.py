@@ -345,19 +345,29 @@ def watchdog_start(seconds, on_fire=None):
         return 0
     _wd_timeout_ms = ms
     _wd_on_fire = on_fire
+    global _poller
+    try:
+        import select
+
+        _poller = select.poll()
+    except (ImportError, AttributeError):
+        _poller = None
     start_thread(_watch, 16384)
     return seconds
 
 
+_poller = None  # the watchdog thread's: made by the main thread
+
+
 def _nap(ms):
     """Sleep ms in the kernel: the unix port's time.sleep_ms wakes every
-    half millisecond in a thread (some 4% of a core per idle device)."""
-    try:
-        import select
-
-        select.poll().poll(ms)
-    except Exception:
+    half millisecond in a thread (some 4% of a core per idle device). No
+    import here: the unix port has no GIL, and an import in this thread
+    races the main thread's on sys.modules."""
+    if _poller is None:
         time.sleep_ms(ms)
+    else:
+        _poller.poll(ms)
 
 
 def _watch():

@@ -32,7 +32,7 @@ RUNTIME_MODULES = (
     "uota", "_asyncio", "_thread", "asyncio", "binascii", "deflate", "errno",
     "esp32", "gc", "hashlib", "io", "json", "machine", "micropython",
     "network", "os", "random", "re", "select", "socket", "struct", "sys",
-    "termios", "time", "vfs", "zlib",
+    "termios", "time", "vfs", "zlib", "builtins",
 )
 
 
