@@ -8,10 +8,14 @@
 //!   backoff and resuming where it left off.
 //! - [`Caller`]: calls that survive link drops: resent with their id, run
 //!   once by the device.
+//! - [`Listener`]: [`listen`] in the background, its events in a bounded
+//!   queue a consumer pulls from (a slow one is told what it missed).
 
 mod client;
+mod queue;
 mod stream;
 
 pub use crate::device::CallReply;
 pub use client::{listen, new_call_id, Caller, RemoteIoOptions};
+pub use queue::{Listener, StopHandle};
 pub use stream::{OutputEvent, OutputStream};
