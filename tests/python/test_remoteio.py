@@ -209,3 +209,22 @@ def test_a_password_guards_calls_and_listeners(make_env: Any) -> None:
     with pytest.raises(uota.AuthError):
         with uota.Device(env.host, env.port, password="wrong") as wrong:
             wrong.call("ping")
+
+
+def test_listen_survives_a_restart(env: Env) -> None:
+    push_app(env).close()
+    with env.connect() as dev, dev.listen(outage=2.0) as out:
+        before = ticks(out, 2)
+        with env.connect() as other:
+            other.reset()
+        seen: list[Any] = []
+        for ev in out:
+            seen.append(ev)
+            if ev["event"] == "restarted":
+                break
+        assert [ev["event"] for ev in seen if ev["event"] != "line"][:1] == ["link_down"], seen
+        assert isinstance(seen[-1]["boot"], int)
+        # The app starts counting again; the listener goes on.
+        after = ticks(out, 3)
+        assert_consecutive(after)
+        assert_consecutive(before)
