@@ -228,3 +228,16 @@ def test_listen_survives_a_restart(env: Env) -> None:
         after = ticks(out, 3)
         assert_consecutive(after)
         assert_consecutive(before)
+
+
+def test_a_call_reconnects_after_the_link_dropped(env: Env) -> None:
+    push_app(env).close()
+    with env.connect() as dev:
+        boots = dev.info()["boot"]["boots"]
+        with env.connect() as other:
+            other.reset()
+        # The Device's connection died with the restart: the call opens a
+        # new one (with backoff while the device boots) and keeps it.
+        assert dev.call("add", a=2, b=40) == 42
+        assert dev.version() == "1.0.0"
+        assert dev.info()["boot"]["boots"] == boots + 1
