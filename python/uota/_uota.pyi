@@ -146,6 +146,7 @@ __all__ = [
     "InvalidPath",
     "LocalIOError",
     "Manifest",
+    "OutputListener",
     "ProtocolError",
     "PushReport",
     "RolloutReport",
@@ -421,6 +422,79 @@ class Repl:
     def __enter__(self) -> Repl: ...
     def __exit__(self, *exc: object) -> None: ...
 
+# ----- RemoteIO -----
+
+class _OutputLine(TypedDict):
+    """An entry of the device's output: one ``print``."""
+
+    event: Literal["line"]
+    seq: int
+    """Its sequence number (from 0 at every boot)."""
+    text: str
+    """The text, its line end included."""
+
+class _OutputGap(TypedDict):
+    """Entries this listener missed: the device's buffer dropped them (the
+    listener was away or slow), or the listener's own queue was full (1024
+    events: the consumer was slow)."""
+
+    event: Literal["gap"]
+    missed: int
+    """How many."""
+
+class _OutputRestarted(TypedDict):
+    """The device restarted: what it printed just before is lost; ``seq``
+    starts from 0 again."""
+
+    event: Literal["restarted"]
+    boot: int
+    """Its boot count now."""
+
+class _OutputLinkDown(TypedDict):
+    """The link dropped or went silent; the listener reconnects and resumes."""
+
+    event: Literal["link_down"]
+    reason: str
+    """Why."""
+
+_OutputEvent: TypeAlias = Union[_OutputLine, _OutputGap, _OutputRestarted, _OutputLinkDown]
+"""What ``Device.listen`` yields; ``ev["event"]`` tells which."""
+
+@final
+class OutputListener:
+    """The device's output, from ``Device.listen`` (an iterator) or
+    ``Device.listen_async`` (an async iterator): a listener on a connection
+    of its own.
+
+    Iterating waits for the next event with the GIL released. ``close()``
+    (``aclose()``) or leaving a ``with`` (``async with``) block stops it,
+    closes its connection and ends the iteration; so does dropping it (as
+    breaking out of a ``for`` loop over ``dev.listen()`` does).
+    """
+
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> _OutputEvent: ...
+    def __aiter__(self) -> Self: ...
+    def __anext__(self) -> Awaitable[_OutputEvent]: ...
+    def close(self) -> None:
+        """Stop listening and close the connection. Idempotent."""
+    def aclose(self) -> Awaitable[None]:
+        """Async ``close``."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+    def __aenter__(self) -> Awaitable[Self]: ...
+    def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> Awaitable[None]: ...
+
 @final
 class Device:
     """A connection to one device, over WiFi TCP or a serial console.
@@ -671,6 +745,73 @@ class Device:
         **options: Unpack[_PushOptions],
     ) -> Awaitable[PushReport]:
         """Async ``push_manifest``."""
+    def call(self, name: str, /, **kwargs: Any) -> Any:
+        """Call the handler ``name`` the device's app registered
+        (``@remoteio.on("name")``, docs/remoteio.md) with ``kwargs``; returns
+        its result as Python objects (``dict``, ``list``, ``str``, ``int``,
+        ``float``, ``bool``, ``None``).
+
+        The call goes over this connection; after a link drop it is sent
+        again, with the same id, over a new connection (which this ``Device``
+        then uses), with backoff, for up to 30 s: the device runs it once.
+        Built-in handlers: ``ping``, ``uptime_ms``, ``free_mem``, ``version``,
+        ``info``.
+
+        Args:
+            name: The handler's name (positional-only, so a handler may take a
+                ``name`` argument).
+            **kwargs: Its keyword arguments: JSON values (``dict`` with ``str``
+                keys, ``list``, ``tuple``, ``str``, ``int``, ``float``,
+                ``bool``, ``None``).
+
+        Raises:
+            TypeError: A keyword argument has no JSON form (nothing was sent).
+            DeviceError: ``op`` is ``"call"``; ``code`` ``"call_failed"`` (the
+                handler raised; ``message`` is ``"ValueError: boom"``),
+                ``"unknown_handler"``, ``"call_timeout"`` (an async handler did
+                not return within ``remoteio.CALL_TIMEOUT_MS``) or
+                ``"bad_result"`` (a result JSON cannot hold).
+            AuthError: The device has a password and this connection did not
+                authenticate.
+            UotaTimeoutError: No answer within 30 s, resends included.
+            TransportError: The connection failed and could not be reopened.
+        """
+    def call_async(self, name: str, /, **kwargs: Any) -> Awaitable[Any]:
+        """Async ``call``; a ``TypeError`` for ``kwargs`` is raised at once."""
+    def listen(self, *, outage: float = 10.0) -> OutputListener:
+        """The device's output (what its app prints), one event per
+        iteration, until the loop ends or the listener is closed.
+
+        The listener has a connection of its own (a push or calls on this
+        ``Device`` go on meanwhile); after a link drop it reconnects and
+        resumes where it left off, yielding ``gap`` for what the device's
+        buffer dropped and ``restarted`` after a restart. Waiting releases the
+        GIL. Breaking out of the loop, ``close()``, leaving its ``with`` block
+        or dropping it stops it and closes its connection.
+
+        Example:
+            ```python
+            for ev in dev.listen():
+                if ev["event"] == "line":
+                    print(ev["text"], end="")
+            ```
+
+        Args:
+            outage: Seconds without a frame (the device sends a keepalive
+                every quarter of it) after which the link counts as dead and
+                is reopened.
+
+        Raises:
+            InvalidArgument: ``outage`` is not a positive number, or the
+                ``Device`` is on a serial port (which it holds: listen over
+                the network).
+
+        The iteration raises ``AuthError`` (the device needs a password this
+        ``Device`` was not opened with) or ``DeviceError`` (``unknown_op``: a
+        runtime without RemoteIO), then ends.
+        """
+    def listen_async(self, *, outage: float = 10.0) -> OutputListener:
+        """``listen`` for ``async for`` (and ``async with``); not awaited."""
     def close(self) -> None:
         """Close the connection (after a call in progress ends). Idempotent."""
     def close_async(self) -> Awaitable[None]:

@@ -172,13 +172,7 @@ fn print_event(ev: &OutputEvent, json: bool) {
     use std::io::Write as _;
     let mut o = std::io::stdout().lock();
     let res = if json {
-        let v = match ev {
-            OutputEvent::Line { seq, text } => json!({"event": "line", "seq": seq, "text": text}),
-            OutputEvent::Gap { missed } => json!({"event": "gap", "missed": missed}),
-            OutputEvent::Restarted { boot } => json!({"event": "restarted", "boot": boot}),
-            OutputEvent::LinkDown { reason } => json!({"event": "link_down", "reason": reason}),
-        };
-        writeln!(o, "{v}")
+        writeln!(o, "{}", ev.to_json())
     } else {
         match ev {
             OutputEvent::Line { text, .. } => write!(o, "{text}"),

@@ -577,6 +577,12 @@ impl Device {
         &self.peer
     }
 
+    /// The options this connection was opened with (to open another one
+    /// like it).
+    pub fn connect_options(&self) -> &ConnectOptions {
+        &self.opts
+    }
+
     /// The address or port name of the device.
     pub fn target(&self) -> &str {
         &self.target

@@ -6,13 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyStopAsyncIteration, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3_async_runtimes::tokio::future_into_py;
 use tokio::sync::Mutex;
 
-use super::convert::{repr, to_py, Bytes, Json, PyNone};
+use super::convert::{py_to_json, repr, to_py, Bytes, Json, PyNone};
 use super::errors::closed;
 use super::manifest::PyManifest;
 use super::runtime::{self, block_on};
@@ -26,6 +26,7 @@ use crate::device::{
 use crate::error::Error;
 use crate::manifest::Manifest;
 use crate::protocol::PushMode;
+use crate::remoteio::{Caller, Listener, RemoteIoOptions, StopHandle};
 use crate::transport::link::DEFAULT_OTA_PORT;
 
 /// The device, shared by sync and async calls; `None` once closed.
@@ -177,6 +178,9 @@ async fn open(
         _ => (dev.target().to_string(), 0),
     };
     let link = dev.link().map(|l| l.to_string()).unwrap_or_default();
+    let origin = dev
+        .link()
+        .map(|l| (l.clone(), dev.connect_options().clone()));
     let protocol = match dev.peer() {
         Peer::Uota(_) => "uota",
         Peer::MicroOta => "micro-ota",
@@ -186,6 +190,7 @@ async fn open(
         host,
         port,
         link,
+        origin,
         protocol,
     })
 }
@@ -389,6 +394,21 @@ mod ops {
         })
     }
 
+    /// A RemoteIO call on the device's connection, resent with its id over
+    /// a new one after a link drop (which then becomes the device's).
+    pub(super) async fn call(
+        slot: Slot,
+        name: String,
+        args: serde_json::Map<String, serde_json::Value>,
+    ) -> PyResult<Json> {
+        let mut guard = slot.lock().await;
+        let dev = guard.take().ok_or_else(closed)?;
+        let mut caller = Caller::with_device(dev, RemoteIoOptions::default());
+        let res = caller.call(&name, args).await;
+        *guard = caller.into_device();
+        Ok(Json(res?.value))
+    }
+
     pub(super) async fn close(slot: Slot) -> PyResult<PyNone> {
         // A serial session says bye (the board resets into its app); a TCP
         // connection just closes.
@@ -466,7 +486,68 @@ pub(crate) struct PyDevice {
     host: String,
     port: u16,
     link: String,
+    /// The link and options it was opened with (listeners open their own).
+    origin: Option<(Link, ConnectOptions)>,
     protocol: &'static str,
+}
+
+/// The keyword arguments of `call` as JSON; one without a JSON form is a
+/// `TypeError` naming it.
+fn call_args(
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<serde_json::Map<String, serde_json::Value>> {
+    let mut args = serde_json::Map::new();
+    for (key, value) in kwargs.into_iter().flat_map(|d| d.iter()) {
+        let key: String = key.extract()?;
+        let v = py_to_json(&value)
+            .map_err(|e| PyTypeError::new_err(format!("argument '{key}': {e}")))?;
+        args.insert(key, v);
+    }
+    Ok(args)
+}
+
+/// `outage=`: a positive number of seconds.
+fn outage_secs(outage: f64) -> Result<Duration, Error> {
+    match Duration::try_from_secs_f64(outage) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(Error::InvalidArgument(format!(
+            "outage must be a positive number of seconds, not {outage}"
+        ))),
+    }
+}
+
+/// Events a listener queues before a slow consumer is told it missed some.
+const LISTEN_QUEUE: usize = 1024;
+
+impl PyDevice {
+    /// A listener on a connection of its own to the device.
+    fn listener(&self, outage: f64) -> PyResult<PyOutputListener> {
+        let outage_after = outage_secs(outage)?;
+        let Some((link, connect)) = self.origin.clone() else {
+            return Err(
+                Error::InvalidArgument("this Device was not opened from a link".into()).into(),
+            );
+        };
+        if link.is_serial() {
+            return Err(Error::InvalidArgument(
+                "listen opens a connection of its own, and the serial port is this Device's: \
+                 listen over the network (tcp://…), or close the Device and listen with \
+                 `uota remoteio listen`"
+                    .into(),
+            )
+            .into());
+        }
+        let opts = RemoteIoOptions {
+            outage_after,
+            ..RemoteIoOptions::default()
+        };
+        let _rt = runtime::runtime().enter();
+        let listener = Listener::spawn(link, connect, opts, LISTEN_QUEUE);
+        Ok(PyOutputListener {
+            stop: listener.stop_handle(),
+            inner: Arc::new(Mutex::new(listener)),
+        })
+    }
 }
 
 #[pymethods]
@@ -754,6 +835,43 @@ impl PyDevice {
         )
     }
 
+    /// Call the handler `name` the device's app registered
+    /// (`@remoteio.on(name)`) with `kwargs`; returns its result.
+    #[pyo3(signature = (name, /, **kwargs))]
+    fn call(
+        &self,
+        py: Python<'_>,
+        name: String,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Json> {
+        let args = call_args(kwargs)?;
+        block_on(py, ops::call(self.slot.clone(), name, args))
+    }
+
+    /// Async `call`.
+    #[pyo3(signature = (name, /, **kwargs))]
+    fn call_async<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let args = call_args(kwargs)?;
+        future_into_py(py, ops::call(self.slot.clone(), name, args))
+    }
+
+    /// The device's output, one event per iteration, across link drops.
+    #[pyo3(signature = (*, outage = 10.0))]
+    fn listen(&self, outage: f64) -> PyResult<PyOutputListener> {
+        self.listener(outage)
+    }
+
+    /// `listen` as an async iterator.
+    #[pyo3(signature = (*, outage = 10.0))]
+    fn listen_async(&self, outage: f64) -> PyResult<PyOutputListener> {
+        self.listener(outage)
+    }
+
     /// Close the connection (waits for a call in progress). Idempotent.
     fn close(&self, py: Python<'_>) -> PyResult<PyNone> {
         block_on(py, ops::close(self.slot.clone()))
@@ -791,6 +909,98 @@ impl PyDevice {
             ops::close(slot).await?;
             Ok(PyNone)
         })
+    }
+}
+
+/// The device's output as `Device.listen` yields it (a listener running on
+/// a connection of its own).
+#[pyclass(name = "OutputListener", module = "uota", frozen)]
+pub(crate) struct PyOutputListener {
+    inner: Arc<Mutex<Listener>>,
+    stop: StopHandle,
+}
+
+impl Drop for PyOutputListener {
+    fn drop(&mut self) {
+        self.stop.stop();
+    }
+}
+
+/// The next event of `inner` as a dict; `None` once it ended.
+async fn next_event(inner: Arc<Mutex<Listener>>) -> PyResult<Option<Json>> {
+    match inner.lock().await.next().await {
+        Some(ev) => Ok(Some(Json(ev?.to_json()))),
+        None => Ok(None),
+    }
+}
+
+async fn close_listener(inner: Arc<Mutex<Listener>>, stop: StopHandle) -> PyResult<PyNone> {
+    stop.stop();
+    inner.lock().await.close().await;
+    Ok(PyNone)
+}
+
+#[pymethods]
+impl PyOutputListener {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Json>> {
+        block_on(py, next_event(self.inner.clone()))
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        future_into_py(py, async move {
+            match next_event(inner).await? {
+                Some(ev) => Ok(ev),
+                None => Err(PyStopAsyncIteration::new_err(())),
+            }
+        })
+    }
+
+    /// Stop listening and close the connection. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<PyNone> {
+        block_on(py, close_listener(self.inner.clone(), self.stop.clone()))
+    }
+
+    /// Async `close`.
+    fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, close_listener(self.inner.clone(), self.stop.clone()))
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.close(py)?;
+        Ok(())
+    }
+
+    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let me = slf.unbind();
+        future_into_py(py, async move { Ok(me) })
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _exc: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, close_listener(self.inner.clone(), self.stop.clone()))
+    }
+
+    fn __repr__(&self) -> &'static str {
+        "OutputListener()"
     }
 }
 

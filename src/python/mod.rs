@@ -46,6 +46,7 @@ fn _uota(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fleet::rollout_async, m)?)?;
     m.add_class::<device::PyDevice>()?;
     m.add_class::<device::PyDirEntry>()?;
+    m.add_class::<device::PyOutputListener>()?;
     m.add_class::<device::PyPushReport>()?;
     m.add_class::<manifest::PyManifest>()?;
     m.add_class::<sim::PyVirtualDevice>()?;

@@ -55,7 +55,8 @@ pub fn new_call_id() -> String {
 
 /// Calls to one device over one connection, reopened when the link drops.
 pub struct Caller {
-    link: Link,
+    /// `None`: a connection that cannot be reopened (not opened from a link).
+    link: Option<Link>,
     connect: ConnectOptions,
     opts: RemoteIoOptions,
     dev: Option<Device>,
@@ -73,11 +74,30 @@ impl Caller {
     /// Calls to the device at `link`.
     pub fn new(link: Link, connect: ConnectOptions, opts: RemoteIoOptions) -> Self {
         Self {
-            link,
+            link: Some(link),
             connect,
             opts,
             dev: None,
         }
+    }
+
+    /// Calls over `dev`, a connection already open; after a link drop the
+    /// link it was opened on is reopened with the options it was opened
+    /// with. [`Caller::into_device`] gives the connection back, to go on
+    /// using it for other requests.
+    pub fn with_device(dev: Device, opts: RemoteIoOptions) -> Self {
+        Self {
+            link: dev.link().cloned(),
+            connect: dev.connect_options().clone(),
+            opts,
+            dev: Some(dev),
+        }
+    }
+
+    /// The connection, when one is open (none after a link drop that
+    /// reconnecting did not mend in time).
+    pub fn into_device(self) -> Option<Device> {
+        self.dev
     }
 
     /// Call handler `name` with `args`. When the link fails, the call is
@@ -97,14 +117,21 @@ impl Caller {
             attempts += 1;
             let tried = tokio::time::timeout_at(deadline, async {
                 if self.dev.is_none() {
+                    let Some(link) = &self.link else {
+                        return Err(Error::InvalidArgument(
+                            "the connection dropped, and it was not opened from a link \
+                             (tcp://…, serial://…) that can be reopened"
+                                .into(),
+                        ));
+                    };
                     let opts = ConnectOptions {
                         connect_retry: Duration::ZERO,
                         ..self.connect.clone()
                     };
-                    self.dev = Some(Device::open(&self.link, opts).await?);
+                    self.dev = Some(Device::open(link, opts).await?);
                 }
                 let dev = self.dev.as_mut().expect("connected");
-                if let (Peer::MicroOta, Link::Tcp { host, .. }) = (dev.peer(), &self.link) {
+                if let (Peer::MicroOta, Some(Link::Tcp { host, .. })) = (dev.peer(), &self.link) {
                     // micro-ota's RemoteIO: sent once (it cannot tell a resend).
                     let left = deadline.saturating_duration_since(Instant::now());
                     let port = self.opts.micro_ota_port;

@@ -9,11 +9,15 @@
 //! - [`Caller`]: calls that survive link drops: resent with their id, run
 //!   once by the device; a device that runs micro-ota's runtime is called
 //!   through its own RemoteIO ([`micro_ota`]).
+//! - [`Listener`]: [`listen`] in the background, its events in a bounded
+//!   queue a consumer pulls from (a slow one is told what it missed).
 
 mod client;
 pub mod micro_ota;
+mod queue;
 mod stream;
 
 pub use crate::device::CallReply;
 pub use client::{listen, new_call_id, Caller, RemoteIoOptions};
+pub use queue::{Listener, StopHandle};
 pub use stream::{OutputEvent, OutputStream};

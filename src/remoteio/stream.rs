@@ -41,6 +41,22 @@ pub enum OutputEvent {
     },
 }
 
+impl OutputEvent {
+    /// As JSON, as `uota remoteio listen --json` prints it and the Python
+    /// bindings yield it: `{"event":"line","seq":N,"text":"…"}`,
+    /// `{"event":"gap","missed":N}`, `{"event":"restarted","boot":N}`,
+    /// `{"event":"link_down","reason":"…"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            OutputEvent::Line { seq, text } => json!({"event": "line", "seq": seq, "text": text}),
+            OutputEvent::Gap { missed } => json!({"event": "gap", "missed": missed}),
+            OutputEvent::Restarted { boot } => json!({"event": "restarted", "boot": boot}),
+            OutputEvent::LinkDown { reason } => json!({"event": "link_down", "reason": reason}),
+        }
+    }
+}
+
 /// A DATA frame of the output stream.
 #[derive(Debug, Deserialize)]
 struct Chunk {
