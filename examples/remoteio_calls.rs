@@ -47,7 +47,10 @@ async fn main() -> uota::Result<()> {
     let mut connect = ConnectOptions::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
         match a.as_str() {
             "--calls" => calls = value().parse().unwrap_or_else(|_| usage("--calls N")),
             "--warmup" => warmup = value().parse().unwrap_or_else(|_| usage("--warmup N")),
@@ -76,7 +79,10 @@ async fn main() -> uota::Result<()> {
             (Some(n), f) => (n.as_str(), f.clone().unwrap_or_default()),
             (None, _) => (
                 "add",
-                json!({"a": i, "b": 1}).as_object().cloned().unwrap_or_default(),
+                json!({"a": i, "b": 1})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
             ),
         };
         let t0 = Instant::now();

@@ -547,3 +547,37 @@ async fn built_in_calls_work_over_a_serial_console_session() {
     c.close().await;
     board.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_listener_is_told_how_many_lines_it_missed() {
+    let t = start(Setup::default()).await;
+    // Long lines, fast: far more than the kernel's buffers hold in a few seconds.
+    std::fs::write(
+        t.project.join("main.py"),
+        "import asyncio\n\nasync def run():\n    n = 0\n    pad = 'x' * 200\n    while True:\n        print('tick', n, pad)\n        n += 1\n        await asyncio.sleep_ms(1)\n",
+    )
+    .unwrap();
+    t.push_project("1.0.0").await.unwrap();
+    let mut dev = t.connect().await;
+    let boot = dev.listen(0, None, Duration::from_secs(1)).await.unwrap();
+    let mut stream = uota::remoteio::OutputStream::new(Duration::from_secs(30));
+    stream.on_listen_reply(boot, std::time::Instant::now());
+    let p = dev.next_output(Duration::from_secs(5)).await.unwrap();
+    stream.on_data(&p, std::time::Instant::now()).unwrap();
+    // Stop reading for a while: the device's ring overruns this listener.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut missed = 0;
+    let mut lines = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while missed == 0 && tokio::time::Instant::now() < deadline {
+        let p = dev.next_output(Duration::from_secs(5)).await.unwrap();
+        for ev in stream.on_data(&p, std::time::Instant::now()).unwrap() {
+            match ev {
+                OutputEvent::Gap { missed: n } => missed += n,
+                OutputEvent::Line { .. } => lines += 1,
+                _ => {}
+            }
+        }
+    }
+    assert!(missed > 0, "a gap was reported after {lines} lines");
+}

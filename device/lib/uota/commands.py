@@ -288,6 +288,9 @@ async def op_call(srv, conn, req):
         await conn.send_res({"ok": False, "err": code, "msg": msg, "type": kind, "boot": boots, "dup": dup})
 
 
+LISTEN_SNDBUF = 4096  # bytes of a listener's output the kernel may hold
+
+
 async def op_listen(srv, conn, req):
     """Stream the output ring from sequence number `from` as DATA frames
     ({"s": first, "d": [texts]}; {"gap": n, "s": seq} for entries the ring
@@ -302,8 +305,18 @@ async def op_listen(srv, conn, req):
     ka = req.get("keepalive_ms", 2500)
     ka = min(max(ka, 100), 60000) if isinstance(ka, int) and not isinstance(ka, bool) else 2500
     await conn.send_ok(boot=boots, next=remoteio.next_seq(), capture=remoteio._limit)
+    # A small send buffer, so that a slow listener's backlog stays in the
+    # ring (and is reported as a gap when the ring drops it) rather than in
+    # the kernel for minutes (boards' stacks keep only a few KB anyway).
+    sock = getattr(conn.s, "s", None)
+    if hal.UNIX and sock is not None:
+        try:
+            sock.setsockopt(1, 7, LISTEN_SNDBUF)  # SOL_SOCKET, SO_SNDBUF (Linux)
+        except (OSError, AttributeError):
+            pass
     budget = max(conn.max_frame // 2 - 64, 64)
     last = hal.ticks_ms()
+    busy = False
     while True:
         missed, start, texts = remoteio.since(seq, budget)
         if missed:
@@ -319,8 +332,12 @@ async def op_listen(srv, conn, req):
             seq = start
             await conn.send_frame(wire.DATA, json.dumps({"ka": 1, "s": seq}).encode())
         else:
-            await asyncio.sleep_ms(20)
+            # Just after output, look again soon: a fast printer fills the
+            # ring in a few ms.
+            await asyncio.sleep_ms(2 if busy else 20)
+            busy = False
             continue
+        busy = bool(texts)
         last = hal.ticks_ms()
         conn.progress()
 
