@@ -780,3 +780,40 @@ async fn a_board_on_usb_serial_is_rolled_out_to_beside_wifi_devices() {
     }
     board.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remoteio_call_reaches_every_device_of_the_fleet() {
+    let f = fleet(11, 3, &[]).await;
+    let out = f
+        .uota(&["--json", "remoteio", "call", "ping", "--all"])
+        .await;
+    let v = common::cli::ok(&out);
+    let devices = v["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 3, "{v}");
+    for d in devices {
+        assert_eq!(d["ok"], true, "{d}");
+        assert_eq!(d["result"], "pong", "{d}");
+    }
+    // One device down: its line says why, the others answer, exit 10.
+    let mut inventory: Vec<Value> = (1..=3)
+        .map(|i| json!({"name": format!("d{i:02}"), "host": format!("{}.{i}", f.base), "port": f.port}))
+        .collect();
+    inventory.push(json!({"name": "gone", "host": format!("{}.9", f.base), "port": f.port}));
+    write_inventory(&f.project, &inventory);
+    let out = f
+        .uota(&[
+            "--json",
+            "remoteio",
+            "call",
+            "version",
+            "--all",
+            "--call-timeout",
+            "2",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    let v = report_of(&out);
+    let gone = device(&v, "gone");
+    assert_eq!(gone["ok"], false, "{v}");
+    assert_eq!(device(&v, "d01")["ok"], true, "{v}");
+}
