@@ -581,3 +581,28 @@ async fn a_stalled_listener_is_told_how_many_lines_it_missed() {
     }
     assert!(missed > 0, "a gap was reported after {lines} lines");
 }
+
+/// The output ring itself, on MicroPython: tests/device/remoteio_ring.py.
+#[test]
+fn the_output_ring_reads_back_in_order_across_wrap_arounds() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in uota::templates::render_runtime(&uota::templates::RuntimeSettings::default()).unwrap()
+    {
+        let dest = dir.path().join(&f.path);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(dest, &f.contents).unwrap();
+    }
+    let script = common::repo().join("tests/device/remoteio_ring.py");
+    std::fs::copy(&script, dir.path().join("ring.py")).unwrap();
+    let out = std::process::Command::new(uota::sim::find_micropython().unwrap())
+        .arg("ring.py")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("ring ok"), "{text}");
+}

@@ -32,9 +32,14 @@ CALL_TIMEOUT_MS = 10000  # an async handler that never returns
 
 _handlers = {}
 _limit = 0  # ring size in bytes; 0: output is not captured
-_ring = []  # texts; _first is the sequence number of _ring[0]
+# The ring: one bytearray of _limit bytes holding entries back to back (a
+# 2-byte length, then the UTF-8 text), wrapping around; no allocation per
+# print. _first is the sequence number of the oldest entry.
+_buf = None
+_head = 0  # offset of the oldest entry
+_used = 0  # bytes held
+_count = 0  # entries held
 _first = 0
-_size = 0
 _print = builtins.print
 _results = {}  # call id -> (ok, value) or None while it runs
 _order = []  # call ids, oldest first
@@ -68,9 +73,11 @@ def handler(name):
 
 def start(limit):
     """Capture print() into a ring of limit bytes (0: not at all)."""
-    global _limit
+    global _limit, _buf
     _limit = int(limit)
     if _limit > 0:
+        _limit = max(_limit, 64)
+        _buf = bytearray(_limit)
         builtins.print = _captured
 
 
@@ -83,21 +90,53 @@ def _captured(*args, sep=" ", end="\n", file=None):
     write(text)
 
 
+def _put(pos, data):
+    n = len(data)
+    room = _limit - pos
+    if n <= room:
+        _buf[pos : pos + n] = data
+    else:
+        _buf[pos:] = data[:room]
+        _buf[: n - room] = data[room:]
+
+
+def _get(pos, n):
+    end = pos + n
+    if end <= _limit:
+        return bytes(_buf[pos:end])
+    return bytes(_buf[pos:]) + bytes(_buf[: end - _limit])
+
+
+def _len_at(pos):
+    return _buf[pos] | _buf[(pos + 1) % _limit] << 8
+
+
 def write(text):
     """Put text into the ring as one entry (print() does it for the app)."""
-    global _first, _size
+    global _head, _used, _count, _first
     if _limit <= 0:
         return
-    if len(text) > _limit:
-        text = text[: _limit - 4] + "...\n"
+    if len(text) > _limit // 2:
+        text = text[: _limit // 8] + "...\n"
+    data = text.encode()
+    n = len(data)
+    if n + 2 > _limit:
+        data = data[: _limit - 2]
+        n = len(data)
     if _lock:
         _lock.acquire()
     try:
-        _ring.append(text)
-        _size += len(text)
-        while _size > _limit:
-            _size -= len(_ring.pop(0))
+        while _used + n + 2 > _limit:
+            k = 2 + _len_at(_head)
+            _head = (_head + k) % _limit
+            _used -= k
+            _count -= 1
             _first += 1
+        tail = (_head + _used) % _limit
+        _put(tail, bytes((n & 255, n >> 8)))
+        _put((tail + 2) % _limit, data)
+        _used += n + 2
+        _count += 1
     finally:
         if _lock:
             _lock.release()
@@ -105,7 +144,7 @@ def write(text):
 
 def next_seq():
     """The sequence number the next entry will get."""
-    return _first + len(_ring)
+    return _first + _count
 
 
 def since(seq, budget):
@@ -117,16 +156,30 @@ def since(seq, budget):
         missed = _first - seq if seq < _first else 0
         start = seq + missed
         out = []
-        n = 0
+        if _limit <= 0:
+            return missed, start, out
+        pos = _head
+        for _ in range(start - _first):  # skip what this listener has
+            pos = (pos + 2 + _len_at(pos)) % _limit
         i = start - _first
-        while i < len(_ring) and (n < budget or not out):
-            out.append(_ring[i])
-            n += len(_ring[i])
+        n = 0
+        while i < _count and (n < budget or not out):
+            k = _len_at(pos)
+            out.append(_get((pos + 2) % _limit, k))
+            n += k
+            pos = (pos + 2 + k) % _limit
             i += 1
-        return missed, start, out
     finally:
         if _lock:
             _lock.release()
+    return missed, start, [_text(b) for b in out]
+
+
+def _text(b):
+    try:
+        return str(b, "utf-8")
+    except UnicodeError:  # cut inside a character
+        return "".join([chr(c) if c < 128 else "?" for c in b])
 
 
 # --- calls ----------------------------------------------------------------------
