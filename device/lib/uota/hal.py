@@ -361,9 +361,10 @@ _poller = None  # the watchdog thread's: made by the main thread
 
 def _nap(ms):
     """Sleep ms in the kernel: the unix port's time.sleep_ms wakes every
-    half millisecond in a thread (some 4% of a core per idle device). No
-    import here: the unix port has no GIL, and an import in this thread
-    races the main thread's on sys.modules."""
+    half millisecond in a thread (some 4% of a core per idle device). The
+    poller was made by the main thread: the unix port has no GIL, and
+    loading a module in this thread would race the main thread's loading
+    on sys.modules."""
     if _poller is None:
         time.sleep_ms(ms)
     else:
