@@ -1,10 +1,10 @@
-# The RemoteIO output ring (device/lib/uota/remoteio.py) on MicroPython:
+# The RemoteIO output ring (device/lib/uota/output.py) on MicroPython:
 # entries read back in order across wrap-arounds, with what was dropped
 # counted, long entries cut. Run by tests/remoteio.rs with the rendered runtime.
 import sys
 sys.path.insert(0, "lib")
-from uota import remoteio as r
-r.start(100)
+from uota import output as r
+r.capture(100)
 import builtins
 builtins.print = r._print  # keep the test's own output out of the ring
 texts = []

@@ -296,7 +296,7 @@ async def op_listen(srv, conn, req):
     ({"s": first, "d": [texts]}; {"gap": n, "s": seq} for entries the ring
     dropped before this listener read them; {"ka": 1, "s": next} every
     keepalive_ms while there is nothing to send) until the link drops."""
-    from uota import remoteio
+    from uota import output
 
     seq = req.get("from", 0)
     boots = boot_state.current()["boots"]
@@ -304,7 +304,7 @@ async def op_listen(srv, conn, req):
         seq = 0  # a position in another boot's output: from this boot's start
     ka = req.get("keepalive_ms", 2500)
     ka = min(max(ka, 100), 60000) if isinstance(ka, int) and not isinstance(ka, bool) else 2500
-    await conn.send_ok(boot=boots, next=remoteio.next_seq(), capture=remoteio._limit)
+    await conn.send_ok(boot=boots, next=output.next_seq(), capture=output._limit)
     # A small send buffer, so that a slow listener's backlog stays in the
     # ring (and is reported as a gap when the ring drops it) rather than in
     # the kernel for minutes (boards' stacks keep only a few KB anyway).
@@ -318,7 +318,7 @@ async def op_listen(srv, conn, req):
     last = hal.ticks_ms()
     busy = False
     while True:
-        missed, start, texts = remoteio.since(seq, budget)
+        missed, start, texts = output.since(seq, budget)
         if missed:
             await conn.send_frame(wire.DATA, json.dumps({"gap": missed, "s": start}).encode())
         if texts:

@@ -78,13 +78,13 @@ def _record_fail(reason):
 
 async def _main(cfg, resident):
     srv = server.Server(cfg)
-    # RemoteIO's handlers and output ring live in uota.remoteio: it is
-    # never unloaded (an app imports it to register handlers).
-    srv.resident = resident + ("uota.remoteio",)
+    # RemoteIO's output ring (uota.output) and handlers (uota.remoteio,
+    # loaded when the app imports it) are never unloaded.
+    srv.resident = resident + ("uota.output", "uota.remoteio")
     if cfg.remoteio_buffer:
-        from uota import remoteio
+        from uota import output
 
-        remoteio.start(cfg.remoteio_buffer)
+        output.capture(cfg.remoteio_buffer)
     srv.start()
     while not await transports.start_all(cfg, srv):
         log.error("no transport started; retrying in 5 s")
