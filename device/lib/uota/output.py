@@ -30,14 +30,27 @@ except ImportError:
     _lock = None
 
 
+MIN_RING = 256  # a heap too short for this many bytes captures nothing
+
+
 def capture(limit):
-    """Capture print() into a ring of limit bytes (0: not at all)."""
-    global _limit, _buf
-    _limit = int(limit)
-    if _limit > 0:
-        _limit = max(_limit, 64)
-        _buf = bytearray(_limit)
+    """Capture print() into a ring of about limit bytes (0: not at all).
+    A heap that cannot spare them gets a smaller ring, or none: output
+    capture never stops a boot. Returns the ring's size."""
+    global _limit, _buf, _head, _used, _count, _first
+    n = int(limit)
+    while n >= MIN_RING:
+        try:
+            buf = bytearray(n)
+        except MemoryError:
+            n //= 2
+            continue
+        _buf, _limit = buf, n
+        _first += _count  # a new ring, empty; numbering goes on
+        _head = _used = _count = 0
         builtins.print = _captured
+        return n
+    return 0
 
 
 def _captured(*args, sep=" ", end="\n", file=None):

@@ -84,7 +84,9 @@ async def _main(cfg, resident):
     if cfg.remoteio_buffer:
         from uota import output
 
-        output.capture(cfg.remoteio_buffer)
+        got = output.capture(cfg.remoteio_buffer)
+        if got < cfg.remoteio_buffer:
+            log.warn("low on RAM: RemoteIO keeps %d bytes of output (remoteioBuffer %d)" % (got, cfg.remoteio_buffer))
     srv.start()
     while not await transports.start_all(cfg, srv):
         log.error("no transport started; retrying in 5 s")
