@@ -231,57 +231,48 @@ pub(crate) async fn list(args: ListArgs, out: &Output) -> Result<i32> {
         None => {
             let inv = Inventory::load(&inv_path)?;
             let wait = seconds("--timeout", args.timeout)?;
-            let mut tasks = tokio::task::JoinSet::new();
-            for (i, e) in inv.devices.iter().cloned().enumerate() {
-                tasks.spawn(async move {
-                    let (host, port) = match (&e.host, e.serial.is_some()) {
-                        (Some(h), false) => (h.clone(), e.port.unwrap_or(DEFAULT_OTA_PORT)),
-                        _ => {
-                            let d = Discovered {
-                                host: e.address(),
-                                ..Discovered::default()
-                            };
-                            return (i, (Some(e.name), d, Some("serial: not probed".to_string())));
-                        }
-                    };
-                    let probed =
-                        tokio::time::timeout(wait, fleet::discover::probe(&host, port, wait)).await;
-                    let row = match probed {
-                        Ok(Ok(d)) => {
-                            let wrong =
-                                e.id.as_ref()
-                                    .filter(|x| d.id.as_ref() != Some(*x))
-                                    .map(|x| format!("expected id {x}"));
-                            (Some(e.name), d, wrong)
-                        }
-                        Ok(Err(err)) => (
-                            Some(e.name),
-                            Discovered {
-                                host,
-                                port,
-                                ..Discovered::default()
-                            },
-                            Some(err.to_string()),
-                        ),
-                        Err(_) => (
-                            Some(e.name),
-                            Discovered {
-                                host,
-                                port,
-                                ..Discovered::default()
-                            },
-                            Some(format!("no answer within {wait:?}")),
-                        ),
-                    };
-                    (i, row)
-                });
-            }
-            let mut rows = Vec::new();
-            while let Some(Ok(r)) = tasks.join_next().await {
-                rows.push(r);
-            }
-            rows.sort_by_key(|(i, _)| *i);
-            rows.into_iter().map(|(_, r)| r).collect()
+            fleet::each(inv.devices, args.concurrency, |e| async move {
+                let (host, port) = match (&e.host, e.serial.is_some()) {
+                    (Some(h), false) => (h.clone(), e.port.unwrap_or(DEFAULT_OTA_PORT)),
+                    _ => {
+                        let d = Discovered {
+                            host: e.address(),
+                            ..Discovered::default()
+                        };
+                        return (Some(e.name), d, Some("serial: not probed".to_string()));
+                    }
+                };
+                let probed =
+                    tokio::time::timeout(wait, fleet::discover::probe(&host, port, wait)).await;
+                match probed {
+                    Ok(Ok(d)) => {
+                        let wrong =
+                            e.id.as_ref()
+                                .filter(|x| d.id.as_ref() != Some(*x))
+                                .map(|x| format!("expected id {x}"));
+                        (Some(e.name), d, wrong)
+                    }
+                    Ok(Err(err)) => (
+                        Some(e.name),
+                        Discovered {
+                            host,
+                            port,
+                            ..Discovered::default()
+                        },
+                        Some(err.to_string()),
+                    ),
+                    Err(_) => (
+                        Some(e.name),
+                        Discovered {
+                            host,
+                            port,
+                            ..Discovered::default()
+                        },
+                        Some(format!("no answer within {wait:?}")),
+                    ),
+                }
+            })
+            .await
         }
     };
     if out.is_json() {

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
-use crate::fleet::FleetDevice;
+use crate::fleet::{self, FleetDevice};
 use crate::remoteio::{self, Caller, OutputEvent, RemoteIoOptions};
 
 use super::output::Output;
@@ -125,34 +125,32 @@ pub(crate) async fn run(cmd: RemoteioCommand, out: &Output) -> Result<i32> {
                 return Ok(0);
             }
             let devices = super::fleet::fleet_devices(&root, &None, None, &select).await?;
-            let mut tasks = tokio::task::JoinSet::new();
-            for (i, d) in devices.into_iter().enumerate() {
-                let (connect, opts, name, args) =
-                    (connect.clone(), opts.clone(), name.clone(), args.clone());
-                tasks.spawn(async move {
-                    let mut caller = Caller::new(d.link(), connect, opts);
-                    let r = caller.call(&name, args).await;
-                    caller.close().await;
-                    (i, d, r)
-                });
-            }
-            let mut results: Vec<(usize, FleetDevice, Result<remoteio::CallReply>)> = Vec::new();
-            while let Some(Ok(r)) = tasks.join_next().await {
-                results.push(r);
-            }
-            results.sort_by_key(|(i, _, _)| *i);
-            let failed = results.iter().filter(|(_, _, r)| r.is_err()).count();
+            // Every device at once, as before.
+            let all = devices.len();
+            let results: Vec<(FleetDevice, Result<remoteio::CallReply>)> =
+                fleet::each(devices, all, |d| {
+                    let (connect, opts, name, args) =
+                        (connect.clone(), opts.clone(), name.clone(), args.clone());
+                    async move {
+                        let mut caller = Caller::new(d.link(), connect, opts);
+                        let r = caller.call(&name, args).await;
+                        caller.close().await;
+                        (d, r)
+                    }
+                })
+                .await;
+            let failed = results.iter().filter(|(_, r)| r.is_err()).count();
             if out.is_json() {
                 let devices: Vec<Value> = results
                     .iter()
-                    .map(|(_, d, r)| match r {
+                    .map(|(d, r)| match r {
                         Ok(reply) => json!({"name": d.name, "address": d.address(), "ok": true, "result": reply.value, "boot": reply.boot}),
                         Err(e) => json!({"name": d.name, "address": d.address(), "ok": false, "error": {"kind": format!("{:?}", e.kind()), "message": e.to_string()}}),
                     })
                     .collect();
                 out.document(&json!({"ok": failed == 0, "devices": devices}));
             } else {
-                for (_, d, r) in &results {
+                for (d, r) in &results {
                     match r {
                         Ok(reply) => out.line(&format!("{}: {}", d.name, reply.value)),
                         Err(e) => out.line(&format!("{}: error: {e}", d.name)),

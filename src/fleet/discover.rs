@@ -7,7 +7,6 @@
 //! `UOTA_LOOPBACK_ONLY` for the CLI and Python's `Fleet.scan`).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -197,32 +196,20 @@ pub async fn probe(host: &str, port: u16, wait: Duration) -> Result<Discovered> 
 /// Those of [`addresses`]; nothing is sent then.
 pub async fn scan(cidr: &str, opts: &ScanOptions) -> Result<Vec<Discovered>> {
     let list = addresses(cidr, opts)?;
-    let permits = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, ip) in list.into_iter().enumerate() {
-        let permits = permits.clone();
-        let (port, wait) = (opts.port, opts.timeout);
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.ok()?;
-            let host = ip.to_string();
-            match tokio::time::timeout(wait, probe(&host, port, wait)).await {
-                Ok(Ok(found)) => Some((i, found)),
-                Ok(Err(e)) => {
-                    tracing::debug!(%host, port, error = %e, "scan: no device");
-                    None
-                }
-                Err(_) => None,
+    let (port, wait) = (opts.port, opts.timeout);
+    let found = super::concurrent::each(list, opts.concurrency, |ip| async move {
+        let host = ip.to_string();
+        match tokio::time::timeout(wait, probe(&host, port, wait)).await {
+            Ok(Ok(found)) => Some(found),
+            Ok(Err(e)) => {
+                tracing::debug!(%host, port, error = %e, "scan: no device");
+                None
             }
-        });
-    }
-    let mut found = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(Some(hit)) = joined {
-            found.push(hit);
+            Err(_) => None,
         }
-    }
-    found.sort_by_key(|(i, _)| *i);
-    Ok(found.into_iter().map(|(_, d)| d).collect())
+    })
+    .await;
+    Ok(found.into_iter().flatten().collect())
 }
 
 #[cfg(test)]

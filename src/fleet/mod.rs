@@ -15,6 +15,8 @@
 //!
 //! See `docs/fleet.md`.
 
+mod concurrent;
+pub(crate) use concurrent::each;
 pub mod discover;
 mod inventory;
 mod plan;

@@ -1,6 +1,5 @@
 //! Every device's state at once: `uota status --all`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -44,34 +43,23 @@ pub async fn gather(
     concurrency: usize,
     timeout: Duration,
 ) -> Vec<DeviceState> {
-    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, dev) in devices.iter().cloned().enumerate() {
-        let permits = permits.clone();
-        let opts = ConnectOptions {
-            connect_retry: Duration::ZERO,
-            ..connect.clone()
-        };
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.ok();
-            let state = match tokio::time::timeout(timeout, ask(&dev, opts)).await {
+    let opts = ConnectOptions {
+        connect_retry: Duration::ZERO,
+        ..connect.clone()
+    };
+    super::concurrent::each(devices.to_vec(), concurrency, |dev| {
+        let opts = opts.clone();
+        async move {
+            match tokio::time::timeout(timeout, ask(&dev, opts)).await {
                 Ok(s) => s,
                 Err(_) => DeviceState {
                     error: Some(format!("no answer within {timeout:?}")),
                     ..unasked(&dev)
                 },
-            };
-            (i, state)
-        });
-    }
-    let mut out: Vec<(usize, DeviceState)> = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(hit) = joined {
-            out.push(hit);
+            }
         }
-    }
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, s)| s).collect()
+    })
+    .await
 }
 
 fn unasked(dev: &FleetDevice) -> DeviceState {
