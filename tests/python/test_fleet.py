@@ -471,16 +471,16 @@ def test_bad_input_is_refused_before_anything_is_pushed(
 
 def test_fleet_objects() -> None:
     """Fleet, FleetDevice: construction, selection, equality, repr (no device)."""
-    canary = uota.FleetDevice("hall-1", host="10.0.4.21", tags=["canary"], id="a4cf12")
+    canary = uota.FleetDevice("hall-1", host="hall-1.local", tags=["canary"], id="a4cf12")
     assert (canary.name, canary.host, canary.port, canary.tags, canary.id) == (
         "hall-1",
-        "10.0.4.21",
+        "hall-1.local",
         None,
         ["canary"],
         "a4cf12",
     )
-    assert (canary.address, canary.link) == ("10.0.4.21:2018", "tcp://10.0.4.21:2018")
-    assert repr(canary) == "FleetDevice(name='hall-1', host='10.0.4.21', tags=['canary'], id='a4cf12')"
+    assert (canary.address, canary.link) == ("hall-1.local:2018", "tcp://hall-1.local:2018")
+    assert repr(canary) == "FleetDevice(name='hall-1', host='hall-1.local', tags=['canary'], id='a4cf12')"
     bench = uota.FleetDevice("bench", serial="/dev/ttyUSB0", baud=115200)
     assert (bench.serial, bench.baud, bench.host, bench.address) == ("/dev/ttyUSB0", 115200, None, "/dev/ttyUSB0")
     fleet = uota.Fleet(
