@@ -448,7 +448,12 @@ async fn wait_state(project: &Path, n: usize) -> PathBuf {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(entries) = std::fs::read_dir(&dir) {
+            // Only the state files: a `.tmp*` beside them is a write in
+            // flight, renamed away a moment later.
             for e in entries.flatten() {
+                if e.path().extension().is_none_or(|x| x != "json") {
+                    continue;
+                }
                 if let Ok(st) = uota::fleet::RolloutState::load(&e.path()) {
                     if st.devices.len() >= n {
                         return e.path();
