@@ -10,56 +10,14 @@ use serde_json::{json, Map, Value};
 use uota::device::Link;
 use uota::remoteio::{Caller, OutputEvent, RemoteIoOptions};
 
-/// An app with handlers that prints `tick N` every `period_ms`.
+/// The RemoteIO test app (tests/device/remoteio_app.py, shared with the
+/// Python tests), printing `tick N` every `period_ms`.
 fn app(period_ms: u32) -> String {
-    format!(
-        r#"import asyncio
-import os
-from uota import remoteio
-
-remoteio.CALL_TIMEOUT_MS = 500
-try:
-    os.mkdir("/data")
-except OSError:
-    pass
-
-
-@remoteio.on("append")
-def append(n=0):
-    with open("/data/calls.txt", "a") as f:
-        f.write("%d\n" % n)
-    return n
-
-
-@remoteio.on("add")
-async def add(a=0, b=0):
-    await asyncio.sleep_ms(1)
-    return a + b
-
-
-@remoteio.on("boom")
-def boom():
-    raise ValueError("boom")
-
-
-@remoteio.on("hang")
-async def hang():
-    await asyncio.sleep(3600)
-
-
-@remoteio.on("unjsonable")
-def unjsonable():
-    return object()
-
-
-async def run():
-    n = 0
-    while True:
-        print("tick", n)
-        n += 1
-        await asyncio.sleep_ms({period_ms})
-"#
-    )
+    let text =
+        std::fs::read_to_string(common::repo().join("tests/device/remoteio_app.py")).unwrap();
+    let default = "PERIOD_MS = 100";
+    assert!(text.contains(default), "the app sets {default}");
+    text.replace(default, &format!("PERIOD_MS = {period_ms}"))
 }
 
 async fn device_with_app(setup: Setup, period_ms: u32) -> TestDevice {

@@ -19,7 +19,7 @@ use crate::text::escape_controls as esc;
 use crate::transport::link::DEFAULT_OTA_PORT;
 
 use super::output::Output;
-use super::{project_root, PushArgs, Target};
+use super::{project_root, seconds_arg, PushArgs, Target};
 
 /// Exit code: some devices failed (the rollout went on).
 pub(crate) const EXIT_DEVICES_FAILED: i32 = 10;
@@ -125,16 +125,6 @@ pub(crate) struct StatusArgs {
     concurrency: usize,
 }
 
-fn seconds(name: &str, v: f64) -> Result<Duration> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "{name} must be a number of seconds, 0 or more"
-        )))
-    }
-}
-
 fn inventory_path(root: &Path, given: &Option<PathBuf>) -> PathBuf {
     given.clone().unwrap_or_else(|| Inventory::path_in(root))
 }
@@ -157,7 +147,7 @@ async fn scan(
 ) -> Result<Vec<Discovered>> {
     let opts = ScanOptions {
         port,
-        timeout: seconds("--timeout", timeout)?.max(Duration::from_millis(10)),
+        timeout: seconds_arg("--timeout", timeout, true)?.max(Duration::from_millis(10)),
         concurrency,
         force,
         loopback_only: ScanOptions::loopback_only_from_env(),
@@ -230,7 +220,7 @@ pub(crate) async fn list(args: ListArgs, out: &Output) -> Result<i32> {
         }
         None => {
             let inv = Inventory::load(&inv_path)?;
-            let wait = seconds("--timeout", args.timeout)?;
+            let wait = seconds_arg("--timeout", args.timeout, true)?;
             fleet::each(inv.devices, args.concurrency, |e| async move {
                 let (host, port) = match (&e.host, e.serial.is_some()) {
                     (Some(h), false) => (h.clone(), e.port.unwrap_or(DEFAULT_OTA_PORT)),
@@ -420,11 +410,11 @@ pub(crate) async fn rollout(args: &PushArgs, mode: PushMode, out: &Output) -> Re
         .transpose()?;
     let health_wait = f
         .health_wait
-        .map(|s| seconds("--health-wait", s))
+        .map(|s| seconds_arg("--health-wait", s, true))
         .transpose()?;
-    let retry_backoff = seconds("--retry-backoff", f.retry_backoff)?;
-    let device_timeout = seconds("--device-timeout", f.device_timeout)?;
-    let pause_between = seconds("--pause-between", f.pause_between)?;
+    let retry_backoff = seconds_arg("--retry-backoff", f.retry_backoff, true)?;
+    let device_timeout = seconds_arg("--device-timeout", f.device_timeout, true)?;
+    let pause_between = seconds_arg("--pause-between", f.pause_between, true)?;
     if f.concurrency == 0 {
         return Err(Error::InvalidArgument(
             "--concurrency must be at least 1".into(),

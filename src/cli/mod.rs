@@ -721,6 +721,20 @@ async fn cancelled_push(target: &Target, version: &str) -> Error {
     Error::Cancelled(format!("push cancelled (Ctrl-C); {state}"))
 }
 
+/// A duration given in seconds on the command line: a finite number, at
+/// least zero when `zero_ok`, else above zero. `name` is the flag, for the
+/// error.
+pub(crate) fn seconds_arg(name: &str, v: f64, zero_ok: bool) -> Result<Duration> {
+    let ok = v.is_finite() && if zero_ok { v >= 0.0 } else { v > 0.0 };
+    if ok {
+        return Ok(Duration::from_secs_f64(v));
+    }
+    let range = if zero_ok { "0 or more" } else { "above 0" };
+    Err(Error::InvalidArgument(format!(
+        "{name} must be a number of seconds, {range}"
+    )))
+}
+
 fn parse_size(s: &str) -> Result<u64> {
     let s = s.trim();
     let (num, mult) = match s.chars().last() {

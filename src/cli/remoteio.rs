@@ -1,7 +1,5 @@
 //! `uota remoteio listen|call`.
 
-use std::time::Duration;
-
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
@@ -10,7 +8,7 @@ use crate::fleet::{self, FleetDevice};
 use crate::remoteio::{self, Caller, OutputEvent, RemoteIoOptions};
 
 use super::output::Output;
-use super::{connect_options, link, project_root, try_project, Target};
+use super::{connect_options, link, project_root, seconds_arg, try_project, Target};
 
 /// RemoteIO commands.
 #[derive(Debug, Subcommand)]
@@ -67,16 +65,6 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Map<String, Value>> {
     Ok(out)
 }
 
-fn secs(name: &str, v: f64) -> Result<Duration> {
-    if v.is_finite() && v > 0.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "{name} must be a positive number of seconds"
-        )))
-    }
-}
-
 pub(crate) async fn run(cmd: RemoteioCommand, out: &Output) -> Result<i32> {
     match cmd {
         RemoteioCommand::Listen { target, outage } => {
@@ -84,7 +72,7 @@ pub(crate) async fn run(cmd: RemoteioCommand, out: &Output) -> Result<i32> {
             let connect = connect_options(&target, project.as_ref())?;
             let link = link(&target, &project)?;
             let opts = RemoteIoOptions {
-                outage_after: secs("--outage", outage)?,
+                outage_after: seconds_arg("--outage", outage, false)?,
                 ..RemoteIoOptions::default()
             };
             let json = out.is_json();
@@ -108,7 +96,7 @@ pub(crate) async fn run(cmd: RemoteioCommand, out: &Output) -> Result<i32> {
             let project = try_project(&root)?;
             let connect = connect_options(&target, project.as_ref())?;
             let opts = RemoteIoOptions {
-                call_timeout: secs("--call-timeout", call_timeout)?,
+                call_timeout: seconds_arg("--call-timeout", call_timeout, false)?,
                 micro_ota_port: project.as_ref().map_or(2019, |p| p.config.remoteio_port),
                 ..RemoteIoOptions::default()
             };

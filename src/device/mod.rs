@@ -186,6 +186,44 @@ pub struct DeviceInfo {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The release fields of a device's `info` answer (its `release` object):
+/// what is active, whether it is confirmed, and the last rollback.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReleaseState {
+    /// Version of the active release (the info's `version` when the device
+    /// does not say).
+    pub active: String,
+    /// `pending` (on probation, not confirmed yet) or `confirmed`.
+    pub state: String,
+    /// Boots of the pending release so far (0 when confirmed or unknown).
+    pub attempts: u64,
+    /// The last rollback as the device recorded it (`from`, `reason` …).
+    pub last_rollback: Option<serde_json::Value>,
+}
+
+impl ReleaseState {
+    /// The reason of the last rollback, when the device recorded one.
+    pub fn rollback_reason(&self) -> Option<&str> {
+        self.last_rollback.as_ref()?.get("reason")?.as_str()
+    }
+}
+
+impl DeviceInfo {
+    /// The typed view of the `release` object of this answer; an older
+    /// runtime without one reads as its version, confirmed.
+    pub fn release(&self) -> ReleaseState {
+        let release = self.extra.get("release");
+        let field = |k: &str| release.and_then(|r| r.get(k));
+        let text = |k: &str| field(k).and_then(|v| v.as_str()).map(str::to_string);
+        ReleaseState {
+            active: text("active").unwrap_or_else(|| self.version.clone()),
+            state: text("state").unwrap_or_else(|| "confirmed".into()),
+            attempts: field("attempts").and_then(|v| v.as_u64()).unwrap_or(0),
+            last_rollback: field("last_rollback").filter(|v| !v.is_null()).cloned(),
+        }
+    }
+}
+
 fn denied_hello(target: &str) -> Error {
     Error::Auth(format!(
         "{target} answered the uota hello with `denied`: it runs micro-ota's runtime with a password (or something on the path pretends to). \

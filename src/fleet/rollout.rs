@@ -736,32 +736,18 @@ impl Job {
             .await;
             match asked {
                 Ok(Ok(info)) => {
-                    let release = info.extra.get("release");
-                    let field = |k: &str| {
-                        release
-                            .and_then(|r| r.get(k))
-                            .and_then(|v| v.as_str())
-                            .map(str::to_string)
-                    };
-                    let active = field("active").unwrap_or_else(|| info.version.clone());
-                    let state = field("state").unwrap_or_else(|| "confirmed".into());
-                    if active != self.version {
-                        let why = release
-                            .and_then(|r| r.get("last_rollback"))
-                            .and_then(|l| l.get("reason"))
-                            .and_then(|v| v.as_str())
-                            .unwrap_or("no reason recorded");
+                    let release = info.release();
+                    if release.active != self.version {
+                        let why = release.rollback_reason().unwrap_or("no reason recorded");
                         return Err(Failure::RolledBack(format!(
-                            "the device rolled back to {active:?} ({why})"
+                            "the device rolled back to {:?} ({why})",
+                            release.active
                         )));
                     }
-                    if state == "confirmed" {
+                    if release.state == "confirmed" {
                         return Ok(());
                     }
-                    let attempts = release
-                        .and_then(|r| r.get("attempts"))
-                        .and_then(|v| v.as_u64())
-                        .unwrap_or(0);
+                    let (state, attempts) = (&release.state, release.attempts);
                     last = format!("{state}, {attempts} boots of it so far");
                 }
                 Ok(Err(e)) => last = e.to_string(),

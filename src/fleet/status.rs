@@ -92,11 +92,10 @@ async fn ask(entry: &FleetDevice, opts: ConnectOptions) -> DeviceState {
     match dev.info().await {
         Ok(info) => {
             let get = |k: &str| info.extra.get(k).cloned();
-            let release = get("release");
-            let field = |k: &str| release.as_ref().and_then(|r| r.get(k)).cloned();
+            let release = info.release();
             st.version = Some(info.version.clone());
-            st.state = field("state").and_then(|v| v.as_str().map(str::to_string));
-            st.last_rollback = field("last_rollback").filter(|v| !v.is_null());
+            st.state = info.extra.contains_key("release").then_some(release.state);
+            st.last_rollback = release.last_rollback;
             st.boot = get("boot");
             st.runtime = get("runtime").and_then(|v| v.as_str().map(str::to_string));
         }

@@ -10,57 +10,12 @@ from typing import Any
 import pytest
 
 import uota
-from conftest import Env, needs_micropython
+from conftest import REPO, Env, needs_micropython
 
 pytestmark = needs_micropython
 
-#: An app with handlers that prints ``tick N`` every 100 ms (as tests/remoteio.rs).
-APP = '''import asyncio
-import os
-from uota import remoteio
-
-remoteio.CALL_TIMEOUT_MS = 500
-try:
-    os.mkdir("/data")
-except OSError:
-    pass
-
-
-@remoteio.on("append")
-def append(n=0):
-    with open("/data/calls.txt", "a") as f:
-        f.write("%d\\n" % n)
-    return n
-
-
-@remoteio.on("add")
-async def add(a=0, b=0):
-    await asyncio.sleep_ms(1)
-    return a + b
-
-
-@remoteio.on("boom")
-def boom():
-    raise ValueError("boom")
-
-
-@remoteio.on("hang")
-async def hang():
-    await asyncio.sleep(3600)
-
-
-@remoteio.on("unjsonable")
-def unjsonable():
-    return object()
-
-
-async def run():
-    n = 0
-    while True:
-        print("tick", n)
-        n += 1
-        await asyncio.sleep_ms(100)
-'''
+#: An app with handlers that prints ``tick N`` every 100 ms (shared with tests/remoteio.rs).
+APP = (REPO / "tests" / "device" / "remoteio_app.py").read_text()
 
 
 def push_app(env: Env, version: str = "1.0.0") -> uota.Device:
