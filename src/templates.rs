@@ -6,7 +6,7 @@
 //! MicroPython freeze manifest for building the runtime into firmware.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -141,15 +141,33 @@ pub fn render_runtime(settings: &RuntimeSettings) -> Result<Vec<RenderedFile>> {
         .collect()
 }
 
-/// The virtual-device boot shim run by [`crate::sim`] (not installed on devices).
-pub fn sim_boot_script() -> Result<&'static str> {
-    DEVICE_FILES
-        .iter()
-        .find(|(p, _)| *p == "sim/simboot.py")
-        .map(|(_, t)| *t)
-        .ok_or_else(|| {
-            Error::InvalidArgument("device/sim/simboot.py is missing from the build".into())
+/// The files of the virtual-device boot shim run by [`crate::sim`] (not
+/// installed on devices), by name: the launcher given to the interpreter
+/// first (`simboot.py`), then the modules it imports (`simshim.py`, the
+/// machinery; `simdisk.py`, what stays loaded while the device runs).
+pub fn sim_shim_sources() -> Result<Vec<(&'static str, &'static str)>> {
+    ["simboot.py", "simshim.py", "simdisk.py"]
+        .into_iter()
+        .map(|name| {
+            DEVICE_FILES
+                .iter()
+                .find(|(p, _)| p.strip_prefix("sim/") == Some(name))
+                .map(|(_, text)| (name, *text))
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("device/sim/{name} is missing from the build"))
+                })
         })
+        .collect()
+}
+
+/// Write the virtual-device boot shim into `dir` as source; returns the
+/// path to give the interpreter (the launcher).
+pub fn write_sim_shim(dir: &Path) -> Result<PathBuf> {
+    for (name, text) in sim_shim_sources()? {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(dir.join("simboot.py"))
 }
 
 /// Write rendered files under `dir`, creating folders as needed.

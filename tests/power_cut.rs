@@ -233,8 +233,7 @@ impl Interp {
             .map(|s| PathBuf::from(s.trim()))
             .filter(|p| p.is_file())
             .unwrap_or(found);
-        let shim = dir.join("simboot.py");
-        std::fs::write(&shim, uota::templates::sim_boot_script().unwrap()).unwrap();
+        let shim = uota::templates::write_sim_shim(dir).unwrap();
         Interp { exe, shim }
     }
 }

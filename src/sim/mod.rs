@@ -309,7 +309,7 @@ pub async fn provision(opts: &SimOptions) -> Result<bool> {
             std::fs::create_dir_all(staging.path().join("data"))
                 .map_err(|e| Error::io(staging.path(), e))?;
             let script = ShimFile::new()?;
-            let status = base_command(opts, script.path())?
+            let status = base_command(opts, script.path(), false)?
                 .env("UOTA_SIM_IMAGE", path)
                 .env("UOTA_SIM_IMAGE_SIZE", size.to_string())
                 .env("UOTA_SIM_INSTALL", staging.path())
@@ -343,7 +343,7 @@ pub async fn export_image(opts: &SimOptions, dest: &Path) -> Result<()> {
         ));
     };
     let script = ShimFile::new()?;
-    let status = base_command(opts, script.path())?
+    let status = base_command(opts, script.path(), false)?
         .env("UOTA_SIM_IMAGE", path)
         .env("UOTA_SIM_IMAGE_SIZE", size.to_string())
         .env("UOTA_SIM_EXPORT", dest)
@@ -368,9 +368,42 @@ struct ShimFile(tempfile::TempDir);
 impl ShimFile {
     fn new() -> Result<Self> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("<tempdir>", e))?;
-        let path = dir.path().join("simboot.py");
-        std::fs::write(&path, templates::sim_boot_script()?).map_err(|e| Error::io(&path, e))?;
+        templates::write_sim_shim(dir.path())?;
         Ok(Self(dir))
+    }
+
+    /// The shim of a booting device: its modules compiled to `.mpy` when
+    /// an `mpy-cross` of the interpreter's bytecode version is found, so
+    /// that the device's heap (`--heap`) is not spent compiling the shim
+    /// (about 12 KB of a 64 KB heap would be); else as source.
+    fn for_boot(opts: &SimOptions) -> Result<Self> {
+        let shim = Self::new()?;
+        let found = crate::repl::info::MpyCross::find()
+            .and_then(|m| Ok(m.map(|m| (m, interpreter_board(opts)))));
+        let (mpy_cross, board) = match found {
+            Ok(Some((m, Ok(board)))) => (m, board),
+            Ok(None) => {
+                tracing::debug!("no mpy-cross: the sim shim runs as source");
+                return Ok(shim);
+            }
+            Ok(Some((_, Err(e)))) | Err(e) => {
+                tracing::debug!(error = %e, "the sim shim runs as source");
+                return Ok(shim);
+            }
+        };
+        for name in ["simshim", "simdisk"] {
+            let source = shim.0.path().join(format!("{name}.py"));
+            let text = std::fs::read(&source).map_err(|e| Error::io(&source, e))?;
+            match mpy_cross.compile(&text, &format!("{name}.py"), Some(&board)) {
+                Ok(mpy) => {
+                    let out = shim.0.path().join(format!("{name}.mpy"));
+                    std::fs::write(&out, mpy).map_err(|e| Error::io(&out, e))?;
+                    std::fs::remove_file(&source).map_err(|e| Error::io(&source, e))?;
+                }
+                Err(e) => tracing::debug!(error = %e, "{name} runs as source"),
+            }
+        }
+        Ok(shim)
     }
 
     fn path(&self) -> PathBuf {
@@ -390,10 +423,13 @@ fn interpreter(opts: &SimOptions) -> Result<PathBuf> {
     }
 }
 
-fn base_command(opts: &SimOptions, script: PathBuf) -> Result<Command> {
+/// The interpreter running the shim. `device_heap`: with the device's heap
+/// limit (`--heap`); installing into or exporting from an image is the
+/// host's work (as a flasher's), so it runs without.
+fn base_command(opts: &SimOptions, script: PathBuf, device_heap: bool) -> Result<Command> {
     let interpreter = interpreter(opts)?;
     let mut cmd = Command::new(interpreter);
-    if let Some(heap) = &opts.heap_size {
+    if let Some(heap) = opts.heap_size.as_ref().filter(|_| device_heap) {
         cmd.arg("-X").arg(format!("heapsize={heap}"));
     }
     cmd.arg(script)
@@ -445,7 +481,7 @@ pub(crate) fn die_with_parent(cmd: &mut Command) {
 pub(crate) fn die_with_parent(_: &mut Command) {}
 
 fn boot_command(opts: &SimOptions, script: PathBuf) -> Result<Command> {
-    let mut cmd = base_command(opts, script)?;
+    let mut cmd = base_command(opts, script, true)?;
     match &opts.storage {
         Storage::Folder(root) => {
             let root = root.canonicalize().map_err(|e| Error::io(root, e))?;
@@ -585,7 +621,7 @@ fn ended_early(joined: std::result::Result<Result<()>, tokio::task::JoinError>) 
 
 /// Run the interpreter, restarting it after each reset, until `stop` fires.
 async fn supervise(opts: SimOptions, mut stop: oneshot::Receiver<()>) -> Result<()> {
-    let shim = ShimFile::new()?;
+    let shim = ShimFile::for_boot(&opts)?;
     loop {
         let mut child = boot_command(&opts, shim.path())?
             .spawn()
