@@ -378,8 +378,8 @@ impl ShimFile {
     /// (about 12 KB of a 64 KB heap would be); else as source.
     fn for_boot(opts: &SimOptions) -> Result<Self> {
         let shim = Self::new()?;
-        let found = crate::repl::info::MpyCross::find()
-            .and_then(|m| Ok(m.map(|m| (m, interpreter_board(opts)))));
+        let found =
+            crate::repl::info::MpyCross::find().map(|m| m.map(|m| (m, interpreter_board(opts))));
         let (mpy_cross, board) = match found {
             Ok(Some((m, Ok(board)))) => (m, board),
             Ok(None) => {
