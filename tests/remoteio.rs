@@ -250,6 +250,22 @@ async fn listen_until(
     t: &TestDevice,
     done: impl Fn(&[OutputEvent]) -> bool + Send,
 ) -> Vec<OutputEvent> {
+    listen_until_with(
+        t,
+        t.options(),
+        RemoteIoOptions::default().micro_ota_port,
+        done,
+    )
+    .await
+}
+
+/// [`listen_until`] with these connect options and micro-ota RemoteIO port.
+async fn listen_until_with(
+    t: &TestDevice,
+    connect: uota::device::ConnectOptions,
+    micro_ota_port: u16,
+    done: impl Fn(&[OutputEvent]) -> bool + Send,
+) -> Vec<OutputEvent> {
     let link = Link::tcp(t.host(), t.port());
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = events.clone();
@@ -270,9 +286,10 @@ async fn listen_until(
     let opts = RemoteIoOptions {
         outage_after: Duration::from_secs(2),
         backoff: Duration::from_millis(50),
+        micro_ota_port,
         ..RemoteIoOptions::default()
     };
-    uota::remoteio::listen(&link, &t.options(), &opts, &mut on_event, stop)
+    uota::remoteio::listen(&link, &connect, &opts, &mut on_event, stop)
         .await
         .unwrap();
     let v = events.lock().unwrap().clone();
@@ -420,6 +437,46 @@ async fn a_device_that_speaks_micro_otas_remoteio_is_called_with_its_json_lines(
     let e = c.call("boom", Map::new()).await.unwrap_err();
     assert!(e.to_string().contains("ValueError: boom"), "{e}");
     c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_speaks_micro_otas_remoteio_is_listened_to_through_its_print_lines() {
+    // As above: a uota device in legacy mode streams its output as
+    // micro-ota's {"t": "print"} lines on its RemoteIO port.
+    let rio_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env: &'static str = Box::leak(rio_port.to_string().into_boxed_str());
+    let t = device_with_app(
+        Setup {
+            legacy: true,
+            env: vec![("UOTA_SIM_REMOTEIO_PORT", env)],
+            ..Setup::default()
+        },
+        50,
+    )
+    .await;
+    let connect = uota::device::ConnectOptions {
+        protocol: uota::device::ProtocolChoice::MicroOta,
+        ..t.options()
+    };
+    let evs = listen_until_with(&t, connect, rio_port, |v| ticks(v).len() >= 10).await;
+    let got = ticks(&evs);
+    assert!(got.len() >= 10, "{evs:?}");
+    // Numbered from 0 in order, the ticks consecutive: nothing lost or doubled.
+    for (i, w) in got.windows(2).enumerate() {
+        assert_eq!(w[1].0, w[0].0 + 1, "seq at {i}: {got:?}");
+        assert_eq!(w[1].1, w[0].1 + 1, "tick at {i}: {got:?}");
+    }
+    assert!(
+        !evs.iter()
+            .any(|e| matches!(e, OutputEvent::LinkDown { .. })),
+        "{evs:?}"
+    );
+    // The device still serves OTA meanwhile.
+    t.connect().await.ping().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,7 @@ pub(crate) async fn run(cmd: RemoteioCommand, out: &Output) -> Result<i32> {
             let link = link(&target, &project)?;
             let opts = RemoteIoOptions {
                 outage_after: seconds_arg("--outage", outage, false)?,
+                micro_ota_port: project.as_ref().map_or(2019, |p| p.config.remoteio_port),
                 ..RemoteIoOptions::default()
             };
             let json = out.is_json();

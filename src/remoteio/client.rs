@@ -201,8 +201,18 @@ pub async fn listen(
     let mut stream = OutputStream::new(opts.outage_after);
     tokio::pin!(stop);
     let mut wait = opts.backoff;
+    // The numbering of a micro-ota device's lines, across reconnections.
+    let mut micro_ota_next = 0;
     loop {
-        let session = listen_once(link, connect, &mut stream, on_event, &mut wait, opts);
+        let session = listen_once(
+            link,
+            connect,
+            &mut stream,
+            &mut micro_ota_next,
+            on_event,
+            &mut wait,
+            opts,
+        );
         let res = tokio::select! {
             r = session => r,
             () = &mut stop => return Ok(()),
@@ -227,6 +237,7 @@ async fn listen_once(
     link: &Link,
     connect: &ConnectOptions,
     stream: &mut OutputStream,
+    micro_ota_next: &mut u64,
     on_event: &mut (dyn FnMut(&OutputEvent) + Send),
     wait: &mut Duration,
     opts: &RemoteIoOptions,
@@ -236,6 +247,20 @@ async fn listen_once(
         ..connect.clone()
     };
     let mut dev = Device::open(link, copts).await?;
+    if let (Peer::MicroOta, Link::Tcp { host, .. }) = (dev.peer(), link) {
+        // micro-ota's RemoteIO: its print lines on its own port, numbered
+        // here (it keeps nothing while nobody listens, and has no keepalive).
+        let _ = dev.close().await;
+        *wait = opts.backoff;
+        return super::micro_ota::listen_session(
+            host,
+            opts.micro_ota_port,
+            connect.timeout,
+            micro_ota_next,
+            on_event,
+        )
+        .await;
+    }
     let boot = dev
         .listen(stream.resume_from(), stream.boot(), stream.keepalive())
         .await?;

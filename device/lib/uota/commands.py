@@ -314,23 +314,40 @@ async def op_listen(srv, conn, req):
             sock.setsockopt(1, 7, LISTEN_SNDBUF)  # SOL_SOCKET, SO_SNDBUF (Linux)
         except (OSError, AttributeError):
             pass
-    budget = max(conn.max_frame // 2 - 64, 64)
+    await _pump(conn, seq, max(conn.max_frame // 2 - 64, 64), ka, True)
+
+
+async def _pump(conn, seq, budget, ka, frames):
+    """Send the output ring from seq on until the link drops. frames: uota's
+    DATA frames (entries, gaps, keepalives every ka ms); else micro-ota's
+    JSON lines ({"t": "print", "d": text} per entry, {"t": "gap", "n": n}
+    for dropped entries, nothing while idle)."""
+    from uota import output
+
     last = hal.ticks_ms()
     busy = False
     while True:
         missed, start, texts = output.since(seq, budget)
         if missed:
-            await conn.send_frame(wire.DATA, json.dumps({"gap": missed, "s": start}).encode())
-        if texts:
+            if frames:
+                await conn.send_frame(wire.DATA, json.dumps({"gap": missed, "s": start}).encode())
+            else:
+                await conn.send_line(json.dumps({"t": "gap", "n": missed}))
+        if texts and frames:
             payload = json.dumps({"s": start, "d": texts}).encode()
             if len(payload) > conn.max_frame:  # escapes made it grow: one at a time
                 payload = json.dumps({"s": start, "d": [texts[0][:budget // 6]]}).encode()
                 texts = texts[:1]
             await conn.send_frame(wire.DATA, payload)
             seq = start + len(texts)
+        elif texts:
+            for t in texts:
+                await conn.send_line(json.dumps({"t": "print", "d": t}))
+            seq = start + len(texts)
         elif missed or hal.ticks_diff(hal.ticks_ms(), last) >= ka:
             seq = start
-            await conn.send_frame(wire.DATA, json.dumps({"ka": 1, "s": seq}).encode())
+            if frames:
+                await conn.send_frame(wire.DATA, json.dumps({"ka": 1, "s": seq}).encode())
         else:
             # Just after output, look again soon: a fast printer fills the
             # ring in a few ms.
@@ -347,17 +364,28 @@ async def _micro_ota_call(srv, conn, text):
     "args"}), answered {"t": "resp", "id", "r"} or {"t": "err", "id", "e"}.
     Its ids are a host's counters, not unique: such calls are not deduplicated.
     Lines that are not calls are ignored, as micro-ota does. A device with a
-    signing key serves them only in legacy mode or after the password line."""
+    signing key serves them only in legacy mode or after the password line.
+    {"t": "listen"} streams the output as micro-ota's print lines (_pump)."""
     from uota import remoteio
 
     try:
         msg = json.loads(text)
     except ValueError:
         return
-    if not isinstance(msg, dict) or msg.get("t") != "call":
+    kind = msg.get("t") if isinstance(msg, dict) else None
+    if kind not in ("call", "listen"):
+        return
+    allowed = not srv.cfg.signing_key or srv.cfg.legacy or conn.authed
+    if kind == "listen":
+        # A uota host listening to a micro-ota device sends this first (a
+        # micro-ota device ignores it and streams its prints anyway).
+        if allowed:
+            await _pump(conn, 0, 400, 2500, False)
+        else:
+            await conn.send_line(json.dumps({"t": "err", "id": None, "e": "auth_required: this device streams to micro-ota's RemoteIO only in legacy mode"}))
         return
     cid, name, args = msg.get("id"), msg.get("name"), msg.get("args") or {}
-    if srv.cfg.signing_key and not (srv.cfg.legacy or conn.authed):
+    if not allowed:
         reply = {"t": "err", "id": cid, "e": "auth_required: this device takes calls from micro-ota's RemoteIO only in legacy mode"}
     elif not isinstance(name, str) or not isinstance(args, dict):
         reply = {"t": "err", "id": cid, "e": "a call has a name and args (an object)"}
